@@ -1,0 +1,38 @@
+"""The serving contract: model and tensor names, shapes and preprocessing constants.
+
+This module is the one place these names live. The model repository's ``config.pbtxt``
+files spell them too (protobuf text cannot import Python); ``tests/test_repository.py``
+checks that every config agrees with this module, so a rename has to happen in both.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+ENSEMBLE_MODEL: Final = "shopvision"
+PREPROCESS_MODEL: Final = "preprocess"
+RESNET_MODEL: Final = "resnet50"
+
+IMAGE_INPUT: Final = "image"
+"""Raw encoded image bytes, TYPE_STRING, dims [1] per batch item."""
+PIXELS: Final = "pixel_values"
+"""Normalised FP32 CHW tensor between preprocess and resnet50."""
+PROBABILITIES: Final = "probabilities"
+EMBEDDING: Final = "embedding"
+
+NUM_CLASSES: Final = 1000
+EMBEDDING_DIM: Final = 2048
+LABELS_FILE: Final = "imagenet_labels.txt"
+
+RESIZE_SHORTER_SIDE: Final = 256
+CROP_SIZE: Final = 224
+IMAGENET_MEAN: Final = (0.485, 0.456, 0.406)
+IMAGENET_STD: Final = (0.229, 0.224, 0.225)
+
+CPU_CONFIG_NAME: Final = "python_ort"
+"""``--model-config-name`` for hosts whose tritonserver has no ONNX Runtime backend."""
+
+PROVENANCE_FILE: Final = "provenance.json"
+"""Written next to each model version's ``model.onnx`` by ``shopvision model build``."""
+PROVENANCE_PARAMETER_PREFIX: Final = "weights_"
+"""Model-config ``parameters`` keys that expose the served weights' provenance."""

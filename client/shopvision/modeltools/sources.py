@@ -1,0 +1,101 @@
+"""Where ResNet50 weights come from: the ONNX Model Zoo, a local ONNX file, or synthetic."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+SYNTHETIC = "synthetic"
+MIRROR_ENV = "SHOPVISION_WEIGHTS_MIRROR"
+"""Base URL that replaces the zoo's, for air-gapped installs (and the download tests)."""
+CACHE_ENV = "SHOPVISION_CACHE_DIR"
+_ZOO_BASE = "https://github.com/onnx/models/raw/main/validated/vision/classification/resnet/model"
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class ZooModel:
+    name: str
+    sha256: str
+    top1: float
+    """ImageNet top-1 published by the ONNX Model Zoo (not measured here)."""
+
+    @property
+    def filename(self) -> str:
+        return f"{self.name}.onnx"
+
+    def url(self) -> str:
+        base = os.environ.get(MIRROR_ENV, _ZOO_BASE).rstrip("/")
+        return f"{base}/{self.filename}"
+
+
+ZOO_MODELS = {
+    model.name: model
+    for model in (
+        ZooModel("resnet50-v1-12", "3f03fdef724b22947eed826f1eef1dc5c34151bb4c37d634f1db89dfa2dd1526", 74.97),
+        ZooModel("resnet50-v1-12-int8", "c234f30975989788b4405f25253275aae247ab6dbdd34aaa69ab0a59ff76f6d0", 74.77),
+    )
+}
+DEFAULT_ZOO_MODEL = "resnet50-v1-12"
+
+
+class WeightsUnavailable(RuntimeError):
+    """The weights could not be fetched; the message says what to do instead."""
+
+
+class ChecksumMismatch(RuntimeError):
+    """A download's sha256 differs from the published one; nothing was kept."""
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "shopvision")) / "weights"
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        while chunk := stream.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def fetch_zoo_model(model: ZooModel, *, timeout_s: float = 30.0) -> Path:
+    """The verified zoo file, from the cache or downloaded into it."""
+    target = cache_dir() / model.filename
+    if target.exists() and sha256_of(target) == model.sha256:
+        return target
+    download(model.url(), target, expected_sha256=model.sha256, timeout_s=timeout_s)
+    return target
+
+
+def download(url: str, target: Path, *, expected_sha256: str, timeout_s: float = 30.0) -> None:
+    """Stream ``url`` to ``target``, verifying sha256; ``target`` appears only if it matches."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    handle, partial_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    partial = Path(partial_name)
+    try:
+        with os.fdopen(handle, "wb") as out, urllib.request.urlopen(url, timeout=timeout_s) as response:
+            while chunk := response.read(_CHUNK):
+                digest.update(chunk)
+                out.write(chunk)
+        actual = digest.hexdigest()
+        if actual != expected_sha256:
+            raise ChecksumMismatch(
+                f"refusing {url}: sha256 is {actual}, expected {expected_sha256}; the download was discarded"
+            )
+        os.replace(partial, target)
+    except (urllib.error.URLError, TimeoutError, ConnectionError) as error:
+        reason = getattr(error, "reason", error)
+        raise WeightsUnavailable(
+            f"could not download {url}: {reason}. Without network access, build with "
+            f"`--weights {SYNTHETIC}` (seeded random weights, for testing only), pass a local ONNX file, "
+            f"or point {MIRROR_ENV} at a mirror holding {target.name}."
+        ) from error
+    finally:
+        partial.unlink(missing_ok=True)

@@ -1,0 +1,213 @@
+"""Turn any ResNet50-style ONNX classifier into the graph the repository serves.
+
+Input ``pixel_values`` [batch, 3, 224, 224]; outputs ``probabilities`` (softmax) and
+``embedding`` (the input of the final fully-connected layer, L2-normalised). Works on the
+ONNX Model Zoo exports (input ``data``, output ``resnetv17_dense0_fwd``), torchvision and
+timm exports, quantised graphs (QDQ or QOperator) and our synthetic model.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper, shape_inference
+
+from shopvision.contract import EMBEDDING, EMBEDDING_DIM, NUM_CLASSES, PIXELS, PROBABILITIES
+
+BATCH_DIM = "batch"
+_FULLY_CONNECTED = frozenset({"Gemm", "MatMul", "QGemm", "QLinearMatMul", "MatMulInteger"})
+# Ops that may sit between the final FC and the logits output without changing their meaning.
+_PASS_THROUGH = frozenset({"Add", "Identity", "Reshape", "Flatten", "Squeeze", "DequantizeLinear", "Cast"})
+_L2_EPSILON = 1e-12
+
+
+class SurgeryError(ValueError):
+    """The graph does not look like a single-input ImageNet classifier."""
+
+
+def canonicalize(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A checked copy of ``model`` with the serving contract's input and outputs."""
+    model = _copy(model)
+    graph = model.graph
+    opset = _default_opset(model)
+
+    image_input = _single_image_input(graph)
+    fixed_batch = _batch_size_if_fixed(image_input)
+    _rename_tensor(graph, image_input.name, PIXELS)
+    _make_batch_dynamic(image_input)
+    if fixed_batch is not None:
+        _free_hardcoded_batch_in_reshapes(graph, fixed_batch)
+
+    logits = _logits_tensor(graph)
+    features = _embedding_tensor(graph, logits)
+
+    probabilities = helper.make_node("Softmax", [logits], [PROBABILITIES], name="shopvision_softmax", axis=1)
+    graph.node.append(probabilities)
+    graph.node.extend(_l2_normalise_nodes(graph, features, opset))
+
+    del graph.output[:]
+    graph.output.extend([
+        helper.make_tensor_value_info(PROBABILITIES, TensorProto.FLOAT, [BATCH_DIM, NUM_CLASSES]),
+        helper.make_tensor_value_info(EMBEDDING, TensorProto.FLOAT, [BATCH_DIM, EMBEDDING_DIM]),
+    ])
+    # Shapes recorded for the old fixed batch would contradict the dynamic one.
+    del graph.value_info[:]
+    _prune_unused_nodes(graph)
+
+    inferred = shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+    onnx.checker.check_model(inferred, full_check=True)
+    _check_output_shapes(inferred)
+    return inferred
+
+
+def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    copied = onnx.ModelProto()
+    copied.CopyFrom(model)
+    return copied
+
+
+def _default_opset(model: onnx.ModelProto) -> int:
+    for opset in model.opset_import:
+        if opset.domain in ("", "ai.onnx"):
+            return opset.version
+    raise SurgeryError("the model imports no default-domain opset")
+
+
+def _single_image_input(graph: onnx.GraphProto) -> onnx.ValueInfoProto:
+    initializer_names = {init.name for init in graph.initializer}
+    inputs = [value for value in graph.input if value.name not in initializer_names]
+    if len(inputs) != 1:
+        raise SurgeryError(f"expected one image input, found {[value.name for value in inputs]}")
+    image = inputs[0]
+    dims = image.type.tensor_type.shape.dim
+    if len(dims) != 4 or (dims[1].HasField("dim_value") and dims[1].dim_value != 3):
+        shape = [d.dim_value if d.HasField("dim_value") else d.dim_param for d in dims]
+        raise SurgeryError(f"expected an NCHW input with 3 channels, '{image.name}' has shape {shape}")
+    if image.type.tensor_type.elem_type != TensorProto.FLOAT:
+        raise SurgeryError(f"expected a float32 input, '{image.name}' is {image.type.tensor_type.elem_type}")
+    return image
+
+
+def _batch_size_if_fixed(image_input: onnx.ValueInfoProto) -> int | None:
+    batch = image_input.type.tensor_type.shape.dim[0]
+    return batch.dim_value if batch.HasField("dim_value") else None
+
+
+def _make_batch_dynamic(image_input: onnx.ValueInfoProto) -> None:
+    batch = image_input.type.tensor_type.shape.dim[0]
+    batch.Clear()
+    batch.dim_param = BATCH_DIM
+
+
+def _rename_tensor(graph: onnx.GraphProto, old: str, new: str) -> None:
+    if old == new:
+        return
+    for node in graph.node:
+        node.input[:] = [new if name == old else name for name in node.input]
+        node.output[:] = [new if name == old else name for name in node.output]
+    for value in (*graph.input, *graph.output, *graph.value_info):
+        if value.name == old:
+            value.name = new
+
+
+def _free_hardcoded_batch_in_reshapes(graph: onnx.GraphProto, fixed_batch: int) -> None:
+    """Older exports flatten with Reshape(x, [1, -1]); 0 copies the incoming batch instead."""
+    initializers = {init.name: init for init in graph.initializer}
+    for node in graph.node:
+        if node.op_type != "Reshape" or node.input[1] not in initializers:
+            continue
+        shape_init = initializers[node.input[1]]
+        shape = numpy_helper.to_array(shape_init).copy()
+        if shape.ndim == 1 and len(shape) >= 2 and shape[0] == fixed_batch and -1 in shape[1:]:
+            shape[0] = 0
+            shape_init.CopyFrom(numpy_helper.from_array(shape, shape_init.name))
+
+
+def _producers(graph: onnx.GraphProto) -> dict[str, onnx.NodeProto]:
+    return {output: node for node in graph.node for output in node.output}
+
+
+def _logits_tensor(graph: onnx.GraphProto) -> str:
+    """The pre-softmax class scores: the classifier output, minus any softmax already there."""
+    candidates = [out.name for out in graph.output if _last_dim(out) in (NUM_CLASSES, None)]
+    if len(candidates) != 1:
+        raise SurgeryError(
+            f"expected one output with {NUM_CLASSES} classes, outputs are {[out.name for out in graph.output]}"
+        )
+    producer = _producers(graph).get(candidates[0])
+    if producer is not None and producer.op_type in ("Softmax", "LogSoftmax"):
+        return producer.input[0]
+    return candidates[0]
+
+
+def _last_dim(value: onnx.ValueInfoProto) -> int | None:
+    dims = value.type.tensor_type.shape.dim
+    return dims[-1].dim_value if dims and dims[-1].HasField("dim_value") else None
+
+
+def _embedding_tensor(graph: onnx.GraphProto, logits: str) -> str:
+    """A float tensor [batch, 2048]: the input of the last fully-connected layer."""
+    producers = _producers(graph)
+    node = producers.get(logits)
+    while node is not None and node.op_type not in _FULLY_CONNECTED:
+        if node.op_type not in _PASS_THROUGH:
+            raise SurgeryError(f"cannot find the final fully-connected layer: reached '{node.op_type}' first")
+        node = producers.get(node.input[0])
+    if node is None:
+        raise SurgeryError("cannot find the final fully-connected layer above the logits")
+
+    features = node.input[0]
+    feature_producer = producers.get(features)
+    if feature_producer is not None and feature_producer.op_type == "QuantizeLinear":
+        features = feature_producer.input[0]
+    elif node.op_type in ("QGemm", "QLinearMatMul"):
+        # QOperator graphs keep the features quantised; inputs 1 and 2 are their scale and zero point.
+        dequantized = f"{features}_dequantized"
+        graph.node.append(helper.make_node("DequantizeLinear", [features, node.input[1], node.input[2]],
+                                           [dequantized], name="shopvision_dequantize_features"))
+        features = dequantized
+
+    flattened = f"{features}_flat"
+    # Flatten is a no-op on [batch, 2048] and fixes [batch, 2048, 1, 1] from 1x1-conv heads.
+    graph.node.append(helper.make_node("Flatten", [features], [flattened], name="shopvision_flatten", axis=1))
+    return flattened
+
+
+def _l2_normalise_nodes(graph: onnx.GraphProto, features: str, opset: int) -> list[onnx.NodeProto]:
+    epsilon = "shopvision_l2_epsilon"
+    graph.initializer.append(numpy_helper.from_array(np.array(_L2_EPSILON, dtype=np.float32), epsilon))
+    norm = "shopvision_l2_norm"
+    if opset >= 18:
+        axes = "shopvision_l2_axes"
+        graph.initializer.append(numpy_helper.from_array(np.array([1], dtype=np.int64), axes))
+        reduce = helper.make_node("ReduceL2", [features, axes], [norm], name="shopvision_l2", keepdims=1)
+    else:
+        reduce = helper.make_node("ReduceL2", [features], [norm], name="shopvision_l2", axes=[1], keepdims=1)
+    # The epsilon keeps an all-zero feature vector at zero instead of NaN.
+    safe_norm = helper.make_node("Max", [norm, epsilon], [f"{norm}_safe"], name="shopvision_l2_floor")
+    divide = helper.make_node("Div", [features, f"{norm}_safe"], [EMBEDDING], name="shopvision_l2_divide")
+    return [reduce, safe_norm, divide]
+
+
+def _prune_unused_nodes(graph: onnx.GraphProto) -> None:
+    needed = {output.name for output in graph.output}
+    kept = []
+    for node in reversed(graph.node):
+        if any(output in needed for output in node.output):
+            kept.append(node)
+            needed.update(node.input)
+    del graph.node[:]
+    graph.node.extend(reversed(kept))
+    initializers = [init for init in graph.initializer if init.name in needed]
+    del graph.initializer[:]
+    graph.initializer.extend(initializers)
+
+
+def _check_output_shapes(model: onnx.ModelProto) -> None:
+    shapes = {
+        out.name: [d.dim_value if d.HasField("dim_value") else d.dim_param for d in out.type.tensor_type.shape.dim]
+        for out in model.graph.output
+    }
+    expected = {PROBABILITIES: [BATCH_DIM, NUM_CLASSES], EMBEDDING: [BATCH_DIM, EMBEDDING_DIM]}
+    if shapes != expected:
+        raise SurgeryError(f"outputs after surgery are {shapes}, expected {expected}")

@@ -1,0 +1,163 @@
+"""ResNet evaluation preprocessing: encoded bytes -> normalised CHW float32.
+
+Used by the ``preprocess`` Triton model and by the in-process benchmark baselines, so both
+run exactly the same code. The recipe is torchvision's ``Resize(256)`` + ``CenterCrop(224)``
++ ``Normalize`` with bilinear filtering, after EXIF orientation and conversion to RGB with
+transparent pixels composited onto white.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from shopvision.contract import CROP_SIZE, IMAGENET_MEAN, IMAGENET_STD, RESIZE_SHORTER_SIDE
+
+# Pillow's own bomb check raises or warns depending on size; our explicit pixel limit
+# below replaces it with one configurable, always-enforced rule.
+Image.MAX_IMAGE_PIXELS = None
+
+SUPPORTED_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "TIFF", "BMP")
+_TRANSPARENT_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
+_SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
+_EXIF_ORIENTATION = 0x0112
+
+
+class ImageRejected(ValueError):
+    """The bytes are not an image this pipeline accepts; the message says why."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class DecodeLimits:
+    """Upper bounds checked before any pixel is decoded."""
+
+    max_bytes: int = 25 * 1024 * 1024
+    max_pixels: int = 50_000_000
+
+
+@dataclass(frozen=True)
+class CropBox:
+    """Where the centre crop of the resized image lies in source-pixel coordinates."""
+
+    left: float
+    top: float
+    right: float
+    bottom: float
+
+    @classmethod
+    def for_size(cls, width: int, height: int) -> CropBox:
+        # Mirrors torchvision: shorter side -> 256 (long side truncated), then a centre crop
+        # whose offset is rounded; the box maps that crop back onto the source pixels.
+        if width <= height:
+            resized_w, resized_h = RESIZE_SHORTER_SIDE, int(RESIZE_SHORTER_SIDE * height / width)
+        else:
+            resized_w, resized_h = int(RESIZE_SHORTER_SIDE * width / height), RESIZE_SHORTER_SIDE
+        crop_left = int(round((resized_w - CROP_SIZE) / 2.0))
+        crop_top = int(round((resized_h - CROP_SIZE) / 2.0))
+        scale_x, scale_y = width / resized_w, height / resized_h
+        return cls(
+            crop_left * scale_x,
+            crop_top * scale_y,
+            (crop_left + CROP_SIZE) * scale_x,
+            (crop_top + CROP_SIZE) * scale_y,
+        )
+
+
+class Preprocessor:
+    """Decodes one image at a time into a uint8 crop; normalises whole batches at once."""
+
+    def __init__(self, *, limits: DecodeLimits = DecodeLimits(), jpeg_draft: bool = True) -> None:
+        self._limits = limits
+        self._jpeg_draft = jpeg_draft
+        self._scale = (1.0 / (255.0 * np.asarray(IMAGENET_STD, dtype=np.float32)))[:, None, None]
+        self._offset = (-np.asarray(IMAGENET_MEAN, dtype=np.float32) / np.asarray(IMAGENET_STD, dtype=np.float32))[
+            :, None, None
+        ]
+
+    @property
+    def limits(self) -> DecodeLimits:
+        return self._limits
+
+    def crop(self, data: bytes) -> np.ndarray:
+        """Encoded image -> uint8 HWC array of CROP_SIZE x CROP_SIZE x 3.
+
+        Raises ImageRejected for anything that is not a supported, decodable image within
+        the limits; no other exception escapes for bad input.
+        """
+        image = self._open(data)
+        try:
+            if self._jpeg_draft and image.format == "JPEG":
+                # DCT-domain downscaling: decodes at 1/2, 1/4 or 1/8 scale while keeping both
+                # sides >= 256, so the bilinear resize below still only shrinks.
+                image.draft("RGB", (RESIZE_SHORTER_SIDE, RESIZE_SHORTER_SIDE))
+            image = _apply_exif_orientation(image)
+            rgb = _to_rgb(image)
+            box = CropBox.for_size(*rgb.size)
+            cropped = rgb.resize(
+                (CROP_SIZE, CROP_SIZE),
+                Image.Resampling.BILINEAR,
+                box=(box.left, box.top, box.right, box.bottom),
+            )
+            return np.asarray(cropped, dtype=np.uint8)
+        except ImageRejected:
+            raise
+        except Exception as error:  # noqa: BLE001 - any decoder failure on untrusted bytes is the input's fault
+            raise ImageRejected(f"cannot decode {image.format} image: {error}") from error
+
+    def normalise(self, crops: np.ndarray) -> np.ndarray:
+        """uint8 NHWC crops -> float32 NCHW, ImageNet-normalised, in one vectorised pass."""
+        pixels = crops.transpose(0, 3, 1, 2).astype(np.float32)
+        pixels *= self._scale
+        pixels += self._offset
+        return pixels
+
+    def __call__(self, images: list[bytes]) -> np.ndarray:
+        """Convenience for in-process use: encoded images -> float32 NCHW batch."""
+        return self.normalise(np.stack([self.crop(data) for data in images]))
+
+    def _open(self, data: bytes) -> Image.Image:
+        if not data:
+            raise ImageRejected("empty image: received 0 bytes")
+        if len(data) > self._limits.max_bytes:
+            raise ImageRejected(f"image is {len(data)} bytes, over the limit of {self._limits.max_bytes} bytes")
+        try:
+            image = Image.open(io.BytesIO(data), formats=SUPPORTED_FORMATS)
+        except UnidentifiedImageError as error:
+            raise ImageRejected(
+                f"not a supported image ({len(data)} bytes starting {data[:8]!r}); "
+                f"expected one of {', '.join(SUPPORTED_FORMATS)}"
+            ) from error
+        except Exception as error:  # noqa: BLE001 - malformed headers raise many types
+            raise ImageRejected(f"cannot read image header: {error}") from error
+        width, height = image.size
+        if width < 1 or height < 1:
+            raise ImageRejected(f"image has no pixels ({width}x{height})")
+        if width * height > self._limits.max_pixels:
+            raise ImageRejected(
+                f"{image.format} declares {width}x{height} = {width * height} pixels, "
+                f"over the limit of {self._limits.max_pixels} pixels"
+            )
+        return image
+
+
+def _apply_exif_orientation(image: Image.Image) -> Image.Image:
+    if image.getexif().get(_EXIF_ORIENTATION, 1) == 1:
+        return image
+    return ImageOps.exif_transpose(image)
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode in _SIXTEEN_BIT_MODES:
+        # Pillow's own I;16 -> RGB conversion clips at 255 instead of rescaling.
+        wide = np.asarray(image, dtype=np.float32)
+        image = Image.fromarray(np.clip(np.rint(wide / 257.0), 0, 255).astype(np.uint8), mode="L")
+    elif image.mode == "F":
+        image = Image.fromarray(np.clip(np.rint(np.asarray(image)), 0, 255).astype(np.uint8), mode="L")
+    if image.mode in _TRANSPARENT_MODES or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return image.convert("RGB")

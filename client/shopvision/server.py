@@ -1,0 +1,196 @@
+"""Run a real tritonserver locally: the binary inside the ``nvidia-pytriton`` wheel (CPU only).
+
+That build has the Python backend but no ONNX Runtime backend, so it serves the repository
+with ``--model-config-name=python_ort``. Used by ``shopvision serve`` and the test fixtures.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from shopvision.contract import CPU_CONFIG_NAME
+
+_STUB = "triton_python_backend_stub"
+
+
+class ServerError(RuntimeError):
+    """tritonserver could not be found, started, or made ready."""
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    model_repository: Path
+    http_port: int = 8000
+    grpc_port: int = 8001
+    metrics_port: int = 8002
+    host: str = "127.0.0.1"
+    config_name: str | None = CPU_CONFIG_NAME
+    exit_timeout_s: int = 30
+    log_verbose: int = 0
+    extra_args: tuple[str, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class TritonInstallation:
+    """The pieces of the nvidia-pytriton wheel that make a standalone tritonserver."""
+
+    binary: Path
+    python_backend: Path
+    stub: Path
+    libraries: Path
+
+    @classmethod
+    def from_wheel(cls) -> TritonInstallation:
+        try:
+            import pytriton
+        except ImportError as error:
+            raise ServerError(
+                "no tritonserver found: install the server extra (`pip install 'shopvision[server]'`), "
+                "or run the official nvcr.io/nvidia/tritonserver container (see README)"
+            ) from error
+        root = Path(pytriton.__file__).parent / "tritonserver"
+        version = f"{sys.version_info.major}.{sys.version_info.minor}"
+        installation = cls(
+            binary=root / "bin" / "tritonserver",
+            python_backend=root / "backends" / "python",
+            stub=root / "python_backend_stubs" / version / _STUB,
+            libraries=Path(pytriton.__file__).parent.parent / "nvidia_pytriton.libs",
+        )
+        missing = [str(path) for path in vars(installation).values() if not path.exists()]
+        if missing:
+            raise ServerError(f"the nvidia-pytriton wheel is incomplete for Python {version}: missing {missing}")
+        return installation
+
+    def backend_directory(self, root: Path) -> Path:
+        """``root/python`` holding the backend library, its utils and the stub for this Python."""
+        python_dir = root / "python"
+        python_dir.mkdir(parents=True, exist_ok=True)
+        for source in [*self.python_backend.glob("*.so"), *self.python_backend.glob("*.py"), self.stub]:
+            link = python_dir / source.name
+            if link.is_symlink() or link.exists():
+                link.unlink()
+            link.symlink_to(source)
+        return root
+
+    def environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [str(self.libraries), env.get("LD_LIBRARY_PATH")]))
+        # The stub embeds Python and finds numpy/onnxruntime/Pillow/shopvision through the
+        # `python3` it sees first on PATH: make that this interpreter's environment.
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+        return env
+
+
+class LocalTritonServer:
+    """A tritonserver child process; a context manager that stops it gracefully."""
+
+    def __init__(self, options: ServerOptions, *, log: IO[bytes] | None = None,
+                 installation: TritonInstallation | None = None, work_dir: Path | None = None) -> None:
+        self.options = options
+        self._installation = installation or TritonInstallation.from_wheel()
+        self._log = log
+        self._work_dir = work_dir or Path(os.environ.get("SHOPVISION_CACHE_DIR", Path.home() / ".cache" / "shopvision"))
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.options.host}:{self.options.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"grpc://{self.options.host}:{self.options.grpc_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{self.options.host}:{self.options.metrics_port}/metrics"
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    def command(self) -> list[str]:
+        opts = self.options
+        backend_dir = self._installation.backend_directory(self._work_dir / "triton-backends")
+        command = [
+            str(self._installation.binary),
+            f"--model-repository={opts.model_repository}",
+            f"--backend-directory={backend_dir}",
+            f"--http-address={opts.host}", f"--http-port={opts.http_port}",
+            f"--grpc-address={opts.host}", f"--grpc-port={opts.grpc_port}",
+            f"--metrics-address={opts.host}", f"--metrics-port={opts.metrics_port}",
+            f"--exit-timeout-secs={opts.exit_timeout_s}",
+            f"--log-verbose={opts.log_verbose}",
+            "--model-control-mode=none",
+            "--strict-readiness=true",
+        ]
+        if opts.config_name:
+            command.append(f"--model-config-name={opts.config_name}")
+        return [*command, *opts.extra_args]
+
+    def start(self, *, ready_timeout_s: float = 180.0) -> None:
+        if self._process is not None and self._process.poll() is None:
+            raise ServerError("the server is already running")
+        self._process = subprocess.Popen(
+            self.command(), env=self._installation.environment(),
+            stdout=self._log, stderr=subprocess.STDOUT if self._log else None,
+            start_new_session=True,
+        )
+        self.wait_until_ready(timeout_s=ready_timeout_s)
+
+    def wait_until_ready(self, *, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._process is None or self._process.poll() is not None:
+                code = None if self._process is None else self._process.returncode
+                raise ServerError(f"tritonserver exited with status {code} before becoming ready (see its log)")
+            if self.is_ready():
+                return
+            time.sleep(0.25)
+        raise ServerError(f"tritonserver was not ready after {timeout_s:.0f} s (see its log)")
+
+    def is_ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.http_url}/v2/health/ready", timeout=2) as response:
+                return response.status == 200
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return False
+
+    def stop(self, *, timeout_s: float | None = None) -> int | None:
+        """SIGTERM (Triton finishes in-flight requests), then SIGKILL after the exit timeout."""
+        if self._process is None:
+            return None
+        if self._process.poll() is None:
+            self._process.send_signal(signal.SIGTERM)
+            try:
+                self._process.wait(timeout=timeout_s or self.options.exit_timeout_s + 10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self._process.pid, signal.SIGKILL)
+                self._process.wait()
+        return self._process.returncode
+
+    def kill(self) -> None:
+        """Abrupt death of the whole process group (server and backend stubs), as in a crash."""
+        if self._process is not None and self._process.poll() is None:
+            os.killpg(self._process.pid, signal.SIGKILL)
+            self._process.wait()
+
+    def wait(self) -> int:
+        if self._process is None:
+            raise ServerError("the server was never started")
+        return self._process.wait()
+
+    def __enter__(self) -> LocalTritonServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
