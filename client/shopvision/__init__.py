@@ -1,0 +1,56 @@
+"""shopvision: ResNet50 classification and visual search served by NVIDIA Triton.
+
+The client SDK is exported here and loaded on first use (tritonclient, numpy, Pillow), so
+server-side modules such as ``shopvision.preprocessing`` import without tritonclient.
+Model tooling, the local server and the catalog live in subpackages with their own extras.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "AsyncClient": "shopvision.aio",
+    "Client": "shopvision.client",
+    "NO_RETRY": "shopvision._protocol",
+    "RetryPolicy": "shopvision._protocol",
+    "SyntheticWeightsWarning": "shopvision._protocol",
+    "ClientClosedError": "shopvision.errors",
+    "InvalidImageError": "shopvision.errors",
+    "ModelMismatchError": "shopvision.errors",
+    "RequestTimeoutError": "shopvision.errors",
+    "ServerError": "shopvision.errors",
+    "ServerUnavailableError": "shopvision.errors",
+    "ShopvisionError": "shopvision.errors",
+    "ImageResult": "shopvision.types",
+    "Prediction": "shopvision.types",
+    "ServerInfo": "shopvision.types",
+    "WeightsProvenance": "shopvision.types",
+}
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:
+    from shopvision._protocol import NO_RETRY, RetryPolicy, SyntheticWeightsWarning
+    from shopvision.aio import AsyncClient
+    from shopvision.client import Client
+    from shopvision.errors import (
+        ClientClosedError,
+        InvalidImageError,
+        ModelMismatchError,
+        RequestTimeoutError,
+        ServerError,
+        ServerUnavailableError,
+        ShopvisionError,
+    )
+    from shopvision.types import ImageResult, Prediction, ServerInfo, WeightsProvenance
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'shopvision' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value

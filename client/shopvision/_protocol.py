@@ -1,0 +1,145 @@
+"""Transport-independent logic shared by the sync and async clients (no I/O here)."""
+
+from __future__ import annotations
+
+import random
+import warnings
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from urllib.parse import urlparse
+
+import numpy as np
+
+from shopvision.contract import (
+    EMBEDDING,
+    EMBEDDING_DIM,
+    ENSEMBLE_MODEL,
+    IMAGE_INPUT,
+    NUM_CLASSES,
+    PROBABILITIES,
+    PROVENANCE_PARAMETER_PREFIX,
+)
+from shopvision.errors import ModelMismatchError
+from shopvision.types import ImageResult, Prediction, WeightsProvenance
+
+DEFAULT_GRPC_PORT = 8001
+DEFAULT_HTTP_PORT = 8000
+
+
+class SyntheticWeightsWarning(UserWarning):
+    """The server serves seeded random weights: its classes and embeddings mean nothing."""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    protocol: str
+    """``grpc`` or ``http``."""
+    address: str
+    """``host:port`` as tritonclient expects it."""
+    ssl: bool = False
+
+    @classmethod
+    def parse(cls, url: str) -> Endpoint:
+        """``grpc://host:8001``, ``http://host:8000``, ``https://...``, ``grpcs://...`` or bare ``host:port``.
+
+        A bare ``host:port`` means gRPC, except on port 8000 (Triton's HTTP default).
+        """
+        parsed = urlparse(url if "://" in url else f"//{url}")
+        scheme = parsed.scheme or ""
+        if scheme not in ("", "grpc", "grpcs", "http", "https"):
+            raise ValueError(f"unsupported URL scheme '{scheme}' in {url!r}; use grpc://, http:// or https://")
+        if not parsed.hostname:
+            raise ValueError(f"no host in {url!r}")
+        if scheme.startswith("grpc") or (scheme == "" and parsed.port != DEFAULT_HTTP_PORT):
+            protocol, default_port = "grpc", DEFAULT_GRPC_PORT
+        else:
+            protocol, default_port = "http", DEFAULT_HTTP_PORT
+        host = f"[{parsed.hostname}]" if ":" in parsed.hostname else parsed.hostname
+        return cls(protocol, f"{host}:{parsed.port or default_port}", ssl=scheme in ("grpcs", "https"))
+
+    def __str__(self) -> str:
+        return f"{self.protocol}{'s' if self.ssl else ''}://{self.address}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class RetryPolicy:
+    """Exponential backoff with jitter, for transient failures (server unavailable) only."""
+
+    attempts: int = 8
+    initial_backoff_s: float = 0.25
+    max_backoff_s: float = 4.0
+
+    def delays(self) -> Iterator[float]:
+        """Sleep before each retry; exhausted after ``attempts - 1`` retries."""
+        backoff = self.initial_backoff_s
+        for _ in range(self.attempts - 1):
+            yield backoff * (0.5 + random.random() / 2)
+            backoff = min(backoff * 2, self.max_backoff_s)
+
+
+NO_RETRY = RetryPolicy(attempts=1)
+
+
+def chunks(count: int, size: int) -> list[range]:
+    """Consecutive index ranges of at most ``size`` covering ``range(count)``."""
+    if size < 1:
+        raise ValueError(f"chunk size must be at least 1, got {size}")
+    return [range(start, min(start + size, count)) for start in range(0, count, size)]
+
+
+def decode_predictions(classes: np.ndarray) -> list[list[Prediction]]:
+    """Triton's classification strings ``b"score:index:label"`` -> predictions per image."""
+    decoded = []
+    for row in classes.reshape(classes.shape[0], -1):
+        predictions = []
+        for item in row:
+            score, index, label = (item.decode() if isinstance(item, bytes) else str(item)).split(":", 2)
+            predictions.append(Prediction(label=label, index=int(index), score=float(score)))
+        decoded.append(predictions)
+    return decoded
+
+
+def results_from_outputs(classes: np.ndarray | None, embeddings: np.ndarray) -> list[ImageResult]:
+    predictions = decode_predictions(classes) if classes is not None else [[] for _ in range(len(embeddings))]
+    return [ImageResult(predictions=p, embedding=e) for p, e in zip(predictions, embeddings)]
+
+
+def check_contract(metadata: Mapping, model: str = ENSEMBLE_MODEL) -> None:
+    """Fail early, with a clear message, if the model is not shopvision's ensemble."""
+    inputs = {tensor["name"]: tensor for tensor in metadata.get("inputs", [])}
+    outputs = {tensor["name"]: tensor for tensor in metadata.get("outputs", [])}
+    problems = []
+    if inputs.get(IMAGE_INPUT, {}).get("datatype") != "BYTES":
+        problems.append(f"input '{IMAGE_INPUT}' (BYTES)")
+    for name, width in ((PROBABILITIES, NUM_CLASSES), (EMBEDDING, EMBEDDING_DIM)):
+        tensor = outputs.get(name, {})
+        if tensor.get("datatype") != "FP32" or [int(d) for d in tensor.get("shape", [])][-1:] != [width]:
+            problems.append(f"output '{name}' (FP32, {width} wide)")
+    if problems:
+        found = {"inputs": sorted(inputs), "outputs": sorted(outputs)}
+        raise ModelMismatchError(f"model '{model}' lacks {', '.join(problems)}; it has {found}")
+
+
+def provenance_from_config(config: Mapping) -> WeightsProvenance:
+    parameters = {
+        key[len(PROVENANCE_PARAMETER_PREFIX):]: value.get("string_value", "")
+        for key, value in config.get("parameters", {}).items()
+        if key.startswith(PROVENANCE_PARAMETER_PREFIX)
+    }
+    return WeightsProvenance(
+        source=parameters.get("source", "unknown"),
+        synthetic=parameters.get("synthetic", "false") == "true",
+        model_sha256=parameters.get("model_sha256"),
+        details=parameters,
+    )
+
+
+def warn_if_synthetic(provenance: WeightsProvenance, url: str) -> None:
+    if provenance.synthetic:
+        warnings.warn(
+            f"{url} serves SYNTHETIC ResNet50 weights (seeded random, source '{provenance.source}'): "
+            "classes and embeddings are meaningless. Build real ones with "
+            "`shopvision model build --weights resnet50-v1-12`.",
+            SyntheticWeightsWarning,
+            stacklevel=4,
+        )

@@ -1,0 +1,115 @@
+"""The synchronous client: :class:`AsyncClient`'s methods, run on a private event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine, Mapping, Sequence
+from typing import Any, TypeVar
+
+import numpy as np
+
+from shopvision._protocol import RetryPolicy
+from shopvision.aio import AsyncClient, OnError, Progress
+from shopvision.contract import ENSEMBLE_MODEL
+from shopvision.errors import ClientClosedError
+from shopvision.images import ImageInput
+from shopvision.types import ImageResult, Prediction, ServerInfo, WeightsProvenance
+
+T = TypeVar("T")
+
+
+class Client:
+    """Classify and embed images with a shopvision server, over gRPC or HTTP.
+
+    Same methods and options as :class:`shopvision.AsyncClient`. The client owns one
+    background thread running an event loop, so requests are pipelined
+    (``max_in_flight``) without the caller managing threads; ``progress`` callbacks run
+    on that thread. Close it (or use ``with``) to stop the thread and the connections.
+
+    >>> with Client("grpc://localhost:8001") as client:           # doctest: +SKIP
+    ...     client.classify(["shoe.jpg"], top_k=3)[0][0].label
+    """
+
+    def __init__(
+        self,
+        url: str = "grpc://localhost:8001",
+        *,
+        model: str = ENSEMBLE_MODEL,
+        timeout_s: float = 60.0,
+        max_in_flight: int = 4,
+        batch_size: int | None = None,
+        retry: RetryPolicy = RetryPolicy(),
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="shopvision-client", daemon=True)
+        self._thread.start()
+        self._closed = False
+
+        async def create() -> AsyncClient:
+            return AsyncClient(url, model=model, timeout_s=timeout_s, max_in_flight=max_in_flight,
+                               batch_size=batch_size, retry=retry, headers=headers)
+
+        self._async = self._run(create())
+
+    @property
+    def url(self) -> str:
+        return self._async.url
+
+    def wait_until_ready(self, *, timeout_s: float = 60.0) -> None:
+        """Wait until the model is ready, then check that it is shopvision's ensemble."""
+        self._run(self._async.wait_until_ready(timeout_s=timeout_s))
+
+    def is_ready(self) -> bool:
+        return self._run(self._async.is_ready())
+
+    def provenance(self) -> WeightsProvenance:
+        """Where the served weights came from (and whether they are synthetic)."""
+        return self._run(self._async.provenance())
+
+    def info(self) -> ServerInfo:
+        return self._run(self._async.info())
+
+    def classify(self, images: Sequence[ImageInput], *, top_k: int = 5,
+                 progress: Progress | None = None) -> list[list[Prediction]]:
+        """Top-k ImageNet predictions per image, in input order. Raises on the first bad image."""
+        return self._run(self._async.classify(images, top_k=top_k, progress=progress))
+
+    def embed(self, images: Sequence[ImageInput], *, progress: Progress | None = None) -> np.ndarray:
+        """L2-normalised embeddings, float32 (n, 2048), in input order. Raises on the first bad image."""
+        return self._run(self._async.embed(images, progress=progress))
+
+    def analyze(self, images: Sequence[ImageInput], *, top_k: int = 5, on_error: OnError = "raise",
+                progress: Progress | None = None) -> list[ImageResult]:
+        """Predictions and embedding per image from one pass; see :meth:`AsyncClient.analyze`."""
+        return self._run(self._async.analyze(images, top_k=top_k, on_error=on_error, progress=progress))
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        try:
+            self._run(self._async.close())
+        finally:
+            self._closed = True
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join()
+            self._loop.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        if self._closed:
+            coroutine.close()
+            raise ClientClosedError(f"the client for {self.url} is closed")
+        future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+        try:
+            return future.result()
+        except BaseException:
+            # Ctrl-C or an error: stop the work still queued on the loop, too.
+            future.cancel()
+            raise

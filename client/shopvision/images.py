@@ -1,0 +1,49 @@
+"""Turn what callers hold (paths, bytes, file objects, PIL images) into encoded bytes."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import BinaryIO, Union
+
+from PIL import Image
+
+from shopvision.errors import InvalidImageError
+
+ImageInput = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, BinaryIO, Image.Image]
+"""A file path, encoded image bytes, a binary file object, or a PIL image."""
+
+
+def encode(image: ImageInput) -> bytes:
+    """Encoded bytes to send as they are; PIL images are encoded losslessly as PNG.
+
+    Decoding stays on the server, so bytes and files are not opened here.
+    """
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        return bytes(image)
+    if isinstance(image, (str, os.PathLike)):
+        try:
+            return Path(image).read_bytes()
+        except OSError as error:
+            raise InvalidImageError(f"cannot read {os.fspath(image)}: {error.strerror or error}") from error
+    if isinstance(image, Image.Image):
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        return buffer.getvalue()
+    if hasattr(image, "read"):
+        data = image.read()
+        if not isinstance(data, bytes):
+            raise InvalidImageError("file object returned text; open images in binary mode ('rb')")
+        return data
+    raise InvalidImageError(f"unsupported image type {type(image).__name__}; pass a path, bytes, a file or a PIL image")
+
+
+def describe(image: ImageInput) -> str:
+    """A short name for messages and CLI output."""
+    if isinstance(image, (str, os.PathLike)):
+        return os.fspath(image)
+    if isinstance(image, Image.Image):
+        return f"<PIL {image.mode} {image.width}x{image.height}>"
+    name = getattr(image, "name", None)
+    return str(name) if name else f"<{type(image).__name__}>"

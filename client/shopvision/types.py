@@ -1,0 +1,54 @@
+"""Plain result types returned by the clients."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from shopvision.errors import InvalidImageError
+
+
+@dataclass(frozen=True)
+class Prediction:
+    label: str
+    index: int
+    """ImageNet class index (0-999)."""
+    score: float
+    """Softmax probability."""
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    """Everything one pass of the model says about one image, or why it failed."""
+
+    predictions: list[Prediction] = field(default_factory=list)
+    embedding: np.ndarray | None = None
+    """L2-normalised float32 vector of 2048 values."""
+    error: InvalidImageError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass(frozen=True)
+class WeightsProvenance:
+    """Where the served weights came from, as the server's model config states it."""
+
+    source: str
+    synthetic: bool
+    model_sha256: str | None = None
+    details: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    url: str
+    server_version: str
+    model: str
+    model_versions: list[str]
+    max_batch_size: int
+    provenance: WeightsProvenance
+    dynamic_batching: dict
+    """The resnet50 model's dynamic-batching settings as its config states them."""
