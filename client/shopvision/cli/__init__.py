@@ -1,0 +1,1 @@
+"""The ``shopvision`` command line."""

@@ -1,0 +1,138 @@
+"""``classify``, ``embed``, ``health`` and ``info``: talk to a running server."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from shopvision.cli._common import (
+    EXIT_OK,
+    EXIT_SOME_FAILED,
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+    ProgressBar,
+    add_url_option,
+    collect_images,
+)
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    classify = commands.add_parser(
+        "classify", help="top-k ImageNet classes of images",
+        description="Classify image files (directories are searched recursively).",
+        epilog="examples:\n  shopvision classify shoe.jpg bag.png --top-k 3\n"
+               "  shopvision classify catalog/ --json > classes.jsonl\n"
+               "  shopvision classify photo.jpg --url http://triton:8000",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    classify.add_argument("images", nargs="+", metavar="IMG|DIR")
+    classify.add_argument("--top-k", type=int, default=5, metavar="K")
+    classify.add_argument("--json", action="store_true", help="one JSON object per image and line")
+    add_url_option(classify)
+    classify.set_defaults(handler=run_classify)
+
+    embed = commands.add_parser(
+        "embed", help="2048-d embeddings of images into a .npy file",
+        description="Embed image files; writes FILE.npy (float32, n x 2048, L2-normalised) and "
+                    "FILE.files.txt (the image of each row, in order). Failed images are left out and reported.",
+        epilog="example:\n  shopvision embed catalog/ --out catalog.npy",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    embed.add_argument("images", nargs="+", metavar="IMG|DIR")
+    embed.add_argument("--out", required=True, type=Path, metavar="FILE.npy")
+    add_url_option(embed)
+    embed.set_defaults(handler=run_embed)
+
+    health = commands.add_parser("health", help="is the server live and the model ready?")
+    add_url_option(health)
+    health.set_defaults(handler=run_health)
+
+    info = commands.add_parser("info", help="server version, model, batching and weights provenance")
+    info.add_argument("--json", action="store_true")
+    add_url_option(info)
+    info.set_defaults(handler=run_info)
+
+
+def run_classify(args: argparse.Namespace) -> int:
+    import shopvision
+
+    paths = collect_images(args.images)
+    if not paths:
+        print("no images found", file=sys.stderr)
+        return EXIT_USAGE
+    with shopvision.Client(args.url) as client:
+        results = client.analyze(paths, top_k=args.top_k, on_error="report", progress=ProgressBar("classify"))
+    failures = 0
+    for path, result in zip(paths, results):
+        if result.error is not None:
+            failures += 1
+            print(f"{path}: FAILED: {result.error.reason}", file=sys.stderr)
+            if args.json:
+                print(json.dumps({"image": str(path), "error": result.error.reason}))
+            continue
+        if args.json:
+            print(json.dumps({"image": str(path), "predictions": [asdict(p) for p in result.predictions]}))
+        else:
+            ranked = "   ".join(f"{rank}. {p.label} {p.score:.3f}" for rank, p in enumerate(result.predictions, 1))
+            print(f"{path}\t{ranked}")
+    return _summarise(failures, len(paths))
+
+
+def run_embed(args: argparse.Namespace) -> int:
+    import shopvision
+
+    paths = collect_images(args.images)
+    if not paths:
+        print("no images found", file=sys.stderr)
+        return EXIT_USAGE
+    with shopvision.Client(args.url) as client:
+        results = client.analyze(paths, top_k=0, on_error="report", progress=ProgressBar("embed"))
+    kept = [(path, result.embedding) for path, result in zip(paths, results) if result.ok]
+    for path, result in zip(paths, results):
+        if result.error is not None:
+            print(f"{path}: FAILED: {result.error.reason}", file=sys.stderr)
+    out = args.out if args.out.suffix == ".npy" else args.out.with_suffix(".npy")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    vectors = np.stack([vector for _, vector in kept]) if kept else np.empty((0, 2048), dtype=np.float32)
+    np.save(out, vectors.astype(np.float32))
+    out.with_suffix(".files.txt").write_text("".join(f"{path}\n" for path, _ in kept))
+    print(f"wrote {len(kept)} embeddings to {out} and their files to {out.with_suffix('.files.txt')}")
+    return _summarise(len(paths) - len(kept), len(paths))
+
+
+def run_health(args: argparse.Namespace) -> int:
+    import shopvision
+
+    with shopvision.Client(args.url, retry=shopvision.NO_RETRY, timeout_s=5) as client:
+        ready = client.is_ready()
+    print(f"{args.url}: {'ready' if ready else 'NOT READY'}")
+    return EXIT_OK if ready else EXIT_UNAVAILABLE
+
+
+def run_info(args: argparse.Namespace) -> int:
+    import shopvision
+
+    with shopvision.Client(args.url, retry=shopvision.NO_RETRY, timeout_s=10) as client:
+        info = client.info()
+    if args.json:
+        print(json.dumps(asdict(info), indent=2))
+        return EXIT_OK
+    weights = info.provenance
+    print(f"server        {info.url} (Triton {info.server_version})")
+    print(f"model         {info.model} versions {', '.join(info.model_versions)}")
+    print(f"batching      max_batch_size {info.max_batch_size}; resnet50 dynamic batching {info.dynamic_batching}")
+    print(f"weights       {weights.source}{'  <<< SYNTHETIC: meaningless outputs >>>' if weights.synthetic else ''}")
+    print(f"model sha256  {weights.model_sha256}")
+    return EXIT_OK
+
+
+def _summarise(failures: int, total: int) -> int:
+    if failures:
+        print(f"{failures} of {total} images failed", file=sys.stderr)
+        return EXIT_SOME_FAILED
+    return EXIT_OK

@@ -1,0 +1,38 @@
+"""Entry point of the ``shopvision`` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from shopvision.cli import infer, model, serve
+from shopvision.cli._common import EXIT_UNAVAILABLE, EXIT_USAGE
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="shopvision",
+        description="ResNet50 classification and visual search served by NVIDIA Triton.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in (model, serve, infer):
+        module.register(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from shopvision.errors import ServerUnavailableError, ShopvisionError
+
+    try:
+        return args.handler(args)
+    except ServerUnavailableError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    except (ShopvisionError, FileNotFoundError, ValueError, RuntimeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

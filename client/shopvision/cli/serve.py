@@ -1,0 +1,71 @@
+"""``shopvision serve``: run tritonserver locally on this machine's CPUs."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from pathlib import Path
+
+from shopvision.cli._common import EXIT_OK, EXIT_USAGE
+from shopvision.cli.model import DEFAULT_REPOSITORY
+from shopvision.contract import CPU_CONFIG_NAME, RESNET_MODEL
+
+
+class _Terminated(Exception):
+    pass
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    serve = commands.add_parser(
+        "serve", help="run tritonserver (from the nvidia-pytriton wheel) on this machine",
+        description="Start tritonserver with the model repository, wait until it is ready, and keep it "
+                    "running until Ctrl-C or SIGTERM (in-flight requests are finished first).",
+        epilog="example:\n  shopvision serve --http-port 8000 --grpc-port 8001 --metrics-port 8002",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    serve.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY)
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 for all)")
+    serve.add_argument("--http-port", type=int, default=8000)
+    serve.add_argument("--grpc-port", type=int, default=8001)
+    serve.add_argument("--metrics-port", type=int, default=8002)
+    serve.add_argument("--config-name", default=CPU_CONFIG_NAME,
+                       help=f"Triton --model-config-name (default {CPU_CONFIG_NAME}: resnet50 via the Python backend)")
+    serve.add_argument("--log-verbose", type=int, default=0)
+    serve.set_defaults(handler=run_serve)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from shopvision.modeltools.build import read_provenance
+    from shopvision.server import LocalTritonServer, ServerOptions
+
+    repository = args.repository.resolve()
+    versions = sorted((repository / RESNET_MODEL).glob("[0-9]*/model.onnx"))
+    if not versions:
+        print(f"no model built in {repository}: run `shopvision model build --weights auto` first", file=sys.stderr)
+        return EXIT_USAGE
+    options = ServerOptions(
+        model_repository=repository, host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
+        metrics_port=args.metrics_port, config_name=args.config_name, log_verbose=args.log_verbose,
+    )
+    server = LocalTritonServer(options)
+
+    def terminate(signum: int, frame: object) -> None:
+        raise _Terminated
+
+    signal.signal(signal.SIGTERM, terminate)
+    try:
+        server.start()
+        for model_file in versions:
+            provenance = read_provenance(model_file.parent)
+            source = provenance.source if provenance else "unknown provenance"
+            banner = "  <<< SYNTHETIC WEIGHTS: outputs are meaningless >>>" if provenance and provenance.synthetic else ""
+            print(f"resnet50 version {model_file.parent.name}: {source}{banner}", flush=True)
+        print(f"ready: HTTP {server.http_url}  gRPC {server.grpc_url}  metrics {server.metrics_url}", flush=True)
+        print("Ctrl-C to stop", flush=True)
+        return server.wait()
+    except (KeyboardInterrupt, _Terminated):
+        print("stopping (finishing in-flight requests)...", file=sys.stderr, flush=True)
+        return EXIT_OK
+    finally:
+        server.stop()

@@ -1,0 +1,98 @@
+"""Fixtures: a synthetic model built once and a real tritonserver serving it on free ports."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPOSITORY_SOURCE = Path(__file__).resolve().parent.parent / "model_repository"
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def copy_repository(target: Path) -> Path:
+    """The checked-in repository without any locally built weights."""
+    shutil.copytree(REPOSITORY_SOURCE, target, symlinks=True,
+                    ignore=shutil.ignore_patterns("model.onnx", "provenance.json", "__pycache__"))
+    return target
+
+
+@pytest.fixture(scope="session")
+def built_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of model_repository/ with synthetic weights (seed 0) built into version 1."""
+    from shopvision.modeltools.build import build_model
+
+    repository = copy_repository(tmp_path_factory.mktemp("repo") / "model_repository")
+    build_model("synthetic", repository, seed=0)
+    return repository
+
+
+@dataclass
+class RunningServer:
+    server: object
+    repository: Path
+    log_path: Path
+
+    @property
+    def http_url(self) -> str:
+        return self.server.http_url
+
+    @property
+    def grpc_url(self) -> str:
+        return self.server.grpc_url
+
+    @property
+    def http_address(self) -> str:
+        return self.server.http_url.removeprefix("http://")
+
+    @property
+    def grpc_address(self) -> str:
+        return self.server.grpc_url.removeprefix("grpc://")
+
+    @property
+    def metrics_url(self) -> str:
+        return self.server.metrics_url
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def start_server(repository: Path, log_path: Path, **options: object) -> RunningServer:
+    from shopvision.server import LocalTritonServer, ServerOptions
+
+    http, grpc, metrics = free_ports(3)
+    server = LocalTritonServer(
+        ServerOptions(repository, http_port=http, grpc_port=grpc, metrics_port=metrics, **options),
+        log=log_path.open("ab"),
+    )
+    server.start()
+    return RunningServer(server, repository, log_path)
+
+
+@pytest.fixture(scope="session")
+def triton(built_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """A real tritonserver (nvidia-pytriton wheel, python_ort config) for the whole session."""
+    running = start_server(built_repository, tmp_path_factory.mktemp("logs") / "tritonserver.log")
+    try:
+        yield running
+    finally:
+        running.server.stop()
+
+
+@pytest.fixture(scope="session")
+def resnet_onnx(built_repository: Path) -> Path:
+    return built_repository / "resnet50" / "1" / "model.onnx"

@@ -1,0 +1,216 @@
+"""Model tooling: synthetic architecture, graph surgery, verified downloads, offline errors."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.server
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import helper, numpy_helper
+
+from shopvision import contract
+from shopvision.cli.main import main as cli_main
+from shopvision.modeltools import sources
+from shopvision.modeltools.build import build_model
+from shopvision.modeltools.surgery import SurgeryError, canonicalize
+from shopvision.modeltools.synthetic import (
+    INPUT_NAME,
+    LOGITS_NAME,
+    build_synthetic_resnet50,
+    trainable_parameter_count,
+)
+from tests.conftest import copy_repository, free_ports
+
+
+@pytest.fixture(scope="module")
+def synthetic() -> onnx.ModelProto:
+    return build_synthetic_resnet50(seed=0)
+
+
+@pytest.fixture(scope="module")
+def pixels() -> np.ndarray:
+    return np.random.default_rng(7).normal(size=(3, 3, 224, 224)).astype(np.float32)
+
+
+def run(model: onnx.ModelProto, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feed)
+
+
+def test_synthetic_model_is_resnet50_v1_5_sized(synthetic: onnx.ModelProto) -> None:
+    assert trainable_parameter_count(synthetic) == 25_557_032
+    convs = [n for n in synthetic.graph.node if n.op_type == "Conv"]
+    assert len(convs) == 53  # 1 stem + 16 blocks x 3 + 4 downsample
+    # v1.5 puts the stride on the 3x3 convolution of each stage's first block.
+    strided = {n.name for n in convs if list(helper.get_attribute_value(a) for a in n.attribute if a.name == "strides")[0] == [2, 2]}
+    assert {"layer2.0.conv2", "layer3.0.conv2", "layer4.0.conv2"} <= strided
+    assert "layer2.0.conv1" not in strided
+
+
+def test_synthetic_weights_are_deterministic_per_seed() -> None:
+    digest = lambda seed: hashlib.sha256(build_synthetic_resnet50(seed=seed).SerializeToString()).hexdigest()  # noqa: E731
+    assert digest(3) == digest(3) != digest(4)
+
+
+def test_surgery_adds_softmax_and_unit_norm_embedding(synthetic: onnx.ModelProto, pixels: np.ndarray) -> None:
+    served = canonicalize(synthetic)
+    assert [i.name for i in served.graph.input] == [contract.PIXELS]
+    assert [o.name for o in served.graph.output] == [contract.PROBABILITIES, contract.EMBEDDING]
+    probabilities, embedding = run(served, {contract.PIXELS: pixels})
+    (logits,) = run(synthetic, {INPUT_NAME: pixels})
+    expected = np.exp(logits - logits.max(1, keepdims=True))
+    np.testing.assert_allclose(probabilities, expected / expected.sum(1, keepdims=True), rtol=1e-4, atol=1e-7)
+    assert embedding.shape == (3, 2048)
+    np.testing.assert_allclose(np.linalg.norm(embedding, axis=1), 1.0, atol=1e-5)
+
+
+def zoo_shaped(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The synthetic network laid out like the ONNX Model Zoo's resnet50-v1-12 export:
+    opset 12, input ``data`` with a fixed batch of 1, Reshape(x, [1, -1]) instead of Flatten,
+    output ``resnetv17_dense0_fwd``."""
+    zoo = onnx.ModelProto()
+    zoo.CopyFrom(model)
+    del zoo.opset_import[:]
+    zoo.opset_import.append(helper.make_opsetid("", 12))
+    graph = zoo.graph
+    for node in graph.node:
+        node.input[:] = ["data" if x == INPUT_NAME else x for x in node.input]
+        node.output[:] = ["resnetv17_dense0_fwd" if x == LOGITS_NAME else x for x in node.output]
+        if node.op_type == "Flatten":
+            node.op_type = "Reshape"
+            del node.attribute[:]
+            node.input.append("flatten_shape")
+    graph.initializer.append(numpy_helper.from_array(np.array([1, -1], dtype=np.int64), "flatten_shape"))
+    graph.input[0].name = "data"
+    graph.input[0].type.tensor_type.shape.dim[0].Clear()
+    graph.input[0].type.tensor_type.shape.dim[0].dim_value = 1
+    graph.output[0].name = "resnetv17_dense0_fwd"
+    graph.output[0].type.tensor_type.shape.dim[0].Clear()
+    graph.output[0].type.tensor_type.shape.dim[0].dim_value = 1
+    onnx.checker.check_model(zoo)
+    return zoo
+
+
+def test_surgery_on_a_zoo_shaped_graph_gives_the_same_outputs_with_any_batch(
+    synthetic: onnx.ModelProto, pixels: np.ndarray
+) -> None:
+    served = canonicalize(zoo_shaped(synthetic))
+    dims = served.graph.input[0].type.tensor_type.shape.dim
+    assert dims[0].dim_param == "batch"
+    probabilities, embedding = run(served, {contract.PIXELS: pixels})
+    reference_probabilities, reference_embedding = run(canonicalize(synthetic), {contract.PIXELS: pixels})
+    np.testing.assert_allclose(probabilities, reference_probabilities, rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(embedding, reference_embedding, rtol=1e-4, atol=1e-6)
+
+
+def test_surgery_does_not_apply_softmax_twice(synthetic: onnx.ModelProto, pixels: np.ndarray) -> None:
+    with_softmax = onnx.ModelProto()
+    with_softmax.CopyFrom(synthetic)
+    with_softmax.graph.node.append(helper.make_node("Softmax", [LOGITS_NAME], ["prob"], axis=1))
+    with_softmax.graph.output[0].name = "prob"
+    probabilities, _ = run(canonicalize(with_softmax), {contract.PIXELS: pixels})
+    reference, _ = run(canonicalize(synthetic), {contract.PIXELS: pixels})
+    np.testing.assert_allclose(probabilities, reference, rtol=1e-4, atol=1e-7)
+
+
+def test_surgery_rejects_a_graph_that_is_not_an_image_classifier() -> None:
+    x = helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["n", 10])
+    y = helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["n", 10])
+    model = helper.make_model(helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y]))
+    with pytest.raises(SurgeryError, match="NCHW input with 3 channels"):
+        canonicalize(model)
+
+
+@pytest.fixture()
+def file_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A real HTTP server on 127.0.0.1 serving ``tmp_path/served``."""
+    served = tmp_path / "served"
+    served.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    handler.log_message = lambda *args: None  # type: ignore[method-assign]
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}", served
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_download_verifies_sha256_and_keeps_only_good_files(file_server: tuple[str, Path], tmp_path: Path) -> None:
+    url, served = file_server
+    payload = b"onnx bytes " * 10_000
+    (served / "weights.onnx").write_bytes(payload)
+    target = tmp_path / "cache" / "weights.onnx"
+
+    with pytest.raises(sources.ChecksumMismatch, match="refusing"):
+        sources.download(f"{url}/weights.onnx", target, expected_sha256="0" * 64)
+    assert not target.exists()
+    assert list(target.parent.iterdir()) == []  # no half-written .part file either
+
+    sources.download(f"{url}/weights.onnx", target, expected_sha256=hashlib.sha256(payload).hexdigest())
+    assert target.read_bytes() == payload
+
+
+def test_zoo_fetch_through_a_mirror_is_cached_and_verified(
+    file_server: tuple[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, served = file_server
+    payload = b"pretend zoo model"
+    (served / "tiny-zoo.onnx").write_bytes(payload)
+    monkeypatch.setenv(sources.MIRROR_ENV, url)
+    monkeypatch.setenv(sources.CACHE_ENV, str(tmp_path / "cache"))
+    model = sources.ZooModel("tiny-zoo", hashlib.sha256(payload).hexdigest(), top1=0.0)
+    path = sources.fetch_zoo_model(model)
+    assert path.read_bytes() == payload and path.parent == tmp_path / "cache" / "weights"
+    (served / "tiny-zoo.onnx").unlink()  # a second fetch must come from the cache
+    assert sources.fetch_zoo_model(model) == path
+
+
+@pytest.fixture()
+def offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Downloads go to a closed port on 127.0.0.1, as on a machine without network."""
+    (closed_port,) = free_ports(1)
+    monkeypatch.setenv(sources.MIRROR_ENV, f"http://127.0.0.1:{closed_port}")
+    monkeypatch.setenv(sources.CACHE_ENV, str(tmp_path / "empty-cache"))
+
+
+@pytest.mark.usefixtures("offline")
+def test_offline_zoo_build_fails_clearly_and_names_the_synthetic_option(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repository = copy_repository(tmp_path / "repo")
+    status = cli_main(["model", "build", "--weights", "resnet50-v1-12", "--repository", str(repository)])
+    error = capsys.readouterr().err
+    assert status == 2
+    assert "could not download" in error and "--weights synthetic" in error
+    assert not (repository / "resnet50" / "1" / "model.onnx").exists()
+
+
+@pytest.mark.usefixtures("offline")
+def test_auto_falls_back_to_synthetic_and_records_it(tmp_path: Path) -> None:
+    repository = copy_repository(tmp_path / "repo")
+    result = build_model("auto", repository, seed=0)
+    assert result.fallback_reason and "could not download" in result.fallback_reason
+    assert result.provenance.synthetic and result.provenance.source == "synthetic"
+    config = (repository / "resnet50" / "configs" / "python_ort.pbtxt").read_text()
+    assert 'key: "weights_synthetic" value { string_value: "true" }' in config
+    assert f'string_value: "{result.provenance.model_sha256}"' in config
+    assert hashlib.sha256(result.model_path.read_bytes()).hexdigest() == result.provenance.model_sha256
+
+
+def test_local_onnx_file_is_accepted_with_its_sha256(tmp_path: Path, synthetic: onnx.ModelProto) -> None:
+    export = tmp_path / "resnet50_export.onnx"
+    onnx.save(zoo_shaped(synthetic), str(export))
+    repository = copy_repository(tmp_path / "repo")
+    result = build_model(str(export), repository, version=2)
+    assert not result.provenance.synthetic
+    assert result.provenance.source_sha256 == hashlib.sha256(export.read_bytes()).hexdigest()
+    assert (repository / "resnet50" / "2" / "model.py").exists()  # the python_ort runner for the new version

@@ -1,0 +1,102 @@
+"""Served answers equal an independent reference pipeline, for every kind of image."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import tritonclient.grpc as grpcclient
+
+from shopvision import contract
+from tests.conftest import RunningServer
+from tests.images import PARITY_CASES, photo_jpeg
+from tests.reference import reference_pixels
+
+pytestmark = pytest.mark.integration
+
+# Mean |difference| of normalised pixels allowed against the full-decode reference. JPEG
+# draft decoding measured 0.0068 on a 1600x1200 photo and 0.0051 on 4000x3000 (see README).
+PIXEL_TOLERANCE = 0.01
+LARGE_PHOTOS = {"jpeg-1600x1200": (1600, 1200), "jpeg-4000x3000": (4000, 3000)}
+
+
+@pytest.fixture(scope="module")
+def cases() -> dict[str, bytes]:
+    encoded = {name: make() for name, make in PARITY_CASES.items()}
+    encoded.update({name: photo_jpeg(20 + i, size) for i, (name, size) in enumerate(LARGE_PHOTOS.items())})
+    return encoded
+
+
+@pytest.fixture(scope="module")
+def reference(cases: dict[str, bytes], resnet_onnx: Path) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """name -> (pixels, probabilities, embedding) from the reference recipe + onnxruntime."""
+    session = ort.InferenceSession(str(resnet_onnx), providers=["CPUExecutionProvider"])
+    out = {}
+    for name, data in cases.items():
+        pixels = reference_pixels(data)
+        probabilities, embedding = session.run(None, {contract.PIXELS: pixels[None]})
+        out[name] = (pixels, probabilities[0], embedding[0])
+    return out
+
+
+def infer_one(client: grpcclient.InferenceServerClient, model: str, data: bytes, outputs: list[str]) -> list[np.ndarray]:
+    tensor = grpcclient.InferInput(contract.IMAGE_INPUT, [1, 1], "BYTES")
+    tensor.set_data_from_numpy(np.array([[data]], dtype=object))
+    result = client.infer(model, [tensor], outputs=[grpcclient.InferRequestedOutput(o) for o in outputs])
+    return [result.as_numpy(o)[0] for o in outputs]
+
+
+@pytest.fixture(scope="module")
+def grpc_client(triton: RunningServer):
+    client = grpcclient.InferenceServerClient(triton.grpc_address)
+    yield client
+    client.close()
+
+
+@pytest.mark.parametrize("name", [*PARITY_CASES, *LARGE_PHOTOS])
+def test_preprocess_model_output_matches_reference(name, cases, reference, grpc_client) -> None:
+    (served,) = infer_one(grpc_client, contract.PREPROCESS_MODEL, cases[name], [contract.PIXELS])
+    expected = reference[name][0]
+    assert served.shape == expected.shape == (3, 224, 224)
+    assert float(np.abs(served - expected).mean()) <= PIXEL_TOLERANCE
+
+
+def median_distance_between_different_images(reference) -> float:
+    embeddings = np.stack([entry[2] for entry in reference.values()])
+    distances = np.linalg.norm(embeddings[:, None] - embeddings[None], axis=-1)
+    return float(np.median(distances[np.triu_indices(len(embeddings), k=1)]))
+
+
+@pytest.mark.parametrize("name", [*PARITY_CASES, *LARGE_PHOTOS])
+def test_ensemble_embedding_and_top5_match_reference(name, cases, reference, grpc_client) -> None:
+    probabilities, embedding = infer_one(
+        grpc_client, contract.ENSEMBLE_MODEL, cases[name], [contract.PROBABILITIES, contract.EMBEDDING]
+    )
+    _, expected_probabilities, expected_embedding = reference[name]
+    # Synthetic weights put every image at cosine ~0.999 to every other, so the yardstick is
+    # the spread between different images, not an absolute cosine.
+    yardstick = median_distance_between_different_images(reference)
+    assert np.linalg.norm(embedding - expected_embedding) < 0.05 * yardstick
+    assert list(np.argsort(-probabilities)[:5]) == list(np.argsort(-expected_probabilities)[:5])
+    assert np.isclose(np.linalg.norm(embedding), 1.0, atol=1e-4)
+    assert np.isclose(probabilities.sum(), 1.0, atol=1e-4)
+
+
+def test_exif_orientation_is_applied(cases) -> None:
+    # The stored image is 640x480 landscape; orientation 6 makes it portrait, so the centre
+    # crop differs from one that ignored the tag.
+    import io
+
+    from PIL import Image
+
+    from shopvision.preprocessing import Preprocessor
+
+    data = cases["exif-rotated-jpeg"]
+    ignoring_exif = Image.open(io.BytesIO(data)).convert("RGB")
+    buffer = io.BytesIO()
+    ignoring_exif.save(buffer, "PNG")
+    crop_with_tag = Preprocessor().crop(data)
+    crop_without_tag = Preprocessor().crop(buffer.getvalue())
+    assert np.abs(crop_with_tag.astype(int) - crop_without_tag.astype(int)).mean() > 5

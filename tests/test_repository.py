@@ -1,0 +1,76 @@
+"""The checked-in model repository agrees with shopvision.contract."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
+
+from shopvision import contract
+from tests.conftest import REPOSITORY_SOURCE
+
+STRING, FP32 = model_config_pb2.TYPE_STRING, model_config_pb2.TYPE_FP32
+
+
+def load_config(path: Path) -> model_config_pb2.ModelConfig:
+    return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+
+
+def tensors(entries) -> dict[str, tuple[int, list[int]]]:
+    return {entry.name: (entry.data_type, list(entry.dims)) for entry in entries}
+
+
+RESNET_CONFIGS = [
+    REPOSITORY_SOURCE / contract.RESNET_MODEL / "config.pbtxt",
+    REPOSITORY_SOURCE / contract.RESNET_MODEL / "configs" / f"{contract.CPU_CONFIG_NAME}.pbtxt",
+]
+RESNET_OUTPUTS = {
+    contract.PROBABILITIES: (FP32, [contract.NUM_CLASSES]),
+    contract.EMBEDDING: (FP32, [contract.EMBEDDING_DIM]),
+}
+
+
+def test_ensemble_takes_image_bytes_and_returns_labelled_probabilities_and_embedding() -> None:
+    config = load_config(REPOSITORY_SOURCE / contract.ENSEMBLE_MODEL / "config.pbtxt")
+    assert config.name == contract.ENSEMBLE_MODEL and config.platform == "ensemble"
+    assert config.max_batch_size >= 32
+    assert tensors(config.input) == {contract.IMAGE_INPUT: (STRING, [1])}
+    assert tensors(config.output) == RESNET_OUTPUTS
+    labelled = {o.name: o.label_filename for o in config.output}
+    assert labelled[contract.PROBABILITIES] == contract.LABELS_FILE
+    steps = [step.model_name for step in config.ensemble_scheduling.step]
+    assert steps == [contract.PREPROCESS_MODEL, contract.RESNET_MODEL]
+
+
+def test_preprocess_is_a_batched_python_model_from_bytes_to_pixels() -> None:
+    config = load_config(REPOSITORY_SOURCE / contract.PREPROCESS_MODEL / "config.pbtxt")
+    assert config.backend == "python" and config.max_batch_size >= 32
+    assert config.HasField("dynamic_batching")
+    assert tensors(config.input) == {contract.IMAGE_INPUT: (STRING, [1])}
+    assert tensors(config.output) == {contract.PIXELS: (FP32, [3, contract.CROP_SIZE, contract.CROP_SIZE])}
+
+
+@pytest.mark.parametrize("path", RESNET_CONFIGS, ids=lambda p: p.name)
+def test_every_resnet50_config_has_the_same_contract(path: Path) -> None:
+    config = load_config(path)
+    assert config.name == contract.RESNET_MODEL and config.max_batch_size >= 32
+    assert config.HasField("dynamic_batching")
+    (pixels,) = config.input
+    assert (pixels.name, pixels.data_type, list(pixels.dims)) == (contract.PIXELS, FP32, [3, 224, 224])
+    assert pixels.format == model_config_pb2.ModelInput.FORMAT_NCHW
+    assert tensors(config.output) == RESNET_OUTPUTS
+    assert {o.label_filename for o in config.output if o.name == contract.PROBABILITIES} == {contract.LABELS_FILE}
+
+
+def test_default_config_uses_native_onnxruntime_and_custom_config_the_python_backend() -> None:
+    assert load_config(RESNET_CONFIGS[0]).backend == "onnxruntime"
+    assert load_config(RESNET_CONFIGS[1]).backend == "python"
+
+
+@pytest.mark.parametrize("model", [contract.ENSEMBLE_MODEL, contract.RESNET_MODEL])
+def test_labels_are_the_1000_imagenet_classes(model: str) -> None:
+    labels = (REPOSITORY_SOURCE / model / contract.LABELS_FILE).read_text().splitlines()
+    assert len(labels) == contract.NUM_CLASSES
+    assert (labels[0], labels[504], labels[954], labels[999]) == ("tench", "coffee mug", "banana", "toilet tissue")
