@@ -7,6 +7,7 @@ import json
 import sys
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -19,6 +20,9 @@ from shopvision.cli._common import (
     add_url_option,
     collect_images,
 )
+
+if TYPE_CHECKING:
+    from shopvision.types import ImageResult
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -58,15 +62,21 @@ def register(commands: argparse._SubParsersAction) -> None:
     info.set_defaults(handler=run_info)
 
 
-def run_classify(args: argparse.Namespace) -> int:
+def _analyze_files(args: argparse.Namespace, *, top_k: int, label: str) -> tuple[list[Path], list[ImageResult]]:
     import shopvision
 
     paths = collect_images(args.images)
     if not paths:
+        return [], []
+    with shopvision.Client(args.url) as client:
+        return paths, client.analyze(paths, top_k=top_k, on_error="report", progress=ProgressBar(label))
+
+
+def run_classify(args: argparse.Namespace) -> int:
+    paths, results = _analyze_files(args, top_k=args.top_k, label="classify")
+    if not paths:
         print("no images found", file=sys.stderr)
         return EXIT_USAGE
-    with shopvision.Client(args.url) as client:
-        results = client.analyze(paths, top_k=args.top_k, on_error="report", progress=ProgressBar("classify"))
     failures = 0
     for path, result in zip(paths, results):
         if result.error is not None:
@@ -84,14 +94,10 @@ def run_classify(args: argparse.Namespace) -> int:
 
 
 def run_embed(args: argparse.Namespace) -> int:
-    import shopvision
-
-    paths = collect_images(args.images)
+    paths, results = _analyze_files(args, top_k=0, label="embed")
     if not paths:
         print("no images found", file=sys.stderr)
         return EXIT_USAGE
-    with shopvision.Client(args.url) as client:
-        results = client.analyze(paths, top_k=0, on_error="report", progress=ProgressBar("embed"))
     kept = [(path, result.embedding) for path, result in zip(paths, results) if result.ok]
     for path, result in zip(paths, results):
         if result.error is not None:

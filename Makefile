@@ -1,0 +1,35 @@
+# The README's two commands: `make serve` (set up, build the model, serve) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+MODEL := model_repository/resnet50/1/model.onnx
+WEIGHTS ?= auto
+SERVE_ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: serve test venv model system-deps clean
+
+$(BIN)/shopvision: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[all]'
+	touch $@
+
+venv: $(BIN)/shopvision
+
+$(MODEL): | $(BIN)/shopvision
+	$(BIN)/shopvision model build --weights $(WEIGHTS)
+
+model: $(MODEL)
+
+serve: venv model
+	$(BIN)/shopvision serve $(SERVE_ARGS)
+
+system-deps:
+	scripts/install-system-deps.sh
+
+test: system-deps venv
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) model_repository/resnet50/*/model.onnx model_repository/resnet50/*/provenance.json

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Debian packages the test suite and benchmarks need beyond PyPI:
+#   libb64-0d   perf_analyzer (from the tritonclient==2.51.0 wheel) links libb64.so.0d
+#   prometheus  promtool and a real Prometheus for the monitoring tests
+set -euo pipefail
+packages=(libb64-0d prometheus)
+missing=()
+for package in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+    exit 0
+fi
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+    sudo="sudo"
+fi
+echo "installing ${missing[*]}" >&2
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,29 @@
+"""perf_analyzer from the tritonclient==2.51.0 wheel drives the ensemble with real JPEG bytes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from benchmarks import perf
+from shopvision import contract
+from shopvision.samples import product_jpeg
+from tests.conftest import RunningServer
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_perf_analyzer_measures_the_ensemble_with_jpeg_input(triton: RunningServer, tmp_path: Path,
+                                                             protocol: str) -> None:
+    data = perf.write_input_data(tmp_path / "jpegs.json", [product_jpeg(i) for i in range(4)])
+    point = perf.run(
+        model=contract.ENSEMBLE_MODEL,
+        url=triton.grpc_address if protocol == "grpc" else triton.http_address,
+        protocol=protocol, input_data=data, concurrency=2, csv_path=tmp_path / "result.csv",
+        measurement_ms=1500, max_trials=3, stability_percentage=1000,  # a smoke: any stable-enough number
+    )
+    # Any failed request (e.g. bytes without the length prefix) makes perf_analyzer exit non-zero.
+    assert point.concurrency == 2 and point.throughput > 0
+    assert point.server_compute_ms > 0 and point.p99_ms >= point.p50_ms > 0
