@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
 from shopvision.cli import infer, model, serve
 from shopvision.cli._common import EXIT_UNAVAILABLE, EXIT_USAGE
@@ -20,8 +21,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:  # noqa: ANN001
+    return f"WARNING: {message}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    warnings.formatwarning = _one_line_warning
     from shopvision.errors import ServerUnavailableError, ShopvisionError
 
     try:
