@@ -71,3 +71,43 @@ PARITY_CASES = {
     "palette-transparent-png": palette_png_with_transparency,
     "16bit-png": sixteen_bit_png,
 }
+
+
+def one_pixel_png() -> bytes:
+    return encode(Image.new("RGB", (1, 1), (200, 30, 60)), "PNG")
+
+
+def extreme_wide_png(seed: int = 10) -> bytes:
+    return encode(product_image(seed, size=(10000, 10)), "PNG")
+
+
+def extreme_tall_jpeg(seed: int = 11) -> bytes:
+    return encode(product_image(seed, size=(12, 6000)), "JPEG", quality=90)
+
+
+def animated_gif(seed: int = 12) -> bytes:
+    """Three frames; the first one is served (documented)."""
+    frames = [product_image(seed + i, size=(320, 240)).quantize(colors=128) for i in range(3)]
+    import io
+
+    buffer = io.BytesIO()
+    frames[0].save(buffer, "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    return buffer.getvalue()
+
+
+def webp(seed: int = 13) -> bytes:
+    return encode(product_image(seed, size=(400, 300)), "WEBP", quality=90)
+
+
+def tiff(seed: int = 14) -> bytes:
+    return encode(product_image(seed, size=(400, 300)), "TIFF")
+
+
+PARITY_CASES.update({
+    "1x1-png": one_pixel_png,
+    "10000x10-png": extreme_wide_png,
+    "12x6000-jpeg": extreme_tall_jpeg,
+    "animated-gif": animated_gif,
+    "webp": webp,
+    "tiff": tiff,
+})

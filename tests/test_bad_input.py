@@ -1,0 +1,143 @@
+"""A public upload endpoint gets every kind of file: each bad one fails alone and clearly."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zipfile
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+from PIL import Image
+from tritonclient.utils import InferenceServerException
+
+from shopvision import contract
+from shopvision.preprocessing import DecodeLimits, ImageRejected, Preprocessor
+from shopvision.samples import encode, product_image, product_jpeg
+from tests.conftest import RunningServer
+
+PROTOCOLS = {"grpc": grpcclient, "http": httpclient}
+INVALID = {"grpc": "StatusCode.INVALID_ARGUMENT", "http": "400"}
+
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def png_declaring(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims width x height pixels: a decompression bomb's calling card."""
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    idat = zlib.compress(b"\x00" * 64)
+    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", idat) + png_chunk(b"IEND", b"")
+
+
+def corrupt_png() -> bytes:
+    data = bytearray(encode(product_image(3, size=(200, 150)), "PNG"))
+    start = data.index(b"IDAT") + 4
+    data[start + 10 : start + 400] = bytes(range(256)) + bytes(134)
+    return bytes(data)
+
+
+def zip_bytes() -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("photo.jpg", b"not really")
+    return buffer.getvalue()
+
+
+# name -> (bytes, words the error message must contain)
+BAD_INPUTS = {
+    "empty": (b"", "0 bytes"),
+    "random-bytes": (np.random.default_rng(0).bytes(4096), "not a supported image"),
+    "text": (b"just some text, not a photo\n" * 20, "not a supported image"),
+    "html": (b"<!doctype html><html><body><img src=x></body></html>", "not a supported image"),
+    "svg": (b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><rect/></svg>', "not a supported image"),
+    "pdf": (b"%PDF-1.7\n1 0 obj <<>> endobj\ntrailer <<>>\n%%EOF", "not a supported image"),
+    "zip": (zip_bytes(), "not a supported image"),
+    "truncated-jpeg": (product_jpeg(5)[:3000], "truncated"),
+    "corrupt-png": (corrupt_png(), "cannot decode PNG"),
+    "decompression-bomb": (png_declaring(100_000, 100_000), "over the limit of 50000000 pixels"),
+    "over-byte-limit": (b"\xff\xd8\xff\xe0" + bytes(26 * 1024 * 1024), "over the limit of 26214400 bytes"),
+}
+
+
+def send_all(triton: RunningServer, protocol: str, requests: list[bytes]) -> list[object]:
+    """One request per image, all at once; each entry is an InferResult or the exception."""
+    lib = PROTOCOLS[protocol]
+    address = triton.grpc_address if protocol == "grpc" else triton.http_address
+
+    def send(data: bytes) -> object:
+        client = lib.InferenceServerClient(address)
+        tensor = lib.InferInput(contract.IMAGE_INPUT, [1, 1], "BYTES")
+        tensor.set_data_from_numpy(np.array([[data]], dtype=object))
+        try:
+            return client.infer(contract.ENSEMBLE_MODEL, [tensor])
+        except InferenceServerException as error:
+            return error
+        finally:
+            client.close()
+
+    with ThreadPoolExecutor(max_workers=len(requests)) as pool:
+        return list(pool.map(send, requests))
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("case", BAD_INPUTS)
+def test_bad_input_fails_alone_with_a_clear_invalid_argument(triton: RunningServer, protocol: str, case: str) -> None:
+    bad, expected_words = BAD_INPUTS[case]
+    good = [product_jpeg(600 + i, size=(320, 240)) for i in range(4)]
+    results = send_all(triton, protocol, good[:2] + [bad] + good[2:])
+    failure = results[2]
+    assert isinstance(failure, InferenceServerException), f"{case} was accepted"
+    assert failure.status() == INVALID[protocol]
+    assert expected_words in failure.message(), failure.message()
+    for result in results[:2] + results[3:]:
+        assert not isinstance(result, Exception), result
+        assert result.as_numpy(contract.EMBEDDING).shape == (1, 2048)
+    assert grpcclient.InferenceServerClient(triton.grpc_address).is_server_ready()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_wrong_dtype_or_shape_sent_straight_to_the_models_is_refused(triton: RunningServer, protocol: str) -> None:
+    lib = PROTOCOLS[protocol]
+    client = lib.InferenceServerClient(triton.grpc_address if protocol == "grpc" else triton.http_address)
+    floats = lib.InferInput(contract.IMAGE_INPUT, [1, 1], "FP32")
+    floats.set_data_from_numpy(np.zeros((1, 1), dtype=np.float32))
+    with pytest.raises(InferenceServerException) as wrong_dtype:
+        client.infer(contract.ENSEMBLE_MODEL, [floats])
+    assert "FP32" in wrong_dtype.value.message() and "BYTES" in wrong_dtype.value.message()
+
+    pixels = lib.InferInput(contract.PIXELS, [1, 3, 100, 100], "FP32")
+    pixels.set_data_from_numpy(np.zeros((1, 3, 100, 100), dtype=np.float32))
+    with pytest.raises(InferenceServerException) as wrong_shape:
+        client.infer(contract.RESNET_MODEL, [pixels])
+    assert "shape" in wrong_shape.value.message()
+    assert client.is_server_ready()
+
+
+def test_limits_are_enforced_before_decoding() -> None:
+    small = Preprocessor(limits=DecodeLimits(max_bytes=10_000, max_pixels=100 * 100))
+    with pytest.raises(ImageRejected, match="over the limit of 10000 bytes"):
+        small.crop(product_jpeg(1, size=(640, 480)))
+    with pytest.raises(ImageRejected, match="over the limit of 10000 pixels"):
+        small.crop(encode(Image.new("RGB", (101, 100)), "PNG"))
+
+
+def test_extreme_aspect_ratios_never_build_the_full_resized_image(monkeypatch: pytest.MonkeyPatch) -> None:
+    sizes: list[tuple[int, int]] = []
+    original = Image.Image.resize
+
+    def recording_resize(self, size, *args, **kwargs):  # noqa: ANN001
+        sizes.append(tuple(size))
+        return original(self, size, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "resize", recording_resize)
+    crop = Preprocessor().crop(encode(product_image(1, size=(10000, 10)), "PNG"))
+    assert crop.shape == (224, 224, 3)
+    assert sizes == [(224, 224)]  # resized straight into the crop, not to 256000 x 256 first
