@@ -7,6 +7,7 @@ with ``--model-config-name=python_ort``. Used by ``shopvision serve`` and the te
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -20,6 +21,12 @@ from typing import IO
 from shopvision.contract import CPU_CONFIG_NAME
 
 _STUB = "triton_python_backend_stub"
+ADMIN_KEY_ENV = "SHOPVISION_ADMIN_KEY"
+ADMIN_KEY_HEADER = "shopvision-admin-key"
+"""HTTP header for the restricted APIs; over gRPC Triton expects ``triton-grpc-protocol-`` + this."""
+RESTRICTED_APIS = ("model-repository", "shared-memory", "trace", "logging")
+"""Closed unless the request carries the admin key. Inference, health, metadata, config and
+statistics stay open: they are what clients, probes and dashboards use."""
 
 
 class ServerError(RuntimeError):
@@ -36,6 +43,8 @@ class ServerOptions:
     config_name: str | None = CPU_CONFIG_NAME
     exit_timeout_s: int = 30
     log_verbose: int = 0
+    admin_key: str | None = None
+    """Key for RESTRICTED_APIS; None closes them with a random key nobody knows."""
     extra_args: tuple[str, ...] = field(default_factory=tuple)
 
 
@@ -134,6 +143,8 @@ class LocalTritonServer:
         ]
         if opts.config_name:
             command.append(f"--model-config-name={opts.config_name}")
+        restriction = f"{','.join(RESTRICTED_APIS)}:{ADMIN_KEY_HEADER}={opts.admin_key or secrets.token_urlsafe(32)}"
+        command += [f"--http-restricted-api={restriction}", f"--grpc-restricted-protocol={restriction}"]
         return [*command, *opts.extra_args]
 
     def start(self, *, ready_timeout_s: float = 180.0) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from pathlib import Path
@@ -37,16 +38,18 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def run_serve(args: argparse.Namespace) -> int:
     from shopvision.modeltools.build import read_provenance
-    from shopvision.server import LocalTritonServer, ServerOptions
+    from shopvision.server import ADMIN_KEY_ENV, ADMIN_KEY_HEADER, RESTRICTED_APIS, LocalTritonServer, ServerOptions
 
     repository = args.repository.resolve()
     versions = sorted((repository / RESNET_MODEL).glob("[0-9]*/model.onnx"))
     if not versions:
         print(f"no model built in {repository}: run `shopvision model build --weights auto` first", file=sys.stderr)
         return EXIT_USAGE
+    admin_key = os.environ.get(ADMIN_KEY_ENV) or None
     options = ServerOptions(
         model_repository=repository, host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
         metrics_port=args.metrics_port, config_name=args.config_name, log_verbose=args.log_verbose,
+        admin_key=admin_key,
     )
     server = LocalTritonServer(options)
 
@@ -62,6 +65,9 @@ def run_serve(args: argparse.Namespace) -> int:
             banner = "  <<< SYNTHETIC WEIGHTS: outputs are meaningless >>>" if provenance and provenance.synthetic else ""
             print(f"resnet50 version {model_file.parent.name}: {source}{banner}", flush=True)
         print(f"ready: HTTP {server.http_url}  gRPC {server.grpc_url}  metrics {server.metrics_url}", flush=True)
+        access = (f"open with header '{ADMIN_KEY_HEADER}' (${ADMIN_KEY_ENV})" if admin_key
+                  else f"closed (set ${ADMIN_KEY_ENV} to open them with header '{ADMIN_KEY_HEADER}')")
+        print(f"admin APIs ({', '.join(RESTRICTED_APIS)}): {access}", flush=True)
         print("Ctrl-C to stop", flush=True)
         return server.wait()
     except (KeyboardInterrupt, _Terminated):
