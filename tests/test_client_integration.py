@@ -185,3 +185,10 @@ def test_readme_cli_examples_run(triton, tmp_path) -> None:
                                 env={**os.environ, "SHOPVISION_URL": triton.grpc_url,
                                      "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"})
         assert result.returncode == 0, f"{command}: {result.stderr}"
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_a_call_slower_than_its_timeout_raises_request_timeout(triton, many_images, protocol) -> None:
+    with shopvision.Client(url(triton, protocol), timeout_s=0.001) as client:
+        with pytest.raises(shopvision.RequestTimeoutError):
+            client.embed(many_images[:32])

@@ -214,3 +214,34 @@ def test_local_onnx_file_is_accepted_with_its_sha256(tmp_path: Path, synthetic: 
     assert not result.provenance.synthetic
     assert result.provenance.source_sha256 == hashlib.sha256(export.read_bytes()).hexdigest()
     assert (repository / "resnet50" / "2" / "model.py").exists()  # the python_ort runner for the new version
+
+
+class _CalibrationImages:
+    """A few fixed random inputs: enough to exercise static quantisation, not to make it accurate."""
+
+    def __init__(self) -> None:
+        self._batches = iter([{INPUT_NAME: np.random.default_rng(i).normal(size=(1, 3, 224, 224)).astype(np.float32)}
+                              for i in range(2)])
+
+    def get_next(self):  # noqa: ANN201 - onnxruntime's CalibrationDataReader protocol
+        return next(self._batches, None)
+
+
+@pytest.mark.parametrize("quant_format", ["QDQ", "QOperator"])
+def test_surgery_on_statically_quantised_graphs(synthetic: onnx.ModelProto, pixels: np.ndarray, tmp_path: Path,
+                                                quant_format: str) -> None:
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    fp32, int8 = tmp_path / "fp32.onnx", tmp_path / "int8.onnx"
+    onnx.save(synthetic, str(fp32))
+    quantize_static(str(fp32), str(int8), _CalibrationImages(), quant_format=QuantFormat[quant_format],
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    probabilities, embedding = run(canonicalize(onnx.load(str(int8))), {contract.PIXELS: pixels})
+    assert probabilities.shape == (3, 1000) and embedding.shape == (3, 2048)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-4)
+    np.testing.assert_allclose(np.linalg.norm(embedding, axis=1), 1.0, atol=1e-4)
+    _, fp32_embedding = run(canonicalize(synthetic), {contract.PIXELS: pixels})
+    # The quantised embedding approximates the float one better than another image's does.
+    own = np.linalg.norm(embedding - fp32_embedding, axis=1)
+    other = np.linalg.norm(embedding - np.roll(fp32_embedding, 1, axis=0), axis=1)
+    assert (own < other).all()

@@ -17,7 +17,7 @@ from shopvision.contract import EMBEDDING, EMBEDDING_DIM, NUM_CLASSES, PIXELS, P
 BATCH_DIM = "batch"
 _FULLY_CONNECTED = frozenset({"Gemm", "MatMul", "QGemm", "QLinearMatMul", "MatMulInteger"})
 # Ops that may sit between the final FC and the logits output without changing their meaning.
-_PASS_THROUGH = frozenset({"Add", "Identity", "Reshape", "Flatten", "Squeeze", "DequantizeLinear", "Cast"})
+_PASS_THROUGH = frozenset({"Add", "Identity", "Reshape", "Flatten", "Squeeze", "QuantizeLinear", "DequantizeLinear", "Cast"})
 _L2_EPSILON = 1e-12
 
 
@@ -158,7 +158,12 @@ def _embedding_tensor(graph: onnx.GraphProto, logits: str) -> str:
 
     features = node.input[0]
     feature_producer = producers.get(features)
-    if feature_producer is not None and feature_producer.op_type == "QuantizeLinear":
+    if feature_producer is not None and feature_producer.op_type == "DequantizeLinear":
+        # QDQ graphs: take the float tensor before its quantize/dequantize round trip.
+        quantizer = producers.get(feature_producer.input[0])
+        if quantizer is not None and quantizer.op_type == "QuantizeLinear":
+            features = quantizer.input[0]
+    elif feature_producer is not None and feature_producer.op_type == "QuantizeLinear":
         features = feature_producer.input[0]
     elif node.op_type in ("QGemm", "QLinearMatMul"):
         # QOperator graphs keep the features quantised; inputs 1 and 2 are their scale and zero point.
