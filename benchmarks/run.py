@@ -88,8 +88,7 @@ def measure_in_process(model: Path, images: list[bytes], label: str, repeats: in
 
 
 def measure_served(repository: Path, data: dict[str, Path], work: Path, settings: dict) -> list[dict]:
-    from shopvision.server import LocalTritonServer, ServerOptions
-    from tests.conftest import free_ports
+    from shopvision.server import LocalTritonServer, ServerOptions, free_ports
 
     http, grpc, metrics = free_ports(3)
     server = LocalTritonServer(ServerOptions(repository, http_port=http, grpc_port=grpc, metrics_port=metrics),

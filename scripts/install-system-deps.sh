@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
 # Debian packages the test suite and benchmarks need beyond PyPI:
 #   libb64-0d   perf_analyzer (from the tritonclient==2.51.0 wheel) links libb64.so.0d
-#   prometheus  promtool and a real Prometheus for the monitoring tests
 set -euo pipefail
-packages=(libb64-0d prometheus)
+packages=(libb64-0d)
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
