@@ -22,7 +22,6 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
 import onnxruntime as ort
 
 from benchmarks import perf
@@ -75,7 +74,7 @@ def measure_in_process(model: Path, images: list[bytes], label: str, repeats: in
     cores = os.cpu_count() or 1
     preprocessor = Preprocessor()
     preprocess_ms = _per_item_ms(lambda: preprocessor(images), len(images), max(1, repeats // len(images)))
-    batch = preprocessor(images[:8] * (8 // len(images[:8])))[:8]
+    batch = preprocessor((images * 8)[:8])
     single_thread, all_threads = _session(model, 1), _session(model, 0)
     ort_core_ms = _per_item_ms(lambda: single_thread.run(None, {contract.PIXELS: batch}), 8, max(2, repeats // 16))
     raw_ms = _per_item_ms(lambda: all_threads.run(None, {contract.PIXELS: batch}), 8, max(2, repeats // 8))
@@ -91,10 +90,10 @@ def measure_served(repository: Path, data: dict[str, Path], work: Path, settings
     from shopvision.server import LocalTritonServer, ServerOptions, free_ports
 
     http, grpc, metrics = free_ports(3)
-    server = LocalTritonServer(ServerOptions(repository, http_port=http, grpc_port=grpc, metrics_port=metrics),
-                               log=(work / "tritonserver.log").open("wb"))
     rows = []
-    with server:
+    with (work / "tritonserver.log").open("wb") as log, LocalTritonServer(
+        ServerOptions(repository, http_port=http, grpc_port=grpc, metrics_port=metrics), log=log
+    ):
         for label, input_data in data.items():
             for protocol in settings["protocols"]:
                 address = f"127.0.0.1:{grpc if protocol == 'grpc' else http}"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from shopvision.server import free_ports
+from shopvision.server import LocalTritonServer, ServerOptions, free_ports
 
 REPOSITORY_SOURCE = Path(__file__).resolve().parent.parent / "model_repository"
 
@@ -33,7 +33,7 @@ def built_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @dataclass
 class RunningServer:
-    server: object
+    server: LocalTritonServer
     repository: Path
     log_path: Path
 
@@ -62,8 +62,6 @@ class RunningServer:
 
 
 def start_server(repository: Path, log_path: Path, **options: object) -> RunningServer:
-    from shopvision.server import LocalTritonServer, ServerOptions
-
     http, grpc, metrics = free_ports(3)
     server = LocalTritonServer(
         ServerOptions(repository, http_port=http, grpc_port=grpc, metrics_port=metrics, **options),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 from PIL import Image
 
@@ -88,8 +90,6 @@ def extreme_tall_jpeg(seed: int = 11) -> bytes:
 def animated_gif(seed: int = 12) -> bytes:
     """Three frames; the first one is served (documented)."""
     frames = [product_image(seed + i, size=(320, 240)).quantize(colors=128) for i in range(3)]
-    import io
-
     buffer = io.BytesIO()
     frames[0].save(buffer, "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
     return buffer.getvalue()

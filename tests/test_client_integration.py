@@ -9,14 +9,14 @@ import re
 import subprocess
 import sys
 import threading
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import shopvision
-from shopvision.samples import product_jpeg, write_catalog
+from shopvision.samples import encode, product_image, product_jpeg, write_catalog
+from shopvision.server import free_ports
 from tests.conftest import RunningServer, start_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("ignore::shopvision.SyntheticWeightsWarning")]
@@ -80,8 +80,6 @@ def test_synthetic_weights_warning_and_provenance(triton) -> None:
 
 
 def test_unreachable_server_is_a_clear_error() -> None:
-    from tests.conftest import free_ports
-
     (port,) = free_ports(1)
     with shopvision.Client(f"grpc://127.0.0.1:{port}", retry=shopvision.RetryPolicy(attempts=2, initial_backoff_s=0.01)) as client:
         with pytest.raises(shopvision.ServerUnavailableError, match="unavailable"):
@@ -154,8 +152,6 @@ def readme_blocks(language: str) -> list[str]:
 
 def readme_workspace(tmp_path: Path) -> Path:
     (tmp_path / "shoe.jpg").write_bytes(product_jpeg(1))
-    from shopvision.samples import encode, product_image
-
     (tmp_path / "bag.png").write_bytes(encode(product_image(2), "PNG"))
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 definitely not a jpeg")
     write_catalog(tmp_path / "catalog", 3, size=(320, 240))

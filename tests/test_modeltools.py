@@ -26,7 +26,8 @@ from shopvision.modeltools.synthetic import (
     build_synthetic_resnet50,
     trainable_parameter_count,
 )
-from tests.conftest import copy_repository, free_ports
+from shopvision.server import free_ports
+from tests.conftest import copy_repository
 
 
 @pytest.fixture(scope="module")

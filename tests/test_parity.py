@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import pytest
 import tritonclient.grpc as grpcclient
+from PIL import Image
 
 from shopvision import contract
+from shopvision.preprocessing import Preprocessor
 from tests.conftest import RunningServer
 from tests.images import PARITY_CASES, photo_jpeg
 from tests.reference import reference_pixels
@@ -87,12 +90,6 @@ def test_ensemble_embedding_and_top5_match_reference(name, cases, reference, grp
 def test_exif_orientation_is_applied(cases) -> None:
     # The stored image is 640x480 landscape; orientation 6 makes it portrait, so the centre
     # crop differs from one that ignored the tag.
-    import io
-
-    from PIL import Image
-
-    from shopvision.preprocessing import Preprocessor
-
     data = cases["exif-rotated-jpeg"]
     ignoring_exif = Image.open(io.BytesIO(data)).convert("RGB")
     buffer = io.BytesIO()

@@ -32,6 +32,8 @@ IMAGENET_STD: Final = (0.229, 0.224, 0.225)
 CPU_CONFIG_NAME: Final = "python_ort"
 """``--model-config-name`` for hosts whose tritonserver has no ONNX Runtime backend."""
 
+MODEL_FILE: Final = "model.onnx"
+"""ResNet50 weights in each version folder of resnet50 (Triton's onnxruntime default name)."""
 PROVENANCE_FILE: Final = "provenance.json"
 """Written next to each model version's ``model.onnx`` by ``shopvision model build``."""
 PROVENANCE_PARAMETER_PREFIX: Final = "weights_"

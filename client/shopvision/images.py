@@ -37,13 +37,3 @@ def encode(image: ImageInput) -> bytes:
             raise InvalidImageError("file object returned text; open images in binary mode ('rb')")
         return data
     raise InvalidImageError(f"unsupported image type {type(image).__name__}; pass a path, bytes, a file or a PIL image")
-
-
-def describe(image: ImageInput) -> str:
-    """A short name for messages and CLI output."""
-    if isinstance(image, (str, os.PathLike)):
-        return os.fspath(image)
-    if isinstance(image, Image.Image):
-        return f"<PIL {image.mode} {image.width}x{image.height}>"
-    name = getattr(image, "name", None)
-    return str(name) if name else f"<{type(image).__name__}>"

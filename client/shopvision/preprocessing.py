@@ -77,10 +77,6 @@ class Preprocessor:
             :, None, None
         ]
 
-    @property
-    def limits(self) -> DecodeLimits:
-        return self._limits
-
     def crop(self, data: bytes) -> np.ndarray:
         """Encoded image -> uint8 HWC array of CROP_SIZE x CROP_SIZE x 3.
 

@@ -135,10 +135,6 @@ class LocalTritonServer:
     def metrics_url(self) -> str:
         return f"http://{self.options.host}:{self.options.metrics_port}/metrics"
 
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process else None
-
     def command(self) -> list[str]:
         opts = self.options
         backend_dir = self._installation.backend_directory(self._work_dir / "triton-backends")

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from shopvision.cli._common import EXIT_OK
+from shopvision.modeltools.sources import DEFAULT_ZOO_MODEL, ZOO_MODELS
 
 DEFAULT_REPOSITORY = Path("model_repository")
 
@@ -19,10 +20,10 @@ def register(commands: argparse._SubParsersAction) -> None:
         description="Download or generate ResNet50 weights, add the softmax and L2-normalised embedding "
                     "outputs, and write them with their provenance into the model repository.",
         epilog="weights:\n"
-               "  auto                  resnet50-v1-12 when the network allows, else synthetic (with a warning)\n"
-               "  resnet50-v1-12        ONNX Model Zoo fp32 (top-1 74.97 published), sha256-verified\n"
-               "  resnet50-v1-12-int8   ONNX Model Zoo int8 (top-1 74.77 published), sha256-verified\n"
-               "  synthetic             exact ResNet50 v1.5 architecture, seeded random weights: TESTS ONLY\n"
+               f"  auto                  {DEFAULT_ZOO_MODEL} when the network allows, else synthetic (with a warning)\n"
+               + "".join(f"  {name:<21} ONNX Model Zoo, top-1 {zoo.top1} published, sha256-verified\n"
+                         for name, zoo in ZOO_MODELS.items())
+               + "  synthetic             exact ResNet50 v1.5 architecture, seeded random weights: TESTS ONLY\n"
                "  PATH                  any local ResNet50 ONNX export (torchvision, timm, zoo)\n"
                "examples:\n  shopvision model build --weights auto\n"
                "  shopvision model build --weights ./resnet50_torchvision.onnx --version 2",

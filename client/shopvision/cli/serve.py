@@ -10,7 +10,7 @@ from pathlib import Path
 
 from shopvision.cli._common import EXIT_OK, EXIT_USAGE
 from shopvision.cli.model import DEFAULT_REPOSITORY
-from shopvision.contract import CPU_CONFIG_NAME, RESNET_MODEL
+from shopvision.contract import CPU_CONFIG_NAME, MODEL_FILE, RESNET_MODEL
 
 
 class _Terminated(Exception):
@@ -41,7 +41,7 @@ def run_serve(args: argparse.Namespace) -> int:
     from shopvision.server import ADMIN_KEY_ENV, ADMIN_KEY_HEADER, RESTRICTED_APIS, LocalTritonServer, ServerOptions
 
     repository = args.repository.resolve()
-    versions = sorted((repository / RESNET_MODEL).glob("[0-9]*/model.onnx"))
+    versions = sorted((repository / RESNET_MODEL).glob(f"[0-9]*/{MODEL_FILE}"))
     if not versions:
         print(f"no model built in {repository}: run `shopvision model build --weights auto` first", file=sys.stderr)
         return EXIT_USAGE

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import onnx
 
-from shopvision.contract import PROVENANCE_FILE, PROVENANCE_PARAMETER_PREFIX, RESNET_MODEL
+from shopvision.contract import MODEL_FILE, PROVENANCE_FILE, PROVENANCE_PARAMETER_PREFIX, RESNET_MODEL
 from shopvision.modeltools.sources import (
     DEFAULT_ZOO_MODEL,
     SYNTHETIC,
@@ -28,7 +28,6 @@ from shopvision.modeltools.synthetic import build_synthetic_resnet50
 
 AUTO = "auto"
 """Real zoo weights when the network allows, synthetic ones (with a warning) when not."""
-MODEL_FILE = "model.onnx"
 PYTHON_RUNNER = "model.py"
 _PROVENANCE_BLOCK = re.compile(
     r"(# BEGIN weights provenance[^\n]*\n)(.*?)(# END weights provenance)", re.DOTALL
@@ -152,4 +151,9 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 
 def _text(value: object) -> str:
-    return "" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+    """Config parameters are strings: booleans as true/false, a missing value as empty."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)

@@ -13,6 +13,8 @@ import numpy as np
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
+from shopvision.contract import MODEL_FILE, PROVENANCE_FILE
+
 _SYNTHETIC_BANNER = (
     "SYNTHETIC WEIGHTS: resnet50 version {version} has seeded random weights (source: {source}). "
     "Its classes and embeddings are meaningless; build real weights with "
@@ -31,12 +33,12 @@ class TritonPythonModel:
         options.inter_op_num_threads = 1
         options.add_session_config_entry("session.intra_op.allow_spinning", parameters.get("allow_spinning", "0"))
         self._session = ort.InferenceSession(
-            str(version_dir / "model.onnx"), options, providers=["CPUExecutionProvider"]
+            str(version_dir / MODEL_FILE), options, providers=["CPUExecutionProvider"]
         )
         self._input_name = config["input"][0]["name"]
         self._output_names = [output["name"] for output in config["output"]]
 
-        provenance_file = version_dir / "provenance.json"
+        provenance_file = version_dir / PROVENANCE_FILE
         if provenance_file.exists():
             provenance = json.loads(provenance_file.read_text())
             if provenance.get("synthetic"):
