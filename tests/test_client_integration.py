@@ -155,6 +155,10 @@ def readme_workspace(tmp_path: Path) -> Path:
     (tmp_path / "bag.png").write_bytes(encode(product_image(2), "PNG"))
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 definitely not a jpeg")
     write_catalog(tmp_path / "catalog", 3, size=(320, 240))
+    photos = write_catalog(tmp_path / "photos", 8, size=(320, 240))
+    (tmp_path / "query.jpg").write_bytes(photos[3].read_bytes())
+    (tmp_path / "products.csv").write_text("product_id,image_path,title\n" + "".join(
+        f"sku-{123 + index},{path.relative_to(tmp_path)},Product {index}\n" for index, path in enumerate(photos)))
     return tmp_path
 
 
@@ -170,8 +174,9 @@ def test_readme_python_examples_run(triton, tmp_path, block) -> None:
     assert result.returncode == 0, result.stderr
 
 
-def test_readme_cli_examples_run(triton, tmp_path) -> None:
-    (cli_block,) = [block for block in readme_blocks("bash") if "shopvision classify" in block]
+@pytest.mark.parametrize("example", ["shopvision classify", "shopvision index build"])
+def test_readme_cli_examples_run(triton, tmp_path, example) -> None:
+    (cli_block,) = [block for block in readme_blocks("bash") if example in block]
     workspace = readme_workspace(tmp_path)
     for line in cli_block.splitlines():
         command = against(triton, line.split("  #")[0].strip())

@@ -1,0 +1,23 @@
+"""Visual search over a product catalog: embedded FAISS + SQLite, or Milvus (Lite or a cluster).
+
+Needs the ``catalog`` extra (FAISS) or the ``milvus`` extra.
+"""
+
+from shopvision.catalog._model import BuildReport, CatalogItem, CatalogStats, Product, SearchHit
+from shopvision.catalog._store import CatalogError, VectorStore
+from shopvision.catalog.catalog import BUILD_BATCH, Catalog
+from shopvision.catalog.sources import CatalogSourceError, read_source
+
+__all__ = [
+    "BUILD_BATCH",
+    "BuildReport",
+    "Catalog",
+    "CatalogError",
+    "CatalogItem",
+    "CatalogSourceError",
+    "CatalogStats",
+    "Product",
+    "SearchHit",
+    "VectorStore",
+    "read_source",
+]

@@ -1,0 +1,49 @@
+"""The interface every vector engine implements; the catalog talks only to this."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+import numpy as np
+
+from shopvision.catalog._model import Product, SearchHit
+from shopvision.errors import ShopvisionError
+
+
+class CatalogError(ShopvisionError):
+    """The catalog index cannot be opened, or does not match the model or the request."""
+
+
+class VectorStore(Protocol):
+    engine: str
+    location: str
+
+    def metadata(self) -> dict[str, str]:
+        """Catalog-wide settings (dimension, the model that made the vectors)."""
+
+    def set_metadata(self, values: dict[str, str]) -> None: ...
+
+    def fingerprints(self) -> dict[str, str]:
+        """Content hash of every stored product, by product id (what incremental builds skip)."""
+
+    def upsert(self, products: Sequence[Product], vectors: np.ndarray) -> None:
+        """Store products and their vectors, replacing ones with the same product id, all or nothing."""
+
+    def remove(self, product_ids: Sequence[str]) -> int:
+        """Delete products; returns how many existed."""
+
+    def search(self, queries: np.ndarray, *, k: int, labels: Sequence[str] | None) -> list[list[SearchHit]]:
+        """The k best products per query row by inner product, optionally only those with these labels."""
+
+    def count(self) -> int: ...
+
+    def label_counts(self) -> dict[str, int]: ...
+
+    def index_kind(self) -> str: ...
+
+    def flush(self) -> None:
+        """Make what was stored durable and fast to search (FAISS: save the index; Milvus: seal segments)."""
+
+    def close(self) -> None:
+        """Flush, then release the files or connection."""

@@ -1,0 +1,194 @@
+"""The catalog: index product photos through the server, then find look-alikes of a query photo."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from shopvision.catalog._model import BuildReport, CatalogItem, CatalogStats, Product, SearchHit
+from shopvision.catalog._store import CatalogError, VectorStore
+from shopvision.catalog.faiss_store import FaissStore
+from shopvision.catalog.milvus_store import DEFAULT_COLLECTION, MilvusStore, is_milvus_uri
+from shopvision.catalog.sources import read_source
+from shopvision.contract import EMBEDDING_DIM
+from shopvision.images import ImageInput
+
+if TYPE_CHECKING:
+    from shopvision.client import Client
+
+Progress = Callable[[int, int], None]
+BUILD_BATCH = 128
+"""Products embedded and committed together: a crash loses at most this many embeddings."""
+
+
+class Catalog:
+    """Product photos indexed by their embeddings, searchable by a query photo.
+
+    ``location`` picks the engine: a folder is the embedded engine (FAISS + SQLite); a path
+    ending in ``.db`` is a Milvus Lite file; ``http(s)://host:19530`` is a Milvus server.
+    Pass a :class:`shopvision.Client` to index photos and search by photo; searching by vector
+    needs none.
+
+    >>> with shopvision.Client() as client, Catalog.open("catalog/", client=client) as catalog:  # doctest: +SKIP
+    ...     catalog.build("photos/")
+    ...     catalog.search("query.jpg", k=5)
+    """
+
+    def __init__(self, store: VectorStore, *, client: Client | None = None) -> None:
+        self._store = store
+        self._client = client
+        self._checked_model = False
+
+    @classmethod
+    def open(cls, location: str | Path, *, client: Client | None = None, collection: str = DEFAULT_COLLECTION,
+             token: str = "", index: str = "auto") -> Catalog:
+        """Open or create a catalog; ``collection``/``token`` are for Milvus, ``index`` for FAISS."""
+        location = str(location)
+        if is_milvus_uri(location):
+            store: VectorStore = MilvusStore(location, dimension=EMBEDDING_DIM, collection=collection, token=token)
+        else:
+            store = FaissStore(location, dimension=EMBEDDING_DIM, index=index)
+        return cls(store, client=client)
+
+    def build(self, source: str | Path | Sequence[CatalogItem], *, prune: bool = False,
+              batch_size: int = BUILD_BATCH, progress: Progress | None = None) -> BuildReport:
+        """Index a folder, CSV or items: adds new and changed photos, skips unchanged ones.
+
+        Resumable: each batch of ``batch_size`` products is committed as a whole, so an
+        interrupted build keeps what it committed and the next run continues from there.
+        ``prune`` also removes products that are no longer in the source.
+        """
+        items = read_source(source) if isinstance(source, (str, Path)) else list(source)
+        report = BuildReport()
+        known = self._store.fingerprints()
+        if prune:
+            wanted = {item.product_id for item in items}
+            report.removed = self._store.remove([pid for pid in known if pid not in wanted])
+        for start in range(0, len(items), batch_size):
+            self._build_batch(items[start:start + batch_size], known, report)
+            if progress is not None:
+                progress(min(start + batch_size, len(items)), len(items))
+        self._store.flush()
+        return report
+
+    def add(self, items: Sequence[CatalogItem]) -> BuildReport:
+        """Index these items (new or changed ones); same as :meth:`build` with a list."""
+        return self.build(items)
+
+    def upsert(self, products: Sequence[Product], vectors: np.ndarray) -> None:
+        """Store products with embeddings computed elsewhere (same model!), replacing same ids.
+
+        Call :meth:`flush` after a series of upserts (``build`` and ``close`` do it themselves).
+        """
+        self._store.upsert(products, vectors)
+
+    def flush(self) -> None:
+        """Make what was stored durable and fast to search."""
+        self._store.flush()
+
+    def fingerprints(self) -> dict[str, str]:
+        """Content sha256 of every product's photo, by product id."""
+        return self._store.fingerprints()
+
+    def remove(self, product_ids: Sequence[str]) -> int:
+        """Delete products by id; returns how many were in the catalog."""
+        return self._store.remove(list(product_ids))
+
+    def search(self, query: ImageInput | np.ndarray, *, k: int = 10,
+               labels: Sequence[str] | None = None) -> list[SearchHit]:
+        """The ``k`` most similar products to a photo (or a 2048-d vector), best first.
+
+        ``labels`` keeps only products whose top-1 ImageNet label is one of these.
+        """
+        return self.search_many([query], k=k, labels=labels)[0]
+
+    def search_many(self, queries: Sequence[ImageInput | np.ndarray], *, k: int = 10,
+                    labels: Sequence[str] | None = None) -> list[list[SearchHit]]:
+        if k < 1:
+            raise ValueError("k must be at least 1")
+        if not queries:
+            return []
+        vectors = [query if isinstance(query, np.ndarray) else None for query in queries]
+        photos = [index for index, vector in enumerate(vectors) if vector is None]
+        if photos:
+            embedded = self._require_client().embed([queries[index] for index in photos])
+            for index, vector in zip(photos, embedded):
+                vectors[index] = vector
+        return self._store.search(np.stack(vectors), k=k, labels=labels)
+
+    def stats(self) -> CatalogStats:
+        metadata = self._store.metadata()
+        return CatalogStats(
+            engine=self._store.engine, location=self._store.location, products=self._store.count(),
+            dimension=int(metadata.get("dimension", EMBEDDING_DIM)), index=self._store.index_kind(),
+            model_source=metadata.get("model_source"), model_sha256=metadata.get("model_sha256"),
+            labels=self._store.label_counts(),
+        )
+
+    def close(self) -> None:
+        self._store.close()
+
+    def __enter__(self) -> Catalog:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _build_batch(self, items: Sequence[CatalogItem], known: dict[str, str], report: BuildReport) -> None:
+        pending: list[tuple[CatalogItem, bytes, str]] = []
+        for item in items:
+            try:
+                data = item.path.read_bytes()
+            except OSError as error:
+                report.failed.append((item.product_id, f"cannot read {item.path}: {error.strerror or error}"))
+                continue
+            digest = hashlib.sha256(data).hexdigest()
+            if known.get(item.product_id) == digest:
+                report.unchanged += 1
+            else:
+                pending.append((item, data, digest))
+        if not pending:
+            return
+        results = self._require_client().analyze([data for _, data, _ in pending], top_k=1, on_error="report")
+        products, vectors = [], []
+        for (item, _, digest), result in zip(pending, results):
+            if result.error is not None:
+                report.failed.append((item.product_id, result.error.reason))
+                continue
+            products.append(Product(product_id=item.product_id, path=str(item.path), content_sha256=digest,
+                                    label=result.predictions[0].label, extra=dict(item.extra)))
+            vectors.append(result.embedding)
+        if not products:
+            return
+        self._store.upsert(products, np.stack(vectors))
+        for product in products:
+            if product.product_id in known:
+                report.updated += 1
+            else:
+                report.added += 1
+            known[product.product_id] = product.content_sha256
+
+    def _require_client(self) -> Client:
+        if self._client is None:
+            raise CatalogError("embedding photos needs a server: open the catalog with client=shopvision.Client(...)")
+        if not self._checked_model:
+            self._check_model(self._client)
+            self._checked_model = True
+        return self._client
+
+    def _check_model(self, client: Client) -> None:
+        """Vectors from different weights are not comparable: refuse to mix them."""
+        served = client.provenance()
+        metadata = self._store.metadata()
+        indexed = metadata.get("model_sha256")
+        if indexed is None:
+            self._store.set_metadata({"model_sha256": served.model_sha256 or "unknown", "model_source": served.source})
+        elif indexed != (served.model_sha256 or "unknown"):
+            raise CatalogError(
+                f"{self._store.location} was indexed with model sha256 {indexed} ({metadata.get('model_source')}), "
+                f"but {client.url} serves {served.model_sha256} ({served.source}); "
+                "rebuild the catalog into a new location with the served model")

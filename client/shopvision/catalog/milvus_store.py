@@ -1,0 +1,149 @@
+"""The scale-out engine: Milvus through ``pymilvus.MilvusClient``.
+
+One code path for Milvus Lite (``uri`` is a local ``*.db`` file) and a Milvus server or cluster
+(``uri`` is ``http(s)://host:19530``, with a token). Products and their metadata live in one
+collection; catalog-wide settings are collection properties.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+
+from shopvision.catalog._model import Product, SearchHit, product_key
+from shopvision.catalog._store import CatalogError
+
+DEFAULT_COLLECTION = "shopvision_catalog"
+PROPERTY_PREFIX = "shopvision."
+INDEX_TYPE = "HNSW"
+INDEX_PARAMS = {"M": 32, "efConstruction": 80}
+SEARCH_PARAMS = {"ef": 128}
+_SCAN_BATCH = 4096
+_FIELDS = ["product_id", "path", "label", "extra"]
+
+
+def is_milvus_uri(location: str) -> bool:
+    """``http(s)://...`` is a Milvus server; a path ending in ``.db`` is a Milvus Lite file."""
+    return location.startswith(("http://", "https://", "tcp://")) or location.endswith(".db")
+
+
+class MilvusStore:
+    engine = "milvus"
+
+    def __init__(self, uri: str, *, dimension: int, collection: str = DEFAULT_COLLECTION,
+                 token: str = "") -> None:
+        from pymilvus import DataType, MilvusClient
+        from pymilvus.exceptions import MilvusException
+
+        self.location = f"{uri}#{collection}"
+        self._collection = collection
+        self._lite_path = None if uri.startswith(("http://", "https://", "tcp://")) else uri
+        try:
+            self._client = MilvusClient(uri=uri, token=token)
+        except MilvusException as error:
+            raise CatalogError(f"cannot open Milvus at {uri}: {error}") from error
+        # pymilvus logs the Lite server's missing MVCC timestamps as warnings on every scan.
+        logging.getLogger("pymilvus").setLevel(logging.ERROR)
+        if self._client.has_collection(collection):
+            stored = int(self.metadata().get("dimension", dimension))
+            if stored != dimension:
+                raise CatalogError(f"{self.location}: holds {stored}-d vectors, not {dimension}-d")
+            self._client.load_collection(collection)
+            return
+        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("key", DataType.INT64, is_primary=True)
+        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dimension)
+        schema.add_field("product_id", DataType.VARCHAR, max_length=1024)
+        schema.add_field("path", DataType.VARCHAR, max_length=4096)
+        schema.add_field("content_sha256", DataType.VARCHAR, max_length=64)
+        schema.add_field("label", DataType.VARCHAR, max_length=512)
+        schema.add_field("extra", DataType.JSON)
+        index_params = self._client.prepare_index_params()
+        index_params.add_index(field_name="vector", index_type=INDEX_TYPE, metric_type="IP", params=INDEX_PARAMS)
+        index_params.add_index(field_name="label", index_type="INVERTED")
+        self._client.create_collection(collection, schema=schema, index_params=index_params,
+                                       properties={f"{PROPERTY_PREFIX}dimension": str(dimension)})
+
+    def metadata(self) -> dict[str, str]:
+        properties = self._client.describe_collection(self._collection).get("properties", {})
+        return {key.removeprefix(PROPERTY_PREFIX): value for key, value in properties.items()
+                if key.startswith(PROPERTY_PREFIX)}
+
+    def set_metadata(self, values: dict[str, str]) -> None:
+        self._client.alter_collection_properties(
+            self._collection, properties={f"{PROPERTY_PREFIX}{key}": value for key, value in values.items()})
+
+    def fingerprints(self) -> dict[str, str]:
+        iterator = self._client.query_iterator(self._collection, batch_size=_SCAN_BATCH,
+                                               output_fields=["product_id", "content_sha256"])
+        found: dict[str, str] = {}
+        try:
+            while batch := iterator.next():
+                found.update((row["product_id"], row["content_sha256"]) for row in batch)
+        finally:
+            iterator.close()
+        return found
+
+    def upsert(self, products: Sequence[Product], vectors: np.ndarray) -> None:
+        rows = [{"key": p.key, "vector": vector.tolist(), "product_id": p.product_id, "path": p.path,
+                 "content_sha256": p.content_sha256, "label": p.label, "extra": p.extra}
+                for p, vector in zip(products, np.asarray(vectors, dtype=np.float32))]
+        if rows:
+            self._client.upsert(self._collection, rows)
+
+    def remove(self, product_ids: Sequence[str]) -> int:
+        keys = [product_key(pid) for pid in product_ids]
+        if not keys:
+            return 0
+        existing = self._client.query(self._collection, ids=keys, output_fields=["key"])
+        if existing:
+            self._client.delete(self._collection, ids=[row["key"] for row in existing])
+        return len(existing)
+
+    def search(self, queries: np.ndarray, *, k: int, labels: Sequence[str] | None) -> list[list[SearchHit]]:
+        queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
+        results = self._client.search(
+            self._collection, data=queries.tolist(), limit=k, output_fields=_FIELDS,
+            filter="" if labels is None else f"label in {json.dumps(list(labels))}",
+            search_params={"metric_type": "IP", "params": SEARCH_PARAMS},
+        )
+        return [[SearchHit(product_id=hit["entity"]["product_id"], score=float(hit["distance"]),
+                           path=hit["entity"]["path"], label=hit["entity"]["label"],
+                           extra=dict(hit["entity"]["extra"] or {}))
+                 for hit in hits] for hits in results]
+
+    def count(self) -> int:
+        rows = self._client.query(self._collection, filter="", output_fields=["count(*)"])
+        return int(rows[0]["count(*)"])
+
+    def label_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        iterator = self._client.query_iterator(self._collection, batch_size=_SCAN_BATCH, output_fields=["label"])
+        try:
+            while batch := iterator.next():
+                for row in batch:
+                    counts[row["label"]] = counts.get(row["label"], 0) + 1
+        finally:
+            iterator.close()
+        return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:20])
+
+    def index_kind(self) -> str:
+        return INDEX_TYPE.lower()
+
+    def flush(self) -> None:
+        # Until flushed, new rows sit in growing segments that Milvus Lite searches by brute force
+        # in Python (seconds per query at a few thousand rows); flushed, they are indexed.
+        self._client.flush(self._collection)
+
+    def close(self) -> None:
+        self.flush()
+        self._client.close()
+        if self._lite_path is not None:
+            # Milvus Lite serves the file from a thread of this process and locks it until released;
+            # release it so other processes (the next indexer run) can open the catalog.
+            from milvus_lite import server_manager_instance
+
+            server_manager_instance.release_server(self._lite_path)

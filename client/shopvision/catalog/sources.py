@@ -1,0 +1,58 @@
+"""Read what to index: a folder of photos or a CSV of ``product_id,image_path[,extra columns]``."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from shopvision.catalog._model import CatalogItem
+from shopvision.errors import ShopvisionError
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".gif", ".webp", ".tif", ".tiff", ".bmp"})
+REQUIRED_COLUMNS = ("product_id", "image_path")
+
+
+class CatalogSourceError(ShopvisionError):
+    """The folder or CSV to index is missing or malformed."""
+
+
+def read_source(source: str | Path) -> list[CatalogItem]:
+    """Items of a folder (product id = path relative to it, without suffix) or of a CSV.
+
+    CSV image paths are relative to the CSV's folder unless absolute.
+    """
+    source = Path(source)
+    if source.is_dir():
+        return _read_folder(source)
+    if source.suffix.lower() == ".csv" and source.is_file():
+        return _read_csv(source)
+    raise CatalogSourceError(f"{source}: not a folder of images or a .csv file")
+
+
+def _read_folder(folder: Path) -> list[CatalogItem]:
+    paths = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    return [CatalogItem(product_id=p.relative_to(folder).with_suffix("").as_posix(), path=p) for p in paths]
+
+
+def _read_csv(table: Path) -> list[CatalogItem]:
+    with table.open(newline="", encoding="utf-8-sig") as stream:
+        reader = csv.DictReader(stream)
+        missing = [column for column in REQUIRED_COLUMNS if column not in (reader.fieldnames or [])]
+        if missing:
+            raise CatalogSourceError(f"{table}: missing column(s) {', '.join(missing)}; "
+                                     f"the header must start with {','.join(REQUIRED_COLUMNS)}")
+        items: dict[str, CatalogItem] = {}
+        for line, row in enumerate(reader, start=2):
+            product_id = (row.pop("product_id") or "").strip()
+            image_path = (row.pop("image_path") or "").strip()
+            if not product_id or not image_path:
+                raise CatalogSourceError(f"{table}:{line}: product_id and image_path must not be empty")
+            if product_id in items:
+                raise CatalogSourceError(f"{table}:{line}: duplicate product_id {product_id!r}")
+            path = Path(image_path)
+            items[product_id] = CatalogItem(
+                product_id=product_id,
+                path=path if path.is_absolute() else table.parent / path,
+                extra={key: value or "" for key, value in row.items() if key is not None},
+            )
+    return list(items.values())

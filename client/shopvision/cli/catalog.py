@@ -1,0 +1,144 @@
+"""``index build|remove|stats`` and ``search``: the visual-search catalog."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import asdict
+from typing import TYPE_CHECKING
+
+from shopvision.cli._common import EXIT_OK, EXIT_SOME_FAILED, ProgressBar, add_url_option
+
+if TYPE_CHECKING:
+    from shopvision.catalog import Catalog
+    from shopvision.client import Client
+
+TOKEN_ENV = "MILVUS_TOKEN"
+EXIT_INTERRUPTED = 130
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    index = commands.add_parser(
+        "index", help="build and maintain a visual-search catalog",
+        description="A catalog lives in a folder (embedded FAISS + SQLite), a Milvus Lite file (*.db) "
+                    "or a Milvus server (http://host:19530).",
+        epilog="examples:\n  shopvision index build photos/ --index catalog/\n"
+               "  shopvision index build products.csv --index catalog/ --prune\n"
+               "  shopvision index build photos/ --index catalog.db           # Milvus Lite\n"
+               "  shopvision index build photos/ --index http://milvus:19530  # Milvus server, token in $MILVUS_TOKEN\n"
+               "  shopvision index stats --index catalog/\n"
+               "  shopvision index remove sku-123 sku-456 --index catalog/",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    actions = index.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    build = actions.add_parser(
+        "build", help="index a folder of photos or a CSV (product_id,image_path[,extra columns])",
+        description="Embed new and changed photos (by content hash) through the server and store them with "
+                    "their product id, path, top-1 label and the CSV's extra columns. Interrupted builds keep "
+                    "what they committed; run the same command again to resume.")
+    build.add_argument("source", metavar="FOLDER|CSV")
+    build.add_argument("--prune", action="store_true", help="also remove products no longer in the source")
+    _add_catalog_options(build)
+    add_url_option(build)
+    build.set_defaults(handler=run_build)
+
+    remove = actions.add_parser("remove", help="remove products by id")
+    remove.add_argument("product_ids", nargs="+", metavar="PRODUCT_ID")
+    _add_catalog_options(remove)
+    remove.set_defaults(handler=run_remove)
+
+    stats = actions.add_parser("stats", help="size, engine, index and model of a catalog")
+    stats.add_argument("--json", action="store_true")
+    _add_catalog_options(stats)
+    stats.set_defaults(handler=run_stats)
+
+    search = commands.add_parser(
+        "search", help="find the products that look most like a photo",
+        description="Embed the photo through the server and print the k nearest products with cosine scores.",
+        epilog="examples:\n  shopvision search query.jpg --index catalog/ -k 5\n"
+               "  shopvision search query.jpg --index catalog/ --label-filter running_shoe --json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    search.add_argument("image", metavar="IMG")
+    search.add_argument("-k", type=int, default=10, help="how many products (default 10)")
+    search.add_argument("--label-filter", nargs="+", metavar="LABEL",
+                        help="only products whose top-1 ImageNet label is one of these")
+    search.add_argument("--json", action="store_true", help="one JSON object per hit and line")
+    _add_catalog_options(search)
+    add_url_option(search)
+    search.set_defaults(handler=run_search)
+
+
+def _add_catalog_options(parser: argparse.ArgumentParser) -> None:
+    from shopvision.catalog.faiss_store import INDEX_KINDS
+    from shopvision.catalog.milvus_store import DEFAULT_COLLECTION
+
+    parser.add_argument("--index", required=True, metavar="PATH|URI",
+                        help="catalog folder, Milvus Lite file (*.db) or Milvus URI (http://host:19530)")
+    parser.add_argument("--collection", default=DEFAULT_COLLECTION, help="Milvus collection name")
+    parser.add_argument("--search-index", choices=INDEX_KINDS, default="auto",
+                        help="embedded engine: exact search, HNSW, or auto by catalog size (default)")
+
+
+def _open(args: argparse.Namespace, client: Client | None = None) -> Catalog:
+    from shopvision.catalog import Catalog
+
+    return Catalog.open(args.index, client=client, collection=args.collection,
+                        token=os.environ.get(TOKEN_ENV, ""), index=args.search_index)
+
+
+def run_build(args: argparse.Namespace) -> int:
+    import shopvision
+
+    with shopvision.Client(args.url) as client, _open(args, client) as catalog:
+        try:
+            report = catalog.build(args.source, prune=args.prune, progress=ProgressBar("index", min_total=1))
+        except KeyboardInterrupt:
+            print("\ninterrupted: the batches committed so far are kept; run the same command to resume",
+                  file=sys.stderr)
+            return EXIT_INTERRUPTED
+        products = catalog.stats().products
+    for product_id, reason in report.failed:
+        print(f"{product_id}: FAILED: {reason}", file=sys.stderr)
+    print(f"added {report.added}, updated {report.updated}, unchanged {report.unchanged}, "
+          f"removed {report.removed}, failed {len(report.failed)}; {products} products in {args.index}")
+    return EXIT_SOME_FAILED if report.failed else EXIT_OK
+
+
+def run_remove(args: argparse.Namespace) -> int:
+    with _open(args) as catalog:
+        removed = catalog.remove(args.product_ids)
+    print(f"removed {removed} of {len(args.product_ids)} products")
+    return EXIT_OK if removed == len(args.product_ids) else EXIT_SOME_FAILED
+
+
+def run_stats(args: argparse.Namespace) -> int:
+    with _open(args) as catalog:
+        stats = catalog.stats()
+    if args.json:
+        print(json.dumps(asdict(stats), indent=2))
+        return EXIT_OK
+    print(f"catalog   {stats.location} ({stats.engine}, {stats.index} search)")
+    print(f"products  {stats.products} x {stats.dimension}-d")
+    print(f"model     {stats.model_source} sha256 {stats.model_sha256}")
+    if stats.labels:
+        print("labels    " + ", ".join(f"{label} {count}" for label, count in stats.labels.items()))
+    return EXIT_OK
+
+
+def run_search(args: argparse.Namespace) -> int:
+    import shopvision
+
+    with shopvision.Client(args.url) as client, _open(args, client) as catalog:
+        hits = catalog.search(args.image, k=args.k, labels=args.label_filter)
+    for rank, hit in enumerate(hits, 1):
+        if args.json:
+            print(json.dumps({"rank": rank, **asdict(hit)}))
+        else:
+            print(f"{rank:>3}. {hit.score:.4f}  {hit.product_id}  {hit.label}  {hit.path}")
+    if not hits:
+        print("no products found", file=sys.stderr)
+    return EXIT_OK

@@ -1,0 +1,166 @@
+"""Both vector engines behind the catalog, through the same tests (no server needed)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from shopvision.catalog import Catalog, CatalogError, CatalogSourceError, Product, read_source
+from shopvision.catalog.faiss_store import FaissStore
+from shopvision.contract import EMBEDDING_DIM
+
+ENGINES = ["faiss", "milvus-lite"]
+
+
+def clustered_vectors(count: int, *, clusters: int = 50, seed: int = 0, spread: float = 0.35) -> np.ndarray:
+    """Unit vectors around random centres: the shape of real product embeddings, not uniform noise."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(clusters, EMBEDDING_DIM))
+    vectors = centres[rng.integers(0, clusters, size=count)] + spread * rng.normal(size=(count, EMBEDDING_DIM))
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors.astype(np.float32)
+
+
+def products(count: int, *, start: int = 0, labels: tuple[str, ...] = ("shoe", "bag", "hat")) -> list[Product]:
+    return [Product(product_id=f"sku-{i}", path=f"/photos/{i}.jpg", content_sha256=f"{i:064x}",
+                    label=labels[i % len(labels)], extra={"price": str(i)}) for i in range(start, start + count)]
+
+
+@pytest.fixture(params=ENGINES)
+def location(request: pytest.FixtureRequest, tmp_path) -> str:
+    return str(tmp_path / "catalog") if request.param == "faiss" else str(tmp_path / "catalog.db")
+
+
+def test_upsert_search_and_metadata_round_trip(location) -> None:
+    vectors = clustered_vectors(200)
+    with Catalog.open(location) as catalog:
+        catalog.upsert(products(200), vectors)
+        hits = catalog.search(vectors[17], k=3)
+        assert hits[0].product_id == "sku-17"
+        assert hits[0].score == pytest.approx(1.0, abs=1e-4)
+        assert hits[0].extra == {"price": "17"} and hits[0].label == "hat" and hits[0].path == "/photos/17.jpg"
+        assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    with Catalog.open(location) as reopened:
+        stats = reopened.stats()
+        assert stats.products == 200 and stats.dimension == EMBEDDING_DIM
+        assert stats.labels == {"shoe": 67, "bag": 67, "hat": 66}
+        assert reopened.search(vectors[42], k=1)[0].product_id == "sku-42"
+        assert len(reopened.fingerprints()) == 200
+
+
+def test_label_filter_keeps_only_those_labels(location) -> None:
+    vectors = clustered_vectors(120)
+    with Catalog.open(location) as catalog:
+        catalog.upsert(products(120), vectors)
+        hits = catalog.search(vectors[0], k=10, labels=["hat"])
+        assert len(hits) == 10 and {hit.label for hit in hits} == {"hat"}
+        assert catalog.search(vectors[0], k=5, labels=["no-such-label"]) == []
+
+
+def test_replace_and_remove(location) -> None:
+    vectors = clustered_vectors(60)
+    with Catalog.open(location) as catalog:
+        catalog.upsert(products(60), vectors)
+        moved = products(1, start=5)
+        catalog.upsert(moved, vectors[[40]])  # sku-5 now looks like sku-40
+        assert catalog.stats().products == 60
+        assert {hit.product_id for hit in catalog.search(vectors[40], k=2)} == {"sku-5", "sku-40"}
+        assert catalog.remove(["sku-40", "sku-5", "sku-unknown"]) == 2
+        assert catalog.stats().products == 58
+        assert not {"sku-5", "sku-40"} & {hit.product_id for hit in catalog.search(vectors[40], k=5)}
+    with Catalog.open(location) as reopened:
+        assert reopened.stats().products == 58
+
+
+def test_k_larger_than_the_catalog_and_empty_catalog(location) -> None:
+    with Catalog.open(location) as catalog:
+        assert catalog.search(clustered_vectors(1)[0], k=5) == []
+        catalog.upsert(products(3), clustered_vectors(3))
+        assert len(catalog.search(clustered_vectors(1)[0], k=50)) == 3
+        with pytest.raises(ValueError):
+            catalog.search(clustered_vectors(1)[0], k=0)
+
+
+def test_searching_by_photo_without_a_server_is_a_clear_error(location) -> None:
+    with Catalog.open(location) as catalog, pytest.raises(CatalogError, match="needs a server"):
+        catalog.search(b"\xff\xd8 not used", k=1)
+
+
+def test_hnsw_recall_at_10_against_exact_search(tmp_path) -> None:
+    """ANN quality of the embedded engine's HNSW settings on the same vectors (measured 1.00 here)."""
+    everything = clustered_vectors(5200, clusters=200, seed=1)
+    vectors, queries = everything[:5000], everything[5000:]  # queries are not in the index
+    items = products(5000)
+    stores = {kind: FaissStore(tmp_path / kind, dimension=EMBEDDING_DIM, index=kind) for kind in ("exact", "hnsw")}
+    results = {}
+    for kind, store in stores.items():
+        store.upsert(items, vectors)
+        results[kind] = store.search(queries, k=10, labels=None)
+        assert store.index_kind() == kind
+        store.close()
+    recall = np.mean([len({h.product_id for h in approx} & {h.product_id for h in exact}) / 10
+                      for approx, exact in zip(results["hnsw"], results["exact"])])
+    assert recall >= 0.95, f"HNSW recall@10 vs exact = {recall:.3f}"
+
+
+def test_auto_index_switches_to_hnsw_at_the_threshold(tmp_path) -> None:
+    store = FaissStore(tmp_path / "catalog", dimension=EMBEDDING_DIM, hnsw_threshold=100)
+    vectors = clustered_vectors(150)
+    store.upsert(products(99), vectors[:99])
+    assert store.index_kind() == "exact"
+    store.upsert(products(51, start=99), vectors[99:])
+    assert store.index_kind() == "hnsw"
+    assert store.search(vectors[120], k=1, labels=None)[0][0].product_id == "sku-120"
+    assert store.remove(["sku-120"]) == 1
+    assert store.search(vectors[120], k=1, labels=None)[0][0].product_id != "sku-120"
+    store.close()
+
+
+def test_stale_faiss_file_is_rebuilt_from_sqlite(tmp_path) -> None:
+    """A crash between the SQLite commit and the index file leaves them disagreeing: SQLite wins."""
+    directory = tmp_path / "catalog"
+    vectors = clustered_vectors(30)
+    store = FaissStore(directory, dimension=EMBEDDING_DIM)
+    store.upsert(products(20), vectors[:20])
+    store.close()
+    saved = (directory / "vectors.faiss").read_bytes()
+    store = FaissStore(directory, dimension=EMBEDDING_DIM)
+    store.upsert(products(10, start=20), vectors[20:])
+    store.close()
+    (directory / "vectors.faiss").write_bytes(saved)  # as if the last save never happened
+    store = FaissStore(directory, dimension=EMBEDDING_DIM)
+    assert store.search(vectors[25], k=1, labels=None)[0][0].product_id == "sku-25"
+    store.close()
+
+
+def test_wrong_dimension_is_refused(location) -> None:
+    from shopvision.catalog.milvus_store import MilvusStore
+
+    Catalog.open(location).close()
+    engine = MilvusStore if location.endswith(".db") else FaissStore
+    with pytest.raises(CatalogError, match="2048-d"):
+        engine(location, dimension=512)
+
+
+def test_csv_and_folder_sources(tmp_path) -> None:
+    photos = tmp_path / "photos"
+    (photos / "shoes").mkdir(parents=True)
+    (photos / "shoes" / "red.JPG").write_bytes(b"x")
+    (photos / "bag.png").write_bytes(b"x")
+    (photos / "notes.txt").write_text("not an image")
+    assert [(i.product_id, i.path.name) for i in read_source(photos)] == [("bag", "bag.png"), ("shoes/red", "red.JPG")]
+
+    table = tmp_path / "products.csv"
+    table.write_text("product_id,image_path,title,price\nsku-1,photos/bag.png,Tote,19.90\n"
+                     f"sku-2,{photos / 'shoes' / 'red.JPG'},Runner,\n")
+    items = read_source(table)
+    assert [i.product_id for i in items] == ["sku-1", "sku-2"]
+    assert items[0].path == tmp_path / "photos" / "bag.png"
+    assert items[0].extra == {"title": "Tote", "price": "19.90"} and items[1].extra == {"title": "Runner", "price": ""}
+
+    for text, message in [("id,path\n", "missing column"), ("product_id,image_path\nsku,\n", "must not be empty"),
+                          ("product_id,image_path\na,x.jpg\na,y.jpg\n", "duplicate product_id")]:
+        table.write_text(text)
+        with pytest.raises(CatalogSourceError, match=message):
+            read_source(table)
+    with pytest.raises(CatalogSourceError, match="not a folder"):
+        read_source(tmp_path / "missing")
