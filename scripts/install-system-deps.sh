@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Debian packages the test suite and benchmarks need beyond PyPI:
 #   libb64-0d   perf_analyzer (from the tritonclient==2.51.0 wheel) links libb64.so.0d
+#   prometheus  promtool checks the alert rules; a real Prometheus scrapes the test server
 set -euo pipefail
-packages=(libb64-0d)
+packages=(libb64-0d prometheus)
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

@@ -41,7 +41,17 @@ def test_ensemble_takes_image_bytes_and_returns_labelled_probabilities_and_embed
     labelled = {o.name: o.label_filename for o in config.output}
     assert labelled[contract.PROBABILITIES] == contract.LABELS_FILE
     steps = [step.model_name for step in config.ensemble_scheduling.step]
-    assert steps == [contract.PREPROCESS_MODEL, contract.RESNET_MODEL]
+    assert steps == [contract.PREPROCESS_MODEL, contract.RESNET_MODEL, contract.QUALITY_MONITOR_MODEL]
+
+
+def test_quality_monitor_passes_the_probabilities_through() -> None:
+    config = load_config(REPOSITORY_SOURCE / contract.QUALITY_MONITOR_MODEL / "config.pbtxt")
+    assert config.backend == "python" and config.max_batch_size >= 32
+    assert tensors(config.input) == {contract.PROBABILITIES: (FP32, [contract.NUM_CLASSES])}
+    assert tensors(config.output) == {contract.MONITORED_PROBABILITIES: (FP32, [contract.NUM_CLASSES])}
+    ensemble = load_config(REPOSITORY_SOURCE / contract.ENSEMBLE_MODEL / "config.pbtxt")
+    (monitor,) = [step for step in ensemble.ensemble_scheduling.step if step.model_name == config.name]
+    assert dict(monitor.output_map) == {contract.MONITORED_PROBABILITIES: contract.PROBABILITIES}
 
 
 def test_preprocess_is_a_batched_python_model_from_bytes_to_pixels() -> None:

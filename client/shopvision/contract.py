@@ -12,6 +12,7 @@ from typing import Final
 ENSEMBLE_MODEL: Final = "shopvision"
 PREPROCESS_MODEL: Final = "preprocess"
 RESNET_MODEL: Final = "resnet50"
+QUALITY_MONITOR_MODEL: Final = "quality_monitor"
 
 IMAGE_INPUT: Final = "image"
 """Raw encoded image bytes, TYPE_STRING, dims [1] per batch item."""
@@ -19,6 +20,8 @@ PIXELS: Final = "pixel_values"
 """Normalised FP32 CHW tensor between preprocess and resnet50."""
 PROBABILITIES: Final = "probabilities"
 EMBEDDING: Final = "embedding"
+MONITORED_PROBABILITIES: Final = "monitored_probabilities"
+"""quality_monitor's output: the probabilities, unchanged, after their top-1 was recorded."""
 
 NUM_CLASSES: Final = 1000
 EMBEDDING_DIM: Final = 2048
@@ -38,3 +41,7 @@ PROVENANCE_FILE: Final = "provenance.json"
 """Written next to each model version's ``model.onnx`` by ``shopvision model build``."""
 PROVENANCE_PARAMETER_PREFIX: Final = "weights_"
 """Model-config ``parameters`` keys that expose the served weights' provenance."""
+
+CONFIDENCE_METRIC: Final = "shopvision_top1_confidence"
+"""Prometheus histogram (``_bucket``/``_sum``/``_count``) of each served image's top-1 probability."""
+CONFIDENCE_BUCKETS: Final = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)

@@ -36,7 +36,8 @@ class ServerError(RuntimeError):
 
 @dataclass(frozen=True)
 class ServerOptions:
-    model_repository: Path
+    model_repository: Path | str
+    """A folder, or an object-store URL Triton reads itself (s3://, gs://, as://)."""
     http_port: int = 8000
     grpc_port: int = 8001
     metrics_port: int = 8002
@@ -46,7 +47,47 @@ class ServerOptions:
     log_verbose: int = 0
     admin_key: str | None = None
     """Key for RESTRICTED_APIS; None closes them with a random key nobody knows."""
+    grpc_tls: GrpcTls | None = None
     extra_args: tuple[str, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class GrpcTls:
+    """PEM files for gRPC over TLS; with ``client_ca`` clients must present certificates (mutual TLS).
+
+    Triton's HTTP endpoint has no TLS of its own: terminate HTTPS at an ingress or proxy.
+    """
+
+    certificate: Path
+    private_key: Path
+    client_ca: Path | None = None
+
+
+def triton_arguments(options: ServerOptions) -> list[str]:
+    """Every flag shopvision runs tritonserver with, for the wheel's binary and the official container alike."""
+    arguments = [
+        f"--model-repository={options.model_repository}",
+        f"--http-address={options.host}", f"--http-port={options.http_port}",
+        f"--grpc-address={options.host}", f"--grpc-port={options.grpc_port}",
+        f"--metrics-address={options.host}", f"--metrics-port={options.metrics_port}",
+        f"--exit-timeout-secs={options.exit_timeout_s}",
+        f"--log-verbose={options.log_verbose}",
+        "--model-control-mode=none",
+        "--strict-readiness=true",
+        # p50/p90/p99 per model (nv_inference_*_summary_us) for dashboards and alerts.
+        "--metrics-config=summary_latencies=true",
+    ]
+    if options.config_name:
+        arguments.append(f"--model-config-name={options.config_name}")
+    restriction = f"{','.join(RESTRICTED_APIS)}:{ADMIN_KEY_HEADER}={options.admin_key or secrets.token_urlsafe(32)}"
+    arguments += [f"--http-restricted-api={restriction}", f"--grpc-restricted-protocol={restriction}"]
+    if options.grpc_tls is not None:
+        tls = options.grpc_tls
+        arguments += ["--grpc-use-ssl=true", f"--grpc-server-cert={tls.certificate}",
+                      f"--grpc-server-key={tls.private_key}"]
+        if tls.client_ca is not None:
+            arguments += ["--grpc-use-ssl-mutual=true", f"--grpc-root-cert={tls.client_ca}"]
+    return [*arguments, *options.extra_args]
 
 
 @dataclass(frozen=True)
@@ -136,25 +177,8 @@ class LocalTritonServer:
         return f"http://{self.options.host}:{self.options.metrics_port}/metrics"
 
     def command(self) -> list[str]:
-        opts = self.options
         backend_dir = self._installation.backend_directory(self._work_dir / "triton-backends")
-        command = [
-            str(self._installation.binary),
-            f"--model-repository={opts.model_repository}",
-            f"--backend-directory={backend_dir}",
-            f"--http-address={opts.host}", f"--http-port={opts.http_port}",
-            f"--grpc-address={opts.host}", f"--grpc-port={opts.grpc_port}",
-            f"--metrics-address={opts.host}", f"--metrics-port={opts.metrics_port}",
-            f"--exit-timeout-secs={opts.exit_timeout_s}",
-            f"--log-verbose={opts.log_verbose}",
-            "--model-control-mode=none",
-            "--strict-readiness=true",
-        ]
-        if opts.config_name:
-            command.append(f"--model-config-name={opts.config_name}")
-        restriction = f"{','.join(RESTRICTED_APIS)}:{ADMIN_KEY_HEADER}={opts.admin_key or secrets.token_urlsafe(32)}"
-        command += [f"--http-restricted-api={restriction}", f"--grpc-restricted-protocol={restriction}"]
-        return [*command, *opts.extra_args]
+        return [str(self._installation.binary), f"--backend-directory={backend_dir}", *triton_arguments(self.options)]
 
     def start(self, *, ready_timeout_s: float = 180.0) -> None:
         if self._process is not None and self._process.poll() is None:

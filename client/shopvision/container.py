@@ -1,0 +1,53 @@
+"""Entry point of the container image: the official image's tritonserver, with shopvision's flags.
+
+Configured by environment variables, so the same image serves under docker, compose and Helm:
+
+=============================== ===============================================================
+SHOPVISION_MODEL_REPOSITORY     ``/models`` (baked in), a mounted folder, or ``s3://``/``gs://``
+SHOPVISION_MODEL_CONFIG_NAME    empty: native ONNX Runtime (GPU if present, else CPU);
+                                ``python_ort`` only on builds without the onnxruntime backend
+SHOPVISION_ADMIN_KEY            opens the restricted admin APIs to requests carrying it
+SHOPVISION_GRPC_TLS_CERT/_KEY   PEM files: gRPC over TLS; ``SHOPVISION_GRPC_TLS_CLIENT_CA``
+                                adds mutual TLS
+SHOPVISION_EXIT_TIMEOUT_S       seconds in-flight requests get on SIGTERM (default 30)
+=============================== ===============================================================
+
+Arguments are passed on to tritonserver (e.g. ``--log-verbose=1``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from shopvision.server import ADMIN_KEY_ENV, GrpcTls, ServerOptions, triton_arguments
+
+DEFAULT_REPOSITORY = "/models"
+
+
+def options_from_environment(environ: dict[str, str], extra_args: list[str]) -> ServerOptions:
+    certificate, private_key = environ.get("SHOPVISION_GRPC_TLS_CERT"), environ.get("SHOPVISION_GRPC_TLS_KEY")
+    if bool(certificate) != bool(private_key):
+        raise SystemExit("SHOPVISION_GRPC_TLS_CERT and SHOPVISION_GRPC_TLS_KEY must be set together")
+    client_ca = environ.get("SHOPVISION_GRPC_TLS_CLIENT_CA")
+    tls = GrpcTls(Path(certificate), Path(private_key), Path(client_ca) if client_ca else None) if certificate else None
+    return ServerOptions(
+        model_repository=environ.get("SHOPVISION_MODEL_REPOSITORY") or DEFAULT_REPOSITORY,
+        host="0.0.0.0",
+        config_name=environ.get("SHOPVISION_MODEL_CONFIG_NAME") or None,
+        exit_timeout_s=int(environ.get("SHOPVISION_EXIT_TIMEOUT_S", "30")),
+        admin_key=environ.get(ADMIN_KEY_ENV) or None,
+        grpc_tls=tls,
+        extra_args=tuple(extra_args),
+    )
+
+
+def main() -> None:
+    arguments = triton_arguments(options_from_environment(dict(os.environ), sys.argv[1:]))
+    # exec: tritonserver becomes the container's main process and gets SIGTERM directly.
+    os.execvp("tritonserver", ["tritonserver", *arguments])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,323 @@
+"""Deployment artefacts, validated offline: Helm chart, Dockerfiles, compose, push script, alert rules,
+dashboard. Then a real Prometheus scraping the real server and evaluating the rules."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+import shopvision
+from shopvision.container import options_from_environment
+from shopvision.contract import CONFIDENCE_METRIC
+from shopvision.samples import product_jpeg
+from shopvision.server import free_ports, triton_arguments
+from tests.conftest import RunningServer
+
+pytestmark = pytest.mark.filterwarnings("ignore::shopvision.SyntheticWeightsWarning")
+ROOT = Path(__file__).resolve().parent.parent
+CHART = ROOT / "deploy" / "helm" / "shopvision"
+ALERTS = CHART / "files" / "alerts.yml"
+DASHBOARD = CHART / "files" / "grafana-dashboard.json"
+KUBERNETES_VERSION = "1.30"
+CUSTOM_RESOURCES = {"ServiceMonitor", "PrometheusRule"}  # CRDs of prometheus-operator, not in Kubernetes' schemas
+GPU_ONLY_METRICS = {"nv_gpu_utilization", "nv_gpu_memory_used_bytes"}  # a CPU-only server cannot export these
+
+PRODUCTION_VALUES = {
+    "gpu": {"count": 1},
+    "autoscaling": {"enabled": True, "queueTime": {"enabled": True}},
+    "ingress": {"enabled": True, "className": "nginx",
+                "tls": [{"secretName": "shopvision-tls", "hosts": ["shopvision.example.com"]}]},
+    "tls": {"grpc": {"enabled": True, "secretName": "shopvision-grpc-tls", "mutual": True}},
+    "adminApi": {"existingSecret": "shopvision-admin"},
+    "modelRepository": {"source": "pvc", "pvc": {"claimName": "models", "subPath": "shopvision"}},
+    "metrics": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True},
+                "grafanaDashboard": {"enabled": True}},
+    "extraArgs": ["--log-verbose=1"],
+}
+OBJECT_STORE_VALUES = {"modelRepository": {"source": "objectStore", "objectStore": {
+    "url": "s3://bucket/shopvision/model_repository", "credentialsSecret": "aws-credentials"}}}
+
+
+def render(values: dict) -> dict[str, dict]:
+    """Manifests by kind (one object of each kind in this chart)."""
+    import helm_python
+
+    rendered = helm_python.Chart.load(CHART).render(values, name="shop", namespace="prod")
+    manifests = {}
+    for path, text in rendered.items():
+        if path.endswith(".yaml"):
+            for document in yaml.safe_load_all(text):
+                if document:
+                    manifests[document["kind"]] = document
+    return manifests
+
+
+def test_chart_lints_clean() -> None:
+    import helm_python
+
+    for values in ({}, PRODUCTION_VALUES, OBJECT_STORE_VALUES):
+        assert helm_python.lint(CHART, values, strict=True)["errors"] == []
+
+
+@pytest.mark.parametrize("values", [{}, PRODUCTION_VALUES, OBJECT_STORE_VALUES], ids=["default", "production", "s3"])
+def test_chart_renders_manifests_valid_against_kubernetes_schemas(values) -> None:
+    import kubernetes_validate
+
+    manifests = render(values)
+    for kind, manifest in manifests.items():
+        assert manifest["metadata"]["labels"]["app.kubernetes.io/name"] == "shopvision", kind
+        if kind not in CUSTOM_RESOURCES:
+            kubernetes_validate.validate(manifest, KUBERNETES_VERSION, strict=True)
+    pod = manifests["Deployment"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert {port["name"]: port["containerPort"] for port in container["ports"]} == {
+        "http": 8000, "grpc": 8001, "metrics": 8002}
+    assert container["startupProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": "http"}
+    startup = container["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 300  # model load, object-store download
+    assert pod["securityContext"]["runAsNonRoot"] and pod["securityContext"]["runAsUser"] != 0
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    shm = next(volume for volume in pod["volumes"] if volume["name"] == "dshm")
+    assert shm["emptyDir"]["medium"] == "Memory"
+    assert pod["terminationGracePeriodSeconds"] > 30  # longer than Triton's exit timeout
+    assert {item["name"] for item in container["env"]} >= {"SHOPVISION_MODEL_REPOSITORY", "SHOPVISION_EXIT_TIMEOUT_S"}
+
+
+def test_production_values_wire_gpu_tls_admin_key_autoscaling_and_monitoring() -> None:
+    manifests = render(PRODUCTION_VALUES)
+    container = manifests["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+    env = {item["name"]: item for item in container["env"]}
+    assert env["SHOPVISION_GRPC_TLS_CLIENT_CA"]["value"] == "/etc/shopvision/tls/ca.crt"
+    assert env["SHOPVISION_ADMIN_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "shopvision-admin", "key": "admin-key"}
+    assert env["SHOPVISION_MODEL_REPOSITORY"]["value"] == "/mnt/model-repository"
+    assert container["args"] == ["--log-verbose=1"]
+    metrics = manifests["HorizontalPodAutoscaler"]["spec"]["metrics"]
+    assert [metric["type"] for metric in metrics] == ["Resource", "Pods"]
+    assert "replicas" not in manifests["Deployment"]["spec"]
+    assert manifests["PrometheusRule"]["spec"] == yaml.safe_load(ALERTS.read_text())
+    assert json.loads(manifests["ConfigMap"]["data"]["shopvision.json"]) == json.loads(DASHBOARD.read_text())
+    assert manifests["ServiceMonitor"]["spec"]["endpoints"][0]["port"] == "metrics"
+    assert {p["name"]: p.get("appProtocol") for p in manifests["Service"]["spec"]["ports"]}["grpc"] == "grpcs"
+
+
+def test_object_store_repository_is_passed_to_triton_as_a_url() -> None:
+    container = render(OBJECT_STORE_VALUES)["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    env = {item["name"]: item.get("value") for item in container["env"]}
+    assert env["SHOPVISION_MODEL_REPOSITORY"] == "s3://bucket/shopvision/model_repository"
+    assert container["envFrom"] == [{"secretRef": {"name": "aws-credentials"}}]
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"modelRepository": {"source": "pvc"}}, "claimName is required"),
+    ({"modelRepository": {"source": "objectStore"}}, "url is required"),
+    ({"tls": {"grpc": {"enabled": True}}}, "secretName is required"),
+    ({"modelRepository": {"source": "ftp"}}, "must be image, pvc or objectStore"),
+])
+def test_chart_refuses_incomplete_values(values, message) -> None:
+    import helm_python
+
+    with pytest.raises(helm_python.HelmError, match=message):
+        render(values)
+
+
+def test_container_entrypoint_turns_the_environment_into_tritonserver_flags() -> None:
+    options = options_from_environment({
+        "SHOPVISION_MODEL_REPOSITORY": "s3://bucket/models", "SHOPVISION_ADMIN_KEY": "k3y",
+        "SHOPVISION_GRPC_TLS_CERT": "/tls/tls.crt", "SHOPVISION_GRPC_TLS_KEY": "/tls/tls.key",
+        "SHOPVISION_GRPC_TLS_CLIENT_CA": "/tls/ca.crt"}, ["--log-verbose=1"])
+    arguments = triton_arguments(options)
+    assert "--model-repository=s3://bucket/models" in arguments  # not collapsed into a path
+    assert "--http-address=0.0.0.0" in arguments and "--model-control-mode=none" in arguments
+    assert not any(argument.startswith("--model-config-name") for argument in arguments)
+    assert "--grpc-restricted-protocol=model-repository,shared-memory,trace,logging:shopvision-admin-key=k3y" in arguments
+    assert {"--grpc-use-ssl=true", "--grpc-server-cert=/tls/tls.crt", "--grpc-use-ssl-mutual=true",
+            "--grpc-root-cert=/tls/ca.crt"} <= set(arguments)
+    assert arguments[-1] == "--log-verbose=1"
+    with pytest.raises(SystemExit, match="set together"):
+        options_from_environment({"SHOPVISION_GRPC_TLS_CERT": "/tls/tls.crt"}, [])
+
+
+@pytest.mark.parametrize("dockerfile", ["Dockerfile", "locust.Dockerfile"])
+def test_dockerfiles_pass_hadolint(dockerfile) -> None:
+    result = subprocess.run([Path(sys.executable).parent / "hadolint", "--failure-threshold", "warning",
+                             ROOT / "deploy" / dockerfile], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dockerfile_runs_as_non_root_with_a_readiness_healthcheck() -> None:
+    text = (ROOT / "deploy" / "Dockerfile").read_text()
+    assert re.search(r"^USER 1000:1000$", text, flags=re.MULTILINE)
+    assert "/v2/health/ready" in text.split("HEALTHCHECK", 1)[1]
+    assert re.search(r"^ARG TRITON_IMAGE=nvcr\.io/nvidia/tritonserver:\d\d\.\d\d-py3$", text, flags=re.MULTILINE)
+
+
+@pytest.mark.parametrize("profiles", [["cpu"], ["gpu"], ["cpu", "load"]])
+def test_compose_file_is_valid(profiles) -> None:
+    import compose
+
+    binary = Path(compose.__file__).parent / "docker-compose"
+    flags = [flag for profile in profiles for flag in ("--profile", profile)]
+    result = subprocess.run([binary, "-f", ROOT / "docker-compose.yml", *flags, "config", "--format", "json"],
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    services = json.loads(result.stdout)["services"]
+    triton = services[f"triton-{profiles[0]}"]
+    assert triton["shm_size"] and triton["healthcheck"]["test"][-1].endswith("/v2/health/ready")
+    assert {"prometheus", "grafana"} <= set(services)
+    assert ("locust" in services) == ("load" in profiles)
+
+
+def test_push_script_dry_run_tags_version_and_git_sha() -> None:
+    result = subprocess.run([ROOT / "scripts" / "push-image.sh", "--registry", "ghcr.io/acme", "--dry-run"],
+                            capture_output=True, text=True, check=False, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True,
+                         cwd=ROOT, check=True).stdout.strip()
+    commands = result.stdout.splitlines()
+    assert commands[0].startswith("+ docker build -f deploy/Dockerfile")
+    assert f"-t ghcr.io/acme/shopvision:{shopvision.__version__} " in commands[0]
+    assert f"ghcr.io/acme/shopvision:{shopvision.__version__}-{sha}" in commands[0]
+    assert [line.split()[-1].rsplit(":", 1)[1] for line in commands[1:]][0] == shopvision.__version__
+    assert all(line.startswith("+ docker push ") for line in commands[1:])
+
+
+def promtool(*args: str) -> subprocess.CompletedProcess:
+    if shutil.which("promtool") is None:
+        pytest.fail("promtool not found: run `make system-deps` (Debian package prometheus)")
+    return subprocess.run(["promtool", *args], capture_output=True, text=True, check=False)
+
+
+def test_promtool_checks_the_rules_the_compose_config_and_the_rule_unit_tests(tmp_path) -> None:
+    assert promtool("check", "rules", str(ALERTS)).returncode == 0
+    config = yaml.safe_load((ROOT / "deploy" / "monitoring" / "prometheus.yml").read_text())
+    config["rule_files"] = [str(ALERTS)]
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    checked = promtool("check", "config", str(tmp_path / "prometheus.yml"))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    tested = promtool("test", "rules", str(ROOT / "deploy" / "monitoring" / "alerts_test.yml"))
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+
+
+PROMQL_WORDS = {"sum", "by", "rate", "max", "avg", "clamp_min", "histogram_quantile", "absent", "on", "le",
+                "model", "pod", "quantile", "gpu_uuid", "and", "or", "without"}
+
+
+def metric_names(expression: str) -> set[str]:
+    expression = re.sub(r'"[^"]*"', "", expression)  # label values
+    expression = re.sub(r"\{[^}]*\}", "", expression)  # label matchers
+    expression = re.sub(r"\[[^\]]*\]", "", expression)  # ranges
+    expression = re.sub(r"(?<![\w.])\d+(\.\d+)?(e-?\d+)?", "", expression)  # numbers such as 1e-9
+    return set(re.findall(r"[a-zA-Z_:][a-zA-Z0-9_:]*", expression)) - PROMQL_WORDS
+
+
+def dashboard_and_alert_metrics() -> set[str]:
+    expressions = [target["expr"] for panel in json.loads(DASHBOARD.read_text())["panels"] for target in panel["targets"]]
+    expressions += [rule["expr"] for group in yaml.safe_load(ALERTS.read_text())["groups"] for rule in group["rules"]]
+    return set().union(*(metric_names(expression) for expression in expressions))
+
+
+def scrape(url: str) -> dict[str, float]:
+    text = urllib.request.urlopen(url, timeout=10).read().decode()
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name_and_labels, value = line.rsplit(" ", 1)
+            samples[name_and_labels] = float(value)
+    return samples
+
+
+def wait_for_metric(url: str, prefix: str, minimum: float, timeout_s: float = 20) -> float:
+    """Triton refreshes /metrics every couple of seconds; wait until the sample catches up."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = sum(v for key, v in scrape(url).items() if key.startswith(prefix))
+        if value >= minimum or time.monotonic() > deadline:
+            return value
+        time.sleep(0.5)
+
+
+@pytest.mark.integration
+def test_the_confidence_histogram_counts_every_classified_image(triton: RunningServer) -> None:
+    prefix = f'{CONFIDENCE_METRIC}_count{{model="resnet50"}}'
+    before = wait_for_metric(triton.metrics_url, prefix, 0)
+    with shopvision.Client(triton.http_url) as client:
+        results = client.classify([product_jpeg(7000 + i, size=(160, 120)) for i in range(5)], top_k=1)
+    assert wait_for_metric(triton.metrics_url, prefix, before + 5) == before + 5
+    total = wait_for_metric(triton.metrics_url, f'{CONFIDENCE_METRIC}_sum{{model="resnet50"}}', 0)
+    assert total >= sum(result[0].score for result in results) * 0.999
+
+
+@pytest.mark.integration
+def test_dashboard_and_alerts_query_only_metrics_the_server_exports(triton: RunningServer) -> None:
+    with shopvision.Client(triton.grpc_url) as client:
+        client.classify([product_jpeg(1)])
+    wait_for_metric(triton.metrics_url, f"{CONFIDENCE_METRIC}_count", 1)
+    exported = {key.split("{")[0] for key in scrape(triton.metrics_url)}
+    used = dashboard_and_alert_metrics()
+    assert used - exported <= GPU_ONLY_METRICS, sorted(used - exported - GPU_ONLY_METRICS)
+    assert {"nv_inference_request_success", "nv_inference_queue_duration_us", "nv_inference_exec_count",
+            "nv_inference_request_summary_us", f"{CONFIDENCE_METRIC}_bucket"} <= used
+
+
+@pytest.mark.integration
+def test_real_prometheus_scrapes_triton_and_evaluates_the_alert_rules(triton: RunningServer, tmp_path) -> None:
+    if shutil.which("prometheus") is None:
+        pytest.fail("prometheus not found: run `make system-deps` (Debian package prometheus)")
+    (port,) = free_ports(1)
+    config = {"global": {"scrape_interval": "1s", "evaluation_interval": "1s"}, "rule_files": [str(ALERTS)],
+              "scrape_configs": [{"job_name": "triton", "static_configs": [
+                  {"targets": [triton.metrics_url.removeprefix("http://").removesuffix("/metrics")]}]}]}
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    prometheus = subprocess.Popen(
+        ["prometheus", f"--config.file={tmp_path / 'prometheus.yml'}", f"--storage.tsdb.path={tmp_path / 'data'}",
+         f"--web.listen-address=127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    api = f"http://127.0.0.1:{port}/api/v1"
+
+    def query(expression: str) -> list:
+        url = f"{api}/query?{urllib.parse.urlencode({'query': expression})}"
+        return json.loads(urllib.request.urlopen(url, timeout=5).read())["data"]["result"]
+
+    try:
+        with shopvision.Client(triton.grpc_url) as client:
+            deadline = time.monotonic() + 60
+            firing_share = []
+            while time.monotonic() < deadline and not firing_share:
+                # a stream with one bad upload in three: the error-rate alert's condition holds
+                client.analyze([product_jpeg(1, size=(160, 120)), b"not an image", product_jpeg(2, size=(160, 120))],
+                               on_error="report")
+                time.sleep(1)
+                try:
+                    firing_share = query(yaml.safe_load(ALERTS.read_text())["groups"][0]["rules"][0]["expr"])
+                except OSError:
+                    continue
+        assert firing_share and float(firing_share[0]["value"][1]) > 0.05
+        assert query('nv_inference_request_success{model="shopvision"}')
+        deadline = time.monotonic() + 20
+        while True:  # the rule evaluates every second, after the query above already held
+            rules = json.loads(urllib.request.urlopen(f"{api}/rules", timeout=5).read())["data"]["groups"][0]["rules"]
+            states = {rule["name"]: rule["state"] for rule in rules}
+            if states["ShopvisionHighErrorRate"] != "inactive" or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert {rule["name"] for rule in rules} == {
+            "ShopvisionHighErrorRate", "ShopvisionHighLatencyP99", "ShopvisionQueueGrowing",
+            "ShopvisionModelNotReady", "ShopvisionConfidenceDrift"}
+        assert all(rule["health"] == "ok" for rule in rules), rules
+        assert states["ShopvisionHighErrorRate"] in {"pending", "firing"}  # `for: 5m` keeps it pending here
+        assert states["ShopvisionModelNotReady"] == "inactive"
+    finally:
+        prometheus.terminate()
+        prometheus.wait(timeout=30)
