@@ -2,12 +2,13 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+LOCUST_VENV ?= .venv-locust
 MODEL := model_repository/resnet50/1/model.onnx
 WEIGHTS ?= auto
 SERVE_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: serve test venv model system-deps clean
+.PHONY: serve test venv locust-venv model system-deps clean
 
 $(BIN)/shopvision: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +17,16 @@ $(BIN)/shopvision: pyproject.toml
 	touch $@
 
 venv: $(BIN)/shopvision
+
+# Locust cannot share .venv (see benchmarks/locust-requirements.txt).
+$(LOCUST_VENV)/bin/locust: benchmarks/locust-requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(LOCUST_VENV)
+	$(LOCUST_VENV)/bin/pip install --quiet --upgrade pip
+	$(LOCUST_VENV)/bin/pip install --quiet -r benchmarks/locust-requirements.txt
+	$(LOCUST_VENV)/bin/pip install --quiet --no-deps -e .
+	touch $@
+
+locust-venv: $(LOCUST_VENV)/bin/locust
 
 $(MODEL): | $(BIN)/shopvision
 	$(BIN)/shopvision model build --weights $(WEIGHTS)
@@ -28,8 +39,8 @@ serve: venv model
 system-deps:
 	scripts/install-system-deps.sh
 
-test: system-deps venv
+test: system-deps venv locust-venv
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) model_repository/resnet50/*/model.onnx model_repository/resnet50/*/provenance.json
+	rm -rf $(VENV) $(LOCUST_VENV) model_repository/resnet50/*/model.onnx model_repository/resnet50/*/provenance.json

@@ -1,0 +1,158 @@
+"""Locust load test for a shopvision server: a gRPC user and an HTTP user sending real JPEGs.
+
+    locust -f benchmarks/locustfile.py --host http://triton:8000 --grpc-url triton:8001 \\
+        --headless -u 16 -r 4 --run-time 2m --csv results/run          # both users, fixed load
+    locust -f benchmarks/locustfile.py,benchmarks/locust_step_shape.py --host ... \\
+        --headless --step-users 4 --step-seconds 30 --steps 4 --csv results/step   # step load
+    locust -f benchmarks/locustfile.py GrpcUser --grpc-url triton:8001 ...          # one protocol
+
+Works against any URL. Locust needs its own environment (``make locust-venv``): tritonclient's
+HTTP half pins geventhttpclient below what Locust requires, so the HTTP user speaks Triton's
+binary-tensor HTTP protocol itself and the gRPC user uses ``tritonclient.grpc`` only.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import time
+from pathlib import Path
+
+import grpc.experimental.gevent as grpc_gevent
+
+grpc_gevent.init_gevent()  # before any channel: gRPC must cooperate with gevent, or one call blocks all users
+
+import numpy as np  # noqa: E402
+import tritonclient.grpc as grpcclient  # noqa: E402
+from geventhttpclient import HTTPClient, URL  # noqa: E402
+from locust import User, constant, events, task  # noqa: E402
+from locust.env import Environment  # noqa: E402
+
+from shopvision.contract import ENSEMBLE_MODEL, IMAGE_INPUT, PROBABILITIES  # noqa: E402
+from shopvision.samples import product_jpeg  # noqa: E402
+
+TOP_K = 5
+REQUEST_NAME = f"{ENSEMBLE_MODEL} classify top-{TOP_K}"
+
+
+@events.init_command_line_parser.add_listener
+def _options(parser) -> None:  # noqa: ANN001
+    parser.add_argument("--grpc-url", default="localhost:8001", help="host:port of Triton's gRPC endpoint")
+    parser.add_argument("--images", default="", help="folder of JPEGs to send (default: generated product photos)")
+    parser.add_argument("--image-size", default="640x480", help="size of generated photos, WIDTHxHEIGHT")
+
+
+@events.init.add_listener
+def _load_images(environment: Environment, **_: object) -> None:
+    options = environment.parsed_options
+    if options is None:
+        return
+    if options.images:
+        images = [path.read_bytes() for path in sorted(Path(options.images).glob("*.jp*g"))]
+        if not images:
+            raise SystemExit(f"no JPEG files in {options.images}")
+    else:
+        width, height = (int(side) for side in options.image_size.split("x"))
+        images = [product_jpeg(seed, size=(width, height)) for seed in range(16)]
+    environment.shopvision_images = images
+
+
+class GrpcTransport:
+    name = "gRPC"
+
+    def __init__(self, environment: Environment) -> None:
+        self._client = grpcclient.InferenceServerClient(environment.parsed_options.grpc_url)
+
+    def classify(self, image: bytes) -> int:
+        tensor = grpcclient.InferInput(IMAGE_INPUT, [1, 1], "BYTES")
+        tensor.set_data_from_numpy(np.array([[image]], dtype=object))
+        result = self._client.infer(ENSEMBLE_MODEL, [tensor], outputs=[
+            grpcclient.InferRequestedOutput(PROBABILITIES, class_count=TOP_K)])
+        return result.as_numpy(PROBABILITIES).size
+
+    def close(self) -> None:
+        self._client.close()
+
+
+class HttpTransport:
+    """Triton's HTTP protocol with the binary-data extension: a JSON header, then the raw tensor bytes."""
+
+    name = "HTTP"
+
+    def __init__(self, environment: Environment) -> None:
+        url = URL(environment.host or "http://localhost:8000")
+        self._client = HTTPClient.from_url(url, concurrency=1, network_timeout=120)
+        self._path = f"{url.path.rstrip('/')}/v2/models/{ENSEMBLE_MODEL}/infer"
+
+    def classify(self, image: bytes) -> int:
+        element = struct.pack("<I", len(image)) + image
+        header = json.dumps({
+            "inputs": [{"name": IMAGE_INPUT, "shape": [1, 1], "datatype": "BYTES",
+                        "parameters": {"binary_data_size": len(element)}}],
+            "outputs": [{"name": PROBABILITIES, "parameters": {"classification": TOP_K, "binary_data": False}}],
+        }).encode()
+        response = self._client.post(self._path, body=header + element, headers={
+            "Inference-Header-Content-Length": str(len(header)), "Content-Type": "application/octet-stream"})
+        body = response.read()
+        if response.status_code != 200:
+            raise RuntimeError(f"HTTP {response.status_code}: {body[:200].decode(errors='replace')}")
+        return len(json.loads(body)["outputs"][0]["data"])
+
+    def close(self) -> None:
+        self._client.close()
+
+
+class TritonUser(User):
+    """Classifies one image per request through a transport and reports each call to Locust."""
+
+    abstract = True
+    transport_class: type[GrpcTransport] | type[HttpTransport]
+
+    def on_start(self) -> None:
+        self._transport = self.transport_class(self.environment)
+        self._sent = 0
+
+    def on_stop(self) -> None:
+        self._transport.close()
+
+    def classify(self) -> None:
+        images = self.environment.shopvision_images
+        image = images[self._sent % len(images)]
+        self._sent += 1
+        started = time.perf_counter()
+        error: Exception | None = None
+        try:
+            classes = self._transport.classify(image)
+            if classes != TOP_K:
+                error = ValueError(f"{classes} classes in the response, expected {TOP_K}")
+        except Exception as caught:  # every failure belongs in Locust's statistics; the user keeps going
+            error = caught
+        self.environment.events.request.fire(
+            request_type=self._transport.name, name=REQUEST_NAME, context={}, exception=error,
+            response_time=(time.perf_counter() - started) * 1000, response_length=len(image))
+
+
+class GrpcTritonUser(TritonUser):
+    abstract = True
+    transport_class = GrpcTransport
+
+
+class HttpTritonUser(TritonUser):
+    abstract = True
+    transport_class = HttpTransport
+
+
+class GrpcUser(GrpcTritonUser):
+    wait_time = constant(0)
+
+    @task
+    def classify_image(self) -> None:
+        self.classify()
+
+
+class HttpUser(HttpTritonUser):
+    wait_time = constant(0)
+
+    @task
+    def classify_image(self) -> None:
+        self.classify()

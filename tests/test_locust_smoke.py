@@ -1,0 +1,51 @@
+"""CI smoke of the Locust users: both protocols against the real server, headless, CSV output."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import RunningServer
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parent.parent
+LOCUST = Path(os.environ.get("LOCUST_BIN", ROOT / ".venv-locust" / "bin" / "locust"))
+
+
+def locust(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    if not LOCUST.exists():
+        pytest.fail(f"{LOCUST} not found: run `make locust-venv` (Locust needs its own environment)")
+    return subprocess.run([LOCUST, "--headless", "--image-size", "160x120", *args], capture_output=True, text=True,
+                          timeout=120, cwd=cwd, check=False)
+
+
+def stats(path: Path) -> dict[str, dict[str, str]]:
+    with path.open() as stream:
+        return {row["Type"]: row for row in csv.DictReader(stream) if row["Name"] != "Aggregated"}
+
+
+def test_grpc_and_http_users_send_real_images_without_failures(triton: RunningServer, tmp_path: Path) -> None:
+    result = locust("-f", str(ROOT / "benchmarks" / "locustfile.py"), "--host", triton.http_url,
+                    "--grpc-url", triton.grpc_address, "-u", "4", "-r", "4", "--run-time", "6s",
+                    "--csv", str(tmp_path / "run"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = stats(tmp_path / "run_stats.csv")
+    assert set(rows) == {"gRPC", "HTTP"}
+    for row in rows.values():
+        assert int(row["Request Count"]) > 0 and int(row["Failure Count"]) == 0, row
+
+
+def test_step_load_shape_adds_users_in_steps(triton: RunningServer, tmp_path: Path) -> None:
+    result = locust("-f", f"{ROOT / 'benchmarks' / 'locustfile.py'},{ROOT / 'benchmarks' / 'locust_step_shape.py'}",
+                    "GrpcUser", "--host", triton.http_url, "--grpc-url", triton.grpc_address,
+                    "--step-users", "1", "--step-seconds", "3", "--steps", "2",
+                    "--csv", str(tmp_path / "step"), "--csv-full-history", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    with (tmp_path / "step_stats_history.csv").open() as stream:
+        users = {int(row["User Count"]) for row in csv.DictReader(stream)}
+    assert {1, 2} <= users and max(users) == 2
+    assert int(stats(tmp_path / "step_stats.csv")["gRPC"]["Failure Count"]) == 0
