@@ -22,3 +22,14 @@ def test_quick_benchmark_writes_results_report_and_plot(tmp_path: Path) -> None:
     report = (tmp_path / "report.md").read_text()
     assert "Synthetic ResNet50 weights" in report and "vs compute ceiling" in report
     assert (tmp_path / "served.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_catalog_benchmark_measures_every_engine(tmp_path: Path) -> None:
+    from benchmarks.catalog import main as catalog_main
+
+    assert catalog_main(["--sizes", "600", "--queries", "20", "--out", str(tmp_path)]) == 0
+    points = json.loads((tmp_path / "results.json").read_text())["points"]
+    assert [point["engine"] for point in points] == ["faiss-exact", "faiss-hnsw", "milvus-lite"]
+    assert all(point["vectors"] == 600 and point["query_p99_ms"] >= point["query_p50_ms"] > 0 for point in points)
+    assert points[0]["recall_at_10"] == 1.0 and all(point["recall_at_10"] >= 0.9 for point in points)
+    assert "| faiss-hnsw | 600 |" in (tmp_path / "report.md").read_text()
