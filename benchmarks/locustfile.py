@@ -13,8 +13,7 @@ binary-tensor HTTP protocol itself and the gRPC user uses ``tritonclient.grpc`` 
 
 from __future__ import annotations
 
-import json
-import struct
+import sys
 import time
 from pathlib import Path
 
@@ -22,16 +21,17 @@ import grpc.experimental.gevent as grpc_gevent
 
 grpc_gevent.init_gevent()  # before any channel: gRPC must cooperate with gevent, or one call blocks all users
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `benchmarks` when run as `locust -f FILE`
+
 import numpy as np  # noqa: E402
 import tritonclient.grpc as grpcclient  # noqa: E402
 from geventhttpclient import HTTPClient, URL  # noqa: E402
 from locust import User, constant, events, task  # noqa: E402
 from locust.env import Environment  # noqa: E402
 
+from benchmarks.kserve_http import INFER_PATH, TOP_K, classes_in, classify_request  # noqa: E402
 from shopvision.contract import ENSEMBLE_MODEL, IMAGE_INPUT, PROBABILITIES  # noqa: E402
 from shopvision.samples import product_jpeg  # noqa: E402
-
-TOP_K = 5
 REQUEST_NAME = f"{ENSEMBLE_MODEL} classify top-{TOP_K}"
 
 
@@ -75,28 +75,22 @@ class GrpcTransport:
 
 
 class HttpTransport:
-    """Triton's HTTP protocol with the binary-data extension: a JSON header, then the raw tensor bytes."""
+    """Triton's HTTP protocol with the binary-data extension (see benchmarks/kserve_http.py)."""
 
     name = "HTTP"
 
     def __init__(self, environment: Environment) -> None:
         url = URL(environment.host or "http://localhost:8000")
         self._client = HTTPClient.from_url(url, concurrency=1, network_timeout=120)
-        self._path = f"{url.path.rstrip('/')}/v2/models/{ENSEMBLE_MODEL}/infer"
+        self._path = url.path.rstrip("/") + INFER_PATH
 
     def classify(self, image: bytes) -> int:
-        element = struct.pack("<I", len(image)) + image
-        header = json.dumps({
-            "inputs": [{"name": IMAGE_INPUT, "shape": [1, 1], "datatype": "BYTES",
-                        "parameters": {"binary_data_size": len(element)}}],
-            "outputs": [{"name": PROBABILITIES, "parameters": {"classification": TOP_K, "binary_data": False}}],
-        }).encode()
-        response = self._client.post(self._path, body=header + element, headers={
-            "Inference-Header-Content-Length": str(len(header)), "Content-Type": "application/octet-stream"})
-        body = response.read()
+        headers, body = classify_request(image)
+        response = self._client.post(self._path, body=body, headers=headers)
+        answer = response.read()
         if response.status_code != 200:
-            raise RuntimeError(f"HTTP {response.status_code}: {body[:200].decode(errors='replace')}")
-        return len(json.loads(body)["outputs"][0]["data"])
+            raise RuntimeError(f"HTTP {response.status_code}: {answer[:200].decode(errors='replace')}")
+        return classes_in(answer)
 
     def close(self) -> None:
         self._client.close()

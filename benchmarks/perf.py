@@ -68,13 +68,16 @@ class PerfPoint:
     """Server compute input + infer + output, per request."""
 
 
-def run(*, model: str, url: str, protocol: str, input_data: Path, concurrency: int, csv_path: Path,
+def run(*, model: str, url: str, protocol: str, input_data: Path | None, concurrency: int, csv_path: Path,
         measurement_ms: int = 3000, stability_percentage: int = 25, max_trials: int = 5,
         extra_args: list[str] | None = None, timeout_s: float = 900) -> PerfPoint:
-    """One perf_analyzer measurement at one concurrency, parsed from its CSV."""
+    """One perf_analyzer measurement at one concurrency, parsed from its CSV.
+
+    Without ``input_data`` perf_analyzer sends random tensors (fine for resnet50, not for images).
+    """
     command = [
         str(binary()), "-m", model, "-u", url, "-i", protocol,
-        "--input-data", str(input_data),
+        *(["--input-data", str(input_data)] if input_data is not None else []),
         "--concurrency-range", str(concurrency),
         "--measurement-interval", str(measurement_ms),
         "--stability-percentage", str(stability_percentage),

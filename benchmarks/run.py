@@ -24,7 +24,7 @@ from pathlib import Path
 
 import onnxruntime as ort
 
-from benchmarks import perf
+from benchmarks import compare, perf
 from shopvision import contract
 from shopvision.preprocessing import Preprocessor
 from shopvision.samples import product_jpeg
@@ -34,9 +34,13 @@ MODES = {
     # Count windows: a fixed number of requests per measurement, so p99 means the same at
     # every concurrency on a slow machine.
     "quick": {"sizes": [(640, 480)], "concurrency": [1, 8], "protocols": ["grpc"], "requests": 48,
-              "stability": 50, "repeats": 16},
+              "stability": 50, "repeats": 16, "compare_concurrency": [8], "compare_requests": 24,
+              "variants": [], "variant_concurrency": [8], "resnet_alone": []},
     "full": {"sizes": [(640, 480), (1600, 1200)], "concurrency": [1, 2, 4, 8, 16, 32],
-             "protocols": ["grpc", "http"], "requests": 160, "stability": 20, "repeats": 64},
+             "protocols": ["grpc", "http"], "requests": 160, "stability": 20, "repeats": 64,
+             "compare_concurrency": [1, 8], "compare_requests": 160,
+             "variants": ["no_batching", "instances_2x1_thread", "int8"], "variant_concurrency": [1, 8],
+             "resnet_alone": [1, 8]},
 }
 
 
@@ -87,35 +91,28 @@ def measure_in_process(model: Path, images: list[bytes], label: str, repeats: in
 
 
 def measure_served(repository: Path, data: dict[str, Path], work: Path, settings: dict) -> list[dict]:
-    from shopvision.server import LocalTritonServer, ServerOptions, free_ports
-
-    http, grpc, metrics = free_ports(3)
     rows = []
-    with (work / "tritonserver.log").open("wb") as log, LocalTritonServer(
-        ServerOptions(repository, http_port=http, grpc_port=grpc, metrics_port=metrics), log=log
-    ):
+    with compare.triton(repository, work / "tritonserver.log") as server:
         for label, input_data in data.items():
             for protocol in settings["protocols"]:
-                address = f"127.0.0.1:{grpc if protocol == 'grpc' else http}"
                 for concurrency in settings["concurrency"]:
-                    point = perf.run(model=contract.ENSEMBLE_MODEL, url=address, protocol=protocol,
-                                     input_data=input_data, concurrency=concurrency,
-                                     csv_path=work / f"pa-{label}-{protocol}-{concurrency}.csv",
-                                     stability_percentage=settings["stability"], max_trials=8,
-                                     extra_args=["--measurement-mode", "count_windows",
-                                                 "--measurement-request-count", str(settings["requests"])])
-                    rows.append({"image_size": label, "protocol": protocol, **asdict(point)})
-                    print(f"served {label} {protocol} c={concurrency}: {point.throughput:.1f} img/s "
-                          f"p50 {point.p50_ms:.0f} ms p99 {point.p99_ms:.0f} ms", flush=True)
+                    row = compare.perf_point(server, model=contract.ENSEMBLE_MODEL, protocol=protocol,
+                                             input_data=input_data, concurrency=concurrency,
+                                             csv_path=work / f"pa-{label}-{protocol}-{concurrency}.csv",
+                                             settings=settings)
+                    rows.append({"image_size": label, "protocol": protocol, **row})
+                    print(f"served {label} {protocol} c={concurrency}: {row['throughput']:.1f} img/s "
+                          f"p50 {row['p50_ms']:.0f} ms p99 {row['p99_ms']:.0f} ms batch {row['avg_batch']}", flush=True)
     return rows
 
 
-def plot(rows: list[dict], out: Path) -> list[str]:
+def plot(results: dict, out: Path) -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    rows = results["served"]
     figure, (throughput, latency) = plt.subplots(1, 2, figsize=(11, 4))
     series = sorted({(r["image_size"], r["protocol"]) for r in rows})
     for size, protocol in series:
@@ -134,12 +131,70 @@ def plot(rows: list[dict], out: Path) -> list[str]:
         axis.legend(fontsize=7)
         axis.grid(alpha=0.3)
     figure.tight_layout()
-    path = out / "served.png"
-    figure.savefig(path, dpi=110)
-    return [path.name]
+    figure.savefig(out / "served.png", dpi=110)
+    plt.close(figure)
+
+    bars = [(f"{v['variant']} c={v['concurrency']}", v["throughput"]) for v in results["variants"]]
+    bars += [(f"{p['target']} HTTP c={p['concurrency']}", p["throughput"]) for p in results["http_comparison"]]
+    figure, axis = plt.subplots(figsize=(11, 4))
+    axis.barh([label for label, _ in bars], [value for _, value in bars])
+    axis.set_xlabel("images/s")
+    axis.set_title("Configurations, int8 and the naive server (640x480 JPEGs, synthetic ResNet50, CPU)")
+    axis.grid(alpha=0.3, axis="x")
+    figure.tight_layout()
+    figure.savefig(out / "configurations.png", dpi=110)
+    plt.close(figure)
+    return ["served.png", "configurations.png"]
 
 
-def report(out: Path, command: str, in_process: list[InProcess], served: list[dict], plots: list[str]) -> str:
+def _served_table(rows: list[dict], ceilings: dict[str, InProcess]) -> list[str]:
+    lines = ["| images | protocol | concurrency | img/s | p50 ms | p90 ms | p99 ms | server queue ms | server compute ms |"
+             " avg batch | vs compute ceiling | vs raw ORT |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        base = ceilings[r["image_size"]]
+        lines.append(f"| {r['image_size']} | {r['protocol']} | {r['concurrency']} | {r['throughput']:.1f} | "
+                     f"{r['p50_ms']:.0f} | {r['p90_ms']:.0f} | {r['p99_ms']:.0f} | {r['server_queue_ms']:.1f} | "
+                     f"{r['server_compute_ms']:.1f} | {r['avg_batch']} | "
+                     f"{compare.ratio(r['throughput'], base.compute_ceiling_img_s)}× | "
+                     f"{compare.ratio(r['throughput'], base.raw_ort_img_s)}× |")
+    return lines
+
+
+def _targets(results: dict, ceilings: dict[str, InProcess]) -> list[str]:
+    """The issue's targets, as ratios measured in this run (reported, never asserted)."""
+    first = results["served"][0]["image_size"]
+    base = ceilings[first]
+    grpc = {r["concurrency"]: r for r in results["served"] if r["image_size"] == first and r["protocol"] == "grpc"}
+    lines = ["| target | measured | met |", "|---|---|---|"]
+
+    def row(target: str, value: float, ok: bool) -> None:
+        lines.append(f"| {target} | {value} | {'yes' if ok else '**no**'} |")
+
+    if 8 in grpc:
+        value = compare.ratio(grpc[8]["throughput"], base.compute_ceiling_img_s)
+        row("served fp32 c=8 ≥ 0.95× compute ceiling", value, value >= 0.95)
+        row("served fp32 c=8 vs raw ORT (reported)", compare.ratio(grpc[8]["throughput"], base.raw_ort_img_s), True)
+    if 1 in grpc:
+        value = compare.ratio(grpc[1]["p50_ms"], base.pipeline_single_image_ms)
+        row("c=1 p50 ≤ 1.15× in-process single image", value, value <= 1.15)
+    http = {(p["target"], p["concurrency"]): p for p in results["http_comparison"]}
+    for concurrency in sorted({c for _, c in http}):
+        triton, naive = http.get(("triton", concurrency)), http.get(("naive", concurrency))
+        if triton and naive:
+            value = compare.ratio(triton["throughput"], naive["throughput"])
+            row(f"served ≥ 1.05× naive server, HTTP c={concurrency} (p99 {triton['p99_ms']} vs {naive['p99_ms']} ms)",
+                value, value >= 1.05 and triton["p99_ms"] <= naive["p99_ms"])
+    variants = {(v["variant"], v["concurrency"]): v for v in results["variants"]}
+    if ("int8", 8) in variants and 8 in grpc:
+        value = compare.ratio(variants[("int8", 8)]["throughput"], grpc[8]["throughput"])
+        row("int8 served ≥ 2.5× fp32 served (c=8)", value, value >= 2.5)
+    return lines
+
+
+def report(out: Path, results: dict, plots: list[str]) -> str:
+    in_process = [InProcess(**b) for b in results["in_process"]]
+    ceilings = {b.image_size: b for b in in_process}
+    command = results["command"]
     lines = [
         "# shopvision benchmark report", "",
         f"Generated {datetime.now(timezone.utc).isoformat(timespec='seconds')} by `{command}`.", "",
@@ -147,6 +202,7 @@ def report(out: Path, command: str, in_process: list[InProcess], served: list[di
         f"onnxruntime {ort.__version__}. **Synthetic ResNet50 weights** (exact architecture, seeded): speed is "
         "representative, accuracy is not. tritonserver 2.51 from the nvidia-pytriton wheel, "
         f"`--model-config-name={contract.CPU_CONFIG_NAME}` (resnet50 through the Python backend).", "",
+        "## Targets (ratios within this run)", "", *_targets(results, ceilings), "",
         "## In-process baselines (same model file, same JPEGs)", "",
         "| images | preprocess core-ms/img | ORT core-ms/img | compute ceiling img/s | raw ORT img/s | in-process single-image ms |",
         "|---|---|---|---|---|---|",
@@ -154,25 +210,39 @@ def report(out: Path, command: str, in_process: list[InProcess], served: list[di
     lines += [f"| {b.image_size} | {b.preprocess_core_ms} | {b.ort_core_ms} | {b.compute_ceiling_img_s} | "
               f"{b.raw_ort_img_s} | {b.pipeline_single_image_ms} |" for b in in_process]
     lines += ["", "## Served ensemble (perf_analyzer, real JPEG input data)", "",
-              "| images | protocol | concurrency | img/s | p50 ms | p90 ms | p99 ms | server queue ms | server compute ms |"
-              " vs compute ceiling | vs raw ORT |", "|---|---|---|---|---|---|---|---|---|---|---|"]
-    ceilings = {b.image_size: b for b in in_process}
-    for r in served:
-        base = ceilings[r["image_size"]]
-        lines.append(f"| {r['image_size']} | {r['protocol']} | {r['concurrency']} | {r['throughput']:.1f} | "
-                     f"{r['p50_ms']:.0f} | {r['p90_ms']:.0f} | {r['p99_ms']:.0f} | {r['server_queue_ms']:.1f} | "
-                     f"{r['server_compute_ms']:.1f} | {r['throughput'] / base.compute_ceiling_img_s:.2f}× | "
-                     f"{r['throughput'] / base.raw_ort_img_s:.2f}× |")
-    single = [r for r in served if r["concurrency"] == 1]
-    if single:
-        lines += ["", "Concurrency-1 p50 against the in-process single-image latency: " + ", ".join(
-            f"{r['image_size']} {r['protocol']} {r['p50_ms'] / ceilings[r['image_size']].pipeline_single_image_ms:.2f}×"
-            for r in single) + "."]
+              *_served_table(results["served"], ceilings)]
+    if results["variants"]:
+        lines += ["", "## Configurations (perf_analyzer, gRPC, first image size)", "",
+                  "| variant | what | concurrency | img/s | p50 ms | p99 ms | avg batch |", "|---|---|---|---|---|---|---|"]
+        lines += [f"| {v['variant']} | {compare.VARIANTS[v['variant']]} | {v['concurrency']} | {v['throughput']:.1f} | "
+                  f"{v['p50_ms']:.0f} | {v['p99_ms']:.0f} | {v['avg_batch']} |" for v in results["variants"]]
+        lines += ["", "int8 accuracy is not measurable with synthetic weights; the ONNX zoo publishes 76.13 % top-1 "
+                  "for resnet50-v1-12 and 74.77 % for resnet50-v1-12-int8 (ImageNet validation)."]
+    if results["resnet50_alone"]:
+        lines += ["", "## resnet50 alone (perf_analyzer, random FP32 tensors, gRPC)", "",
+                  "| concurrency | img/s | p50 ms | p99 ms | avg batch |", "|---|---|---|---|---|"]
+        lines += [f"| {r['concurrency']} | {r['throughput']:.1f} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} | "
+                  f"{r['avg_batch']} |" for r in results["resnet50_alone"]]
+    lines += ["", "## Triton vs a naive FastAPI + onnxruntime server (same HTTP client, one JPEG per request)", "",
+              "| server | concurrency | requests | failures | img/s | p50 ms | p99 ms |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {p['target']} | {p['concurrency']} | {p['requests']} | {p['failures']} | {p['throughput']} | "
+              f"{p['p50_ms']} | {p['p99_ms']} |" for p in results["http_comparison"]]
     lines += ["", *[f"![{name}]({name})" for name in plots], "",
-              "Rerun: `" + command + "`. Raw perf_analyzer CSVs are kept under `raw/` (not committed)."]
+              "Rerun: `" + command + "`. Raw perf_analyzer CSVs and server logs are kept under `raw/` (not committed)."]
     text = "\n".join(lines) + "\n"
     (out / "report.md").write_text(text)
     return text
+
+
+def synthetic_repository(scratch: Path) -> Path:
+    """A copy of the checked-in repository with synthetic weights (seed 0) built into version 1."""
+    from shopvision.modeltools.build import build_model
+
+    repository = scratch / "model_repository"
+    shutil.copytree(REPOSITORY_SOURCE, repository, symlinks=True,
+                    ignore=shutil.ignore_patterns("model.onnx", "provenance.json", "__pycache__"))
+    build_model("synthetic", repository)
+    return repository
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -186,27 +256,35 @@ def main(argv: list[str] | None = None) -> int:
     raw.mkdir(parents=True, exist_ok=True)
     command = f"python -m benchmarks.run --mode {args.mode}" + (f" --out {args.out}" if args.out else "")
 
-    from shopvision.modeltools.build import build_model
-
     with tempfile.TemporaryDirectory() as scratch:
-        repository = Path(scratch) / "model_repository"
-        shutil.copytree(REPOSITORY_SOURCE, repository, symlinks=True,
-                        ignore=shutil.ignore_patterns("model.onnx", "provenance.json", "__pycache__"))
-        model = build_model("synthetic", repository).model_path
+        repository = synthetic_repository(Path(scratch))
+        model = repository / contract.RESNET_MODEL / "1" / contract.MODEL_FILE
         images = {f"{w}x{h}": [product_jpeg(seed, size=(w, h)) for seed in range(8)] for w, h in settings["sizes"]}
+        first_size, first_images = next(iter(images.items()))
         in_process = [measure_in_process(model, batch, label, settings["repeats"]) for label, batch in images.items()]
+        int8_model = None
+        if "int8" in settings["variants"]:
+            int8_model = compare.quantize_int8(model, Path(scratch) / "model-int8.onnx", first_images)
+            in_process.append(measure_in_process(int8_model, first_images, f"{first_size} int8", settings["repeats"]))
         for baseline in in_process:
             print(f"in-process {baseline}", flush=True)
         data = {label: perf.write_input_data(raw / f"input-{label}.json", batch) for label, batch in images.items()}
-        served = measure_served(repository, data, raw, settings)
+        results = {
+            "command": command,
+            "in_process": [asdict(b) for b in in_process],
+            "served": measure_served(repository, data, raw, settings),
+            "variants": compare.measure_variants(repository, data[first_size], raw, settings, int8_model),
+            "resnet50_alone": compare.measure_resnet_alone(repository, raw, settings),
+            "http_comparison": [asdict(point) for point in
+                                compare.measure_http_comparison(repository, model, first_images, raw, settings)],
+        }
 
-    (out / "results.json").write_text(json.dumps(
-        {"command": command, "in_process": [asdict(b) for b in in_process], "served": served}, indent=2))
+    (out / "results.json").write_text(json.dumps(results, indent=2))
     with (out / "results.csv").open("w", newline="") as stream:
-        writer = csv.DictWriter(stream, fieldnames=list(served[0]))
+        writer = csv.DictWriter(stream, fieldnames=list(results["served"][0]))
         writer.writeheader()
-        writer.writerows(served)
-    print(report(out, command, in_process, served, plot(served, out)))
+        writer.writerows(results["served"])
+    print(report(out, results, plot(results, out)))
     return 0
 
 

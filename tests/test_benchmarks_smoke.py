@@ -19,9 +19,16 @@ def test_quick_benchmark_writes_results_report_and_plot(tmp_path: Path) -> None:
     assert baseline["preprocess_core_ms"] > 0 and baseline["compute_ceiling_img_s"] > 0
     assert {row["concurrency"] for row in results["served"]} == {1, 8}
     assert all(row["throughput"] > 0 and row["p99_ms"] >= row["p50_ms"] for row in results["served"])
+    assert all(row["avg_batch"] >= 1 for row in results["served"])
+    comparison = {point["target"]: point for point in results["http_comparison"]}
+    assert set(comparison) == {"triton", "naive"}
+    assert all(point["requests"] == 24 and point["failures"] == 0 and point["throughput"] > 0
+               for point in comparison.values())
     report = (tmp_path / "report.md").read_text()
     assert "Synthetic ResNet50 weights" in report and "vs compute ceiling" in report
-    assert (tmp_path / "served.png").read_bytes().startswith(b"\x89PNG")
+    assert "served ≥ 1.05× naive server, HTTP c=8" in report
+    for plot in ("served.png", "configurations.png"):
+        assert (tmp_path / plot).read_bytes().startswith(b"\x89PNG")
 
 
 def test_catalog_benchmark_measures_every_engine(tmp_path: Path) -> None:

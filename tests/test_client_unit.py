@@ -224,6 +224,12 @@ def test_tritonclient_errors_are_translated(status: str, expected: type) -> None
     assert isinstance(translate(InferenceServerException("boom", status=status), context="infer"), expected)
 
 
+def test_a_model_being_unloaded_is_transient_not_a_mismatch() -> None:
+    error = InferenceServerException("Request for unknown model: 'shopvision' has no available versions",
+                                     status="StatusCode.NOT_FOUND")
+    assert isinstance(translate(error, context="infer"), shopvision.ServerUnavailableError)
+
+
 @pytest.mark.parametrize(
     ("error", "expected"),
     [(ConnectionRefusedError(111, "refused"), shopvision.ServerUnavailableError),

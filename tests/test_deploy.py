@@ -91,7 +91,9 @@ def test_chart_renders_manifests_valid_against_kubernetes_schemas(values) -> Non
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
     shm = next(volume for volume in pod["volumes"] if volume["name"] == "dshm")
     assert shm["emptyDir"]["medium"] == "Memory"
-    assert pod["terminationGracePeriodSeconds"] > 30  # longer than Triton's exit timeout
+    # Out of the Service first (preStop), then Triton's exit timeout, then a margin.
+    assert container["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", "10"]
+    assert pod["terminationGracePeriodSeconds"] == 10 + 30 + 15
     assert {item["name"] for item in container["env"]} >= {"SHOPVISION_MODEL_REPOSITORY", "SHOPVISION_EXIT_TIMEOUT_S"}
 
 

@@ -13,6 +13,7 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 import shopvision
+from shopvision import contract
 from shopvision.samples import product_jpeg
 from shopvision.server import ADMIN_KEY_HEADER
 from tests.conftest import RunningServer, start_server
@@ -51,7 +52,8 @@ def test_the_admin_key_opens_the_repository_api_on_both_protocols(built_reposito
         assert status == 200 and {entry["name"] for entry in json.loads(body)} >= {"shopvision", "resnet50"}
         client = grpcclient.InferenceServerClient(server.grpc_address)
         index = client.get_model_repository_index(headers={f"triton-grpc-protocol-{ADMIN_KEY_HEADER}": "test-admin-key"})
-        assert len(index.models) == 3
+        assert {model.name for model in index.models} == {
+            contract.ENSEMBLE_MODEL, contract.PREPROCESS_MODEL, contract.RESNET_MODEL, contract.QUALITY_MONITOR_MODEL}
         assert repository_index_over_http(server, {})[0] == 403
         # Model control mode is "none": even with the key, nothing can be loaded or unloaded.
         with pytest.raises(InferenceServerException, match="explicit model load / unload is not allowed"):

@@ -18,6 +18,7 @@ _EXPORTS = {
     "NO_RETRY": "shopvision._protocol",
     "RetryPolicy": "shopvision._protocol",
     "SyntheticWeightsWarning": "shopvision._protocol",
+    "Tls": "shopvision._protocol",
     "ClientClosedError": "shopvision.errors",
     "InvalidImageError": "shopvision.errors",
     "ModelMismatchError": "shopvision.errors",
@@ -33,7 +34,7 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
-    from shopvision._protocol import NO_RETRY, RetryPolicy, SyntheticWeightsWarning
+    from shopvision._protocol import NO_RETRY, RetryPolicy, SyntheticWeightsWarning, Tls
     from shopvision.aio import AsyncClient
     from shopvision.client import Client
     from shopvision.errors import (

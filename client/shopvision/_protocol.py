@@ -62,6 +62,18 @@ class Endpoint:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Tls:
+    """Certificates for ``grpcs://`` and ``https://`` URLs: a private CA, and a client certificate for mutual TLS.
+
+    Without it, TLS URLs trust the system's CAs.
+    """
+
+    ca_file: str | None = None
+    certificate_file: str | None = None
+    key_file: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
 class RetryPolicy:
     """Exponential backoff with jitter, for transient failures (server unavailable) only."""
 

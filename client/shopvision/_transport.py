@@ -7,6 +7,7 @@ nothing above this module sees a tritonclient type.
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 import numpy as np
 from tritonclient.utils import InferenceServerException
 
-from shopvision._protocol import Endpoint
+from shopvision._protocol import Endpoint, Tls
 from shopvision.contract import EMBEDDING, IMAGE_INPUT, PROBABILITIES
 from shopvision.errors import (
     InvalidImageError,
@@ -46,6 +47,9 @@ def translate(error: BaseException, *, context: str) -> ShopvisionError:
             return InvalidImageError(message)
         if status in _UNAVAILABLE or "failed to connect" in message.lower():
             return ServerUnavailableError(f"{context}: server unavailable: {message}")
+        if "has no available versions" in message:
+            # A model being unloaded (server stopping, or a version swap): transient, so retried.
+            return ServerUnavailableError(f"{context}: model not available right now: {message}")
         if status in _TIMEOUT or "deadline exceeded" in message.lower():
             return RequestTimeoutError(f"{context}: timed out: {message}")
         if status in _NOT_FOUND or "unknown model" in message.lower():
@@ -63,18 +67,28 @@ def _transient_types() -> tuple[type[BaseException], ...]:
     return (InferenceServerException, OSError, asyncio.TimeoutError, aiohttp.ClientError)
 
 
+def _ssl_context(tls: Tls) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=tls.ca_file)
+    if tls.certificate_file:
+        context.load_cert_chain(tls.certificate_file, tls.key_file)
+    return context
+
+
 class AsyncTransport:
     """One tritonclient aio client for one endpoint; safe to share between tasks of one loop."""
 
     def __init__(self, endpoint: Endpoint, *, timeout_s: float, max_in_flight: int,
-                 headers: Mapping[str, str] | None = None) -> None:
+                 headers: Mapping[str, str] | None = None, tls: Tls | None = None) -> None:
         self.endpoint = endpoint
         self._headers = dict(headers or {})
         self._translatable = _transient_types()
         if endpoint.protocol == "grpc":
             import tritonclient.grpc.aio as lib
 
-            self._client: Any = lib.InferenceServerClient(endpoint.address, ssl=endpoint.ssl)
+            files = tls or Tls()
+            self._client: Any = lib.InferenceServerClient(
+                endpoint.address, ssl=endpoint.ssl, root_certificates=files.ca_file, private_key=files.key_file,
+                certificate_chain=files.certificate_file)
             self._timeout = {"client_timeout": timeout_s}
             self._as_json: dict[str, Any] = {"as_json": True}
             self._requested_output = lib.InferRequestedOutput
@@ -82,7 +96,8 @@ class AsyncTransport:
             import tritonclient.http.aio as lib
 
             self._client = lib.InferenceServerClient(
-                endpoint.address, conn_limit=max_in_flight, conn_timeout=timeout_s, ssl=endpoint.ssl
+                endpoint.address, conn_limit=max_in_flight, conn_timeout=timeout_s, ssl=endpoint.ssl,
+                ssl_context=_ssl_context(tls) if endpoint.ssl and tls is not None else None,
             )
             self._timeout = {}
             self._as_json = {}

@@ -15,6 +15,7 @@ from shopvision import images as image_inputs
 from shopvision._protocol import (
     Endpoint,
     RetryPolicy,
+    Tls,
     check_contract,
     chunks,
     provenance_from_config,
@@ -63,6 +64,7 @@ class AsyncClient:
         batch_size: int | None = None,
         retry: RetryPolicy = RetryPolicy(),
         headers: Mapping[str, str] | None = None,
+        tls: Tls | None = None,
     ) -> None:
         if max_in_flight < 1:
             raise ValueError("max_in_flight must be at least 1")
@@ -72,7 +74,7 @@ class AsyncClient:
         self._batch_size = batch_size
         self._retry = retry
         self._transport = AsyncTransport(self._endpoint, timeout_s=timeout_s, max_in_flight=max_in_flight,
-                                         headers=headers)
+                                         headers=headers, tls=tls)
         self._session: _Session | None = None
         self._closed = False
 

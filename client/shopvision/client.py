@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from shopvision._protocol import RetryPolicy
+from shopvision._protocol import RetryPolicy, Tls
 from shopvision.aio import AsyncClient, OnError, Progress
 from shopvision.contract import ENSEMBLE_MODEL
 from shopvision.errors import ClientClosedError
@@ -41,6 +41,7 @@ class Client:
         batch_size: int | None = None,
         retry: RetryPolicy = RetryPolicy(),
         headers: Mapping[str, str] | None = None,
+        tls: Tls | None = None,
     ) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="shopvision-client", daemon=True)
@@ -49,7 +50,7 @@ class Client:
 
         async def create() -> AsyncClient:
             return AsyncClient(url, model=model, timeout_s=timeout_s, max_in_flight=max_in_flight,
-                               batch_size=batch_size, retry=retry, headers=headers)
+                               batch_size=batch_size, retry=retry, headers=headers, tls=tls)
 
         self._async = self._run(create())
 

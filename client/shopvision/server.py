@@ -165,6 +165,11 @@ class LocalTritonServer:
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
+    def pid(self) -> int | None:
+        """Process id of tritonserver (its backend stubs are its children), while it runs."""
+        return None if self._process is None else self._process.pid
+
+    @property
     def http_url(self) -> str:
         return f"http://{self.options.host}:{self.options.http_port}"
 

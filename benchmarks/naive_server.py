@@ -1,0 +1,64 @@
+"""The baseline a team builds without Triton: FastAPI + onnxruntime, one image per request.
+
+    python -m benchmarks.naive_server MODEL.onnx --port 9000
+    curl --data-binary @shoe.jpg http://127.0.0.1:9000/classify
+
+Same model file and the same preprocessing code as the served ensemble, so the comparison is about
+serving, not preprocessing. One uvicorn worker; each request is decoded and run through ORT (every
+core, spinning off) in FastAPI's thread pool. No batching, no queue bound, no metrics.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import onnxruntime as ort
+import uvicorn
+from fastapi import FastAPI, HTTPException, Request
+from starlette.concurrency import run_in_threadpool
+
+from shopvision import contract
+from shopvision.preprocessing import ImageRejected, Preprocessor
+
+TOP_K = 5
+
+
+def create_app(model: str) -> FastAPI:
+    options = ort.SessionOptions()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    preprocessor = Preprocessor()
+    app = FastAPI(title="naive ResNet50 baseline")
+
+    def top_classes(data: bytes) -> list[dict]:
+        (probabilities,) = session.run([contract.PROBABILITIES], {contract.PIXELS: preprocessor([data])})
+        best = np.argsort(-probabilities[0])[:TOP_K]
+        return [{"index": int(index), "score": float(probabilities[0][index])} for index in best]
+
+    @app.post("/classify")
+    async def classify(request: Request) -> dict:
+        data = await request.body()
+        try:
+            return {"classes": await run_in_threadpool(top_classes, data)}
+        except ImageRejected as rejection:
+            raise HTTPException(status_code=400, detail=str(rejection)) from rejection
+
+    @app.get("/health")
+    def health() -> dict:
+        return {"ok": True}
+
+    return app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=9000)
+    args = parser.parse_args()
+    uvicorn.run(create_app(args.model), host=args.host, port=args.port, log_level="warning")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,144 @@
+"""Soak: keep the server saturated for a while; count errors and watch its memory.
+
+    python -m benchmarks.soak --minutes 10            # the benchmark suite's soak (own server)
+
+Memory is the resident set (RSS) of tritonserver plus its Python-backend stubs, sampled every few
+seconds; "flat" means the end is within 10 % (+20 MB) of the level after the first fifth of the run
+(warm-up: allocator pools, ORT arenas). Writes results.json and report.md under --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import shopvision
+from shopvision.samples import product_jpeg
+
+SAMPLE_EVERY_S = 5.0
+
+
+@dataclass(frozen=True)
+class SoakResult:
+    seconds: float
+    concurrency: int
+    images: int
+    errors: int
+    images_per_s: float
+    rss_after_warmup_mb: float
+    rss_end_mb: float
+    rss_samples_mb: list[float]
+
+    @property
+    def memory_flat(self) -> bool:
+        return self.rss_end_mb <= self.rss_after_warmup_mb * 1.10 + 20
+
+
+def process_tree_rss_bytes(pid: int) -> int:
+    """RSS of a process and all its descendants, from /proc (Linux)."""
+    children: dict[int, list[int]] = {}
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(line.split(":", 1) for line in status.read_text().splitlines() if ":" in line)
+        except OSError:
+            continue  # the process ended while we looked
+        children.setdefault(int(fields["PPid"]), []).append(int(status.parent.name))
+    total, pending = 0, [pid]
+    while pending:
+        current = pending.pop()
+        pending.extend(children.get(current, []))
+        try:
+            for line in Path(f"/proc/{current}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+        except OSError:
+            continue
+    return total
+
+
+async def _load(url: str, images: list[bytes], *, concurrency: int, seconds: float) -> tuple[int, int]:
+    """Closed loop: ``concurrency`` requests of one image always outstanding."""
+    done = errors = 0
+    deadline = time.monotonic() + seconds
+    async with shopvision.AsyncClient(url, max_in_flight=concurrency, batch_size=1) as client:
+
+        async def worker(offset: int) -> None:
+            nonlocal done, errors
+            sent = offset
+            while time.monotonic() < deadline:
+                try:
+                    await client.embed([images[sent % len(images)]])
+                    done += 1
+                except shopvision.ShopvisionError:
+                    errors += 1
+                sent += concurrency
+
+        await asyncio.gather(*(worker(offset) for offset in range(concurrency)))
+    return done, errors
+
+
+def soak(url: str, server_pid: int, *, seconds: float, concurrency: int = 8) -> SoakResult:
+    images = [product_jpeg(5000 + seed, size=(640, 480)) for seed in range(16)]
+    samples: list[float] = []
+    stop = time.monotonic() + seconds
+
+    async def sample() -> None:
+        while time.monotonic() < stop:
+            samples.append(process_tree_rss_bytes(server_pid) / 2**20)
+            await asyncio.sleep(SAMPLE_EVERY_S)
+
+    async def run() -> tuple[int, int]:
+        sampler = asyncio.create_task(sample())
+        try:
+            return await _load(url, images, concurrency=concurrency, seconds=seconds)
+        finally:
+            await sampler
+
+    started = time.monotonic()
+    done, errors = asyncio.run(run())
+    elapsed = time.monotonic() - started
+    samples.append(process_tree_rss_bytes(server_pid) / 2**20)
+    warm = samples[max(1, len(samples) // 5)] if len(samples) > 1 else samples[0]
+    return SoakResult(round(elapsed, 1), concurrency, done, errors, round(done / elapsed, 1), round(warm, 1),
+                      round(samples[-1], 1), [round(s, 1) for s in samples])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--minutes", type=float, default=10)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "soak")
+    args = parser.parse_args(argv)
+    import tempfile
+
+    from benchmarks.run import synthetic_repository
+    from shopvision.server import LocalTritonServer, ServerOptions, free_ports
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    http, grpc, metrics = free_ports(3)
+    with tempfile.TemporaryDirectory() as scratch, (args.out / "tritonserver.log").open("wb") as log:
+        repository = synthetic_repository(Path(scratch))
+        options = ServerOptions(repository, http_port=http, grpc_port=grpc, metrics_port=metrics)
+        with LocalTritonServer(options, log=log) as server:
+                result = soak(server.grpc_url, server.pid, seconds=args.minutes * 60, concurrency=args.concurrency)
+    command = " ".join(["python -m benchmarks.soak", *(argv if argv is not None else sys.argv[1:])])
+    (args.out / "results.json").write_text(json.dumps({"command": command, **asdict(result),
+                                                        "memory_flat": result.memory_flat}, indent=2))
+    verdict = "flat" if result.memory_flat else "GROWING"
+    (args.out / "report.md").write_text(
+        f"# Soak\n\n`{command}`: {result.seconds:.0f} s at concurrency {result.concurrency} (gRPC, 640x480 JPEGs, "
+        f"synthetic weights): {result.images} images, {result.errors} errors, {result.images_per_s} img/s.\n\n"
+        f"Server RSS (tritonserver + backend stubs): {result.rss_after_warmup_mb} MB after warm-up, "
+        f"{result.rss_end_mb} MB at the end: **{verdict}**. Samples every {SAMPLE_EVERY_S:.0f} s (MB): "
+        f"{result.rss_samples_mb}\n")
+    print((args.out / "report.md").read_text())
+    return 0 if result.errors == 0 and result.memory_flat else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
