@@ -24,6 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+
 from shopvision.catalog import Catalog, Product
 from shopvision.catalog.faiss_store import HNSW_THRESHOLD
 from shopvision.contract import EMBEDDING_DIM

@@ -31,8 +31,15 @@ VARIANTS = {
 
 
 def quantize_int8(model: Path, output: Path, images: list[bytes]) -> Path:
-    """Static QDQ quantization, calibrated on preprocessed images (ORT's recipe for CPU speed)."""
+    """Static QDQ quantization, calibrated on preprocessed images (ORT's recipe for CPU speed).
+
+    The graph is optimised first (batch norms folded into the convolutions): quantizing the raw
+    graph leaves float batch norms between quantized convolutions and is no faster than fp32.
+    Per-tensor uint8 activations with int8 weights measured fastest here (3.6x fp32 on one core;
+    per-channel weights 2.2x, int8 activations slower than fp32).
+    """
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     pixels = Preprocessor()(images)
 
@@ -43,7 +50,9 @@ def quantize_int8(model: Path, output: Path, images: list[bytes]) -> Path:
         def get_next(self) -> dict | None:
             return next(self._batches, None)
 
-    quantize_static(str(model), str(output), Calibration(), quant_format=QuantFormat.QDQ, per_channel=True,
+    optimised = output.with_name(f"{output.stem}-optimised.onnx")
+    quant_pre_process(str(model), str(optimised), skip_symbolic_shape=True)
+    quantize_static(str(optimised), str(output), Calibration(), quant_format=QuantFormat.QDQ, per_channel=False,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
     return output
 
@@ -89,7 +98,7 @@ def perf_point(server: LocalTritonServer, *, model: str, protocol: str, input_da
     before = execution_counts(server, contract.RESNET_MODEL)
     address = server.grpc_url.removeprefix("grpc://") if protocol == "grpc" else server.http_url.removeprefix("http://")
     point = perf.run(model=model, url=address, protocol=protocol, input_data=input_data, concurrency=concurrency,
-                     csv_path=csv_path, stability_percentage=settings["stability"], max_trials=8,
+                     csv_path=csv_path, stability_percentage=settings["stability"], max_trials=12,
                      extra_args=["--measurement-mode", "count_windows",
                                  "--measurement-request-count", str(settings["requests"])])
     after = execution_counts(server, contract.RESNET_MODEL)

@@ -25,13 +25,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `benchmarks` 
 
 import numpy as np  # noqa: E402
 import tritonclient.grpc as grpcclient  # noqa: E402
-from geventhttpclient import HTTPClient, URL  # noqa: E402
+from geventhttpclient import URL, HTTPClient  # noqa: E402
 from locust import User, constant, events, task  # noqa: E402
 from locust.env import Environment  # noqa: E402
 
 from benchmarks.kserve_http import INFER_PATH, TOP_K, classes_in, classify_request  # noqa: E402
 from shopvision.contract import ENSEMBLE_MODEL, IMAGE_INPUT, PROBABILITIES  # noqa: E402
 from shopvision.samples import product_jpeg  # noqa: E402
+
 REQUEST_NAME = f"{ENSEMBLE_MODEL} classify top-{TOP_K}"
 
 

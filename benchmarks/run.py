@@ -37,7 +37,7 @@ MODES = {
               "stability": 50, "repeats": 16, "compare_concurrency": [8], "compare_requests": 24,
               "variants": [], "variant_concurrency": [8], "resnet_alone": []},
     "full": {"sizes": [(640, 480), (1600, 1200)], "concurrency": [1, 2, 4, 8, 16, 32],
-             "protocols": ["grpc", "http"], "requests": 160, "stability": 20, "repeats": 64,
+             "protocols": ["grpc", "http"], "requests": 160, "stability": 30, "repeats": 64,
              "compare_concurrency": [1, 8], "compare_requests": 160,
              "variants": ["no_batching", "instances_2x1_thread", "int8"], "variant_concurrency": [1, 8],
              "resnet_alone": [1, 8]},

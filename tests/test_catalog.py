@@ -14,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import shopvision
 from PIL import Image, ImageEnhance
+
+import shopvision
 from shopvision.catalog import Catalog, CatalogError, CatalogItem
 from shopvision.samples import encode, write_catalog
-
 from tests.conftest import RunningServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("ignore::shopvision.SyntheticWeightsWarning")]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from shopvision.catalog import Catalog, CatalogError, CatalogSourceError, Product, read_source
 from shopvision.catalog.faiss_store import FaissStore
 from shopvision.contract import EMBEDDING_DIM

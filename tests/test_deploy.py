@@ -43,6 +43,7 @@ PRODUCTION_VALUES = {
     "metrics": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True},
                 "grafanaDashboard": {"enabled": True}},
     "extraArgs": ["--log-verbose=1"],
+    "modelControl": "explicit",
 }
 OBJECT_STORE_VALUES = {"modelRepository": {"source": "objectStore", "objectStore": {
     "url": "s3://bucket/shopvision/model_repository", "credentialsSecret": "aws-credentials"}}}
@@ -105,6 +106,7 @@ def test_production_values_wire_gpu_tls_admin_key_autoscaling_and_monitoring() -
     assert env["SHOPVISION_GRPC_TLS_CLIENT_CA"]["value"] == "/etc/shopvision/tls/ca.crt"
     assert env["SHOPVISION_ADMIN_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "shopvision-admin", "key": "admin-key"}
     assert env["SHOPVISION_MODEL_REPOSITORY"]["value"] == "/mnt/model-repository"
+    assert env["SHOPVISION_MODEL_CONTROL"]["value"] == "explicit"
     assert container["args"] == ["--log-verbose=1"]
     metrics = manifests["HorizontalPodAutoscaler"]["spec"]["metrics"]
     assert [metric["type"] for metric in metrics] == ["Resource", "Pods"]
@@ -143,6 +145,8 @@ def test_container_entrypoint_turns_the_environment_into_tritonserver_flags() ->
     arguments = triton_arguments(options)
     assert "--model-repository=s3://bucket/models" in arguments  # not collapsed into a path
     assert "--http-address=0.0.0.0" in arguments and "--model-control-mode=none" in arguments
+    explicit = triton_arguments(options_from_environment({"SHOPVISION_MODEL_CONTROL": "explicit"}, []))
+    assert {"--model-control-mode=explicit", "--load-model=*"} <= set(explicit)
     assert not any(argument.startswith("--model-config-name") for argument in arguments)
     assert "--grpc-restricted-protocol=model-repository,shared-memory,trace,logging:shopvision-admin-key=k3y" in arguments
     assert {"--grpc-use-ssl=true", "--grpc-server-cert=/tls/tls.crt", "--grpc-use-ssl-mutual=true",

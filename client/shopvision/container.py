@@ -10,6 +10,7 @@ SHOPVISION_ADMIN_KEY            opens the restricted admin APIs to requests carr
 SHOPVISION_GRPC_TLS_CERT/_KEY   PEM files: gRPC over TLS; ``SHOPVISION_GRPC_TLS_CLIENT_CA``
                                 adds mutual TLS
 SHOPVISION_EXIT_TIMEOUT_S       seconds in-flight requests get on SIGTERM (default 30)
+SHOPVISION_MODEL_CONTROL        ``none`` (default) or ``explicit`` for ``shopvision model promote``
 =============================== ===============================================================
 
 Arguments are passed on to tritonserver (e.g. ``--log-verbose=1``).
@@ -38,6 +39,7 @@ def options_from_environment(environ: dict[str, str], extra_args: list[str]) -> 
         config_name=environ.get("SHOPVISION_MODEL_CONFIG_NAME") or None,
         exit_timeout_s=int(environ.get("SHOPVISION_EXIT_TIMEOUT_S", "30")),
         admin_key=environ.get(ADMIN_KEY_ENV) or None,
+        model_control=environ.get("SHOPVISION_MODEL_CONTROL") or "none",
         grpc_tls=tls,
         extra_args=tuple(extra_args),
     )

@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from shopvision.contract import EMBEDDING_DIM, NUM_CLASSES
 from shopvision.errors import ShopvisionError
+from shopvision.images import IMAGE_SUFFIXES
 
 if TYPE_CHECKING:
     from shopvision.client import Client
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".gif", ".webp", ".tif", ".tiff", ".bmp"})
-NUM_CLASSES = 1000
 
 
 class DatasetError(ShopvisionError):
@@ -170,4 +170,4 @@ def evaluate(client: Client, dataset: list[LabelledImage], *, label_map: Mapping
         top5_accuracy=round(sum(s.top5 for s in per_class.values()) / scored, 4) if scored else 0.0,
         images_per_s=round(len(dataset) / elapsed, 1), per_class=dict(sorted(per_class.items())),
     )
-    return report, np.stack(embeddings) if embeddings else np.empty((0, 2048), dtype=np.float32)
+    return report, np.stack(embeddings) if embeddings else np.empty((0, EMBEDDING_DIM), dtype=np.float32)

@@ -11,6 +11,9 @@ from PIL import Image
 
 from shopvision.errors import InvalidImageError
 
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".gif", ".webp", ".tif", ".tiff", ".bmp"})
+"""File suffixes the CLI, the catalog and ``eval`` pick up when they scan folders."""
+
 ImageInput = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, BinaryIO, Image.Image]
 """A file path, encoded image bytes, a binary file object, or a PIL image."""
 

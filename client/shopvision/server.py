@@ -48,6 +48,9 @@ class ServerOptions:
     admin_key: str | None = None
     """Key for RESTRICTED_APIS; None closes them with a random key nobody knows."""
     grpc_tls: GrpcTls | None = None
+    model_control: str = "none"
+    """``none`` (production default: the repository cannot change under a running server) or
+    ``explicit`` (``shopvision model promote``/``rollback`` load versions through the admin API)."""
     extra_args: tuple[str, ...] = field(default_factory=tuple)
 
 
@@ -72,11 +75,15 @@ def triton_arguments(options: ServerOptions) -> list[str]:
         f"--metrics-address={options.host}", f"--metrics-port={options.metrics_port}",
         f"--exit-timeout-secs={options.exit_timeout_s}",
         f"--log-verbose={options.log_verbose}",
-        "--model-control-mode=none",
+        f"--model-control-mode={options.model_control}",
         "--strict-readiness=true",
         # p50/p90/p99 per model (nv_inference_*_summary_us) for dashboards and alerts.
         "--metrics-config=summary_latencies=true",
     ]
+    if options.model_control == "explicit":
+        arguments.append("--load-model=*")
+    elif options.model_control != "none":
+        raise ValueError(f"model_control must be none or explicit, not {options.model_control!r}")
     if options.config_name:
         arguments.append(f"--model-config-name={options.config_name}")
     restriction = f"{','.join(RESTRICTED_APIS)}:{ADMIN_KEY_HEADER}={options.admin_key or secrets.token_urlsafe(32)}"

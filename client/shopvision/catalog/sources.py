@@ -7,8 +7,8 @@ from pathlib import Path
 
 from shopvision.catalog._model import CatalogItem
 from shopvision.errors import ShopvisionError
+from shopvision.images import IMAGE_SUFFIXES
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".gif", ".webp", ".tif", ".tiff", ".bmp"})
 REQUIRED_COLUMNS = ("product_id", "image_path")
 
 

@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".gif", ".webp", ".tif", ".tiff", ".bmp"})
+from shopvision.images import IMAGE_SUFFIXES
+
 URL_ENV = "SHOPVISION_URL"
 DEFAULT_URL = "grpc://localhost:8001"
 

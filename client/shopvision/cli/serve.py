@@ -33,6 +33,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--config-name", default=CPU_CONFIG_NAME,
                        help=f"Triton --model-config-name (default {CPU_CONFIG_NAME}: resnet50 via the Python backend)")
     serve.add_argument("--log-verbose", type=int, default=0)
+    serve.add_argument("--model-control", choices=["none", "explicit"], default="none",
+                       help="explicit lets `shopvision model promote/rollback` swap versions live "
+                            "(through the admin API, so set $SHOPVISION_ADMIN_KEY)")
     serve.set_defaults(handler=run_serve)
 
 
@@ -49,7 +52,7 @@ def run_serve(args: argparse.Namespace) -> int:
     options = ServerOptions(
         model_repository=repository, host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
         metrics_port=args.metrics_port, config_name=args.config_name, log_verbose=args.log_verbose,
-        admin_key=admin_key,
+        admin_key=admin_key, model_control=args.model_control,
     )
     server = LocalTritonServer(options)
 

@@ -29,6 +29,7 @@ from shopvision.modeltools.synthetic import build_synthetic_resnet50
 AUTO = "auto"
 """Real zoo weights when the network allows, synthetic ones (with a warning) when not."""
 PYTHON_RUNNER = "model.py"
+VERSION_POLICY_LINE = re.compile(r"^version_policy: .*$", re.MULTILINE)
 _PROVENANCE_BLOCK = re.compile(
     r"(# BEGIN weights provenance[^\n]*\n)(.*?)(# END weights provenance)", re.DOTALL
 )
@@ -77,8 +78,17 @@ def build_model(weights: str, repository: Path, *, version: int = 1, seed: int =
         seed=seed if provenance_source == SYNTHETIC else None,
     )
     _atomic_write(version_dir / PROVENANCE_FILE, (json.dumps(asdict(provenance), indent=2) + "\n").encode())
-    stamp_provenance(model_dir, provenance)
+    if serves_latest(model_dir):
+        # Under `latest` the newest build is what serves; under `specific` (after a promotion) a new
+        # version serves only once `shopvision model promote` has checked it, which stamps it then.
+        stamp_provenance(model_dir, provenance)
     return BuildResult(model_path, provenance, fallback_reason)
+
+
+def serves_latest(model_dir: Path) -> bool:
+    """Whether resnet50's version policy serves the newest version (the default) rather than pinned ones."""
+    match = VERSION_POLICY_LINE.search((model_dir / "config.pbtxt").read_text())
+    return match is None or "latest" in match.group(0)
 
 
 def stamp_provenance(model_dir: Path, provenance: Provenance) -> None:

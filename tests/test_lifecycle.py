@@ -1,0 +1,167 @@
+"""Model versions on a live server: promote and roll back under load, and a broken version refused."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from shopvision.contract import (
+    EMBEDDING,
+    ENSEMBLE_MODEL,
+    IMAGE_INPUT,
+    MODEL_FILE,
+    PIXELS,
+    PREPROCESS_MODEL,
+    RESNET_MODEL,
+)
+from shopvision.modeltools.build import build_model
+from shopvision.modeltools.lifecycle import ModelRepository, PromotionError, promote, rollback
+from shopvision.samples import product_jpeg
+from shopvision.server import ADMIN_KEY_ENV, ADMIN_KEY_HEADER
+from tests.conftest import RunningServer, start_server
+
+pytestmark = pytest.mark.integration
+ADMIN_KEY = "lifecycle-test-key"
+
+
+@pytest.fixture
+def versioned(built_repository: Path, tmp_path: Path) -> tuple[Path, RunningServer]:
+    """Version 1 (seed 0) serving in explicit model control; version 2 (seed 1) built after the start,
+    as an update arrives: under `latest 1` the server keeps version 1 until a promotion loads 2."""
+    repository = tmp_path / "model_repository"
+    shutil.copytree(built_repository, repository, symlinks=True)
+    running = start_server(repository, tmp_path / "lifecycle.log", admin_key=ADMIN_KEY, model_control="explicit")
+    build_model("synthetic", repository, version=2, seed=1)
+    yield repository, running
+    running.server.stop()
+
+
+def embed_in_process(model: Path, pixels: np.ndarray) -> np.ndarray:
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    return session.run([EMBEDDING], {PIXELS: pixels})[0][0]
+
+
+def reference_embeddings(repository: Path, client: grpcclient.InferenceServerClient, image: bytes) -> dict[int, np.ndarray]:
+    """What each version answers for ``image``: the server's preprocessing, each model file in-process."""
+    tensor = grpcclient.InferInput(IMAGE_INPUT, [1, 1], "BYTES")
+    tensor.set_data_from_numpy(np.array([[image]], dtype=object))
+    pixels = client.infer(PREPROCESS_MODEL, [tensor]).as_numpy(PIXELS)
+    return {version: embed_in_process(repository / RESNET_MODEL / str(version) / MODEL_FILE, pixels)
+            for version in (1, 2)}
+
+
+class Traffic:
+    """Four clients sending the same image non-stop. The first one's answers, in order, say which version
+    served (the others add load; answers of concurrent clients complete out of send order)."""
+
+    def __init__(self, running: RunningServer, image: bytes, references: dict[int, np.ndarray]) -> None:
+        self._running, self._image, self._references = running, image, references
+        self.sequence: list[int | str] = []
+        self.problems: list[str] = []
+        self.requests = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._send, args=(index == 0,)) for index in range(4)]
+
+    def _send(self, probe: bool) -> None:
+        client = grpcclient.InferenceServerClient(self._running.grpc_address)
+        tensor = grpcclient.InferInput(IMAGE_INPUT, [1, 1], "BYTES")
+        tensor.set_data_from_numpy(np.array([[self._image]], dtype=object))
+        while not self._stop.is_set():
+            try:
+                embedding = client.infer(ENSEMBLE_MODEL, [tensor]).as_numpy(EMBEDDING)[0]
+                distances = {v: float(np.abs(embedding - ref).max()) for v, ref in self._references.items()}
+                version = min(distances, key=distances.get)
+                answer: int | str = version if distances[version] < 1e-3 else f"unknown {distances}"
+            except InferenceServerException as error:
+                answer = f"FAILED {error.status()} {error.message()}"
+            with self._lock:
+                self.requests += 1
+                if isinstance(answer, str):
+                    self.problems.append(answer)
+                if probe:
+                    self.sequence.append(answer)
+        client.close()
+
+    def __enter__(self) -> Traffic:
+        for thread in self._threads:
+            thread.start()
+        time.sleep(2)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        time.sleep(2)
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=60)
+
+
+def switches(answers: list) -> list:
+    """The sequence of distinct consecutive answers (1, 2, 1 means two switches)."""
+    return [answer for index, answer in enumerate(answers) if index == 0 or answers[index - 1] != answer]
+
+
+def test_promote_then_rollback_under_load_switches_once_each_and_drops_nothing(versioned) -> None:
+    repository, running = versioned
+    image = product_jpeg(4242, size=(320, 240))
+    client = grpcclient.InferenceServerClient(running.grpc_address)
+    references = reference_embeddings(repository, client, image)
+    assert float(np.abs(references[1] - references[2]).max()) > 1e-2  # the versions are told apart
+    common = {"url": running.http_url, "admin_key": ADMIN_KEY, "headers_key": ADMIN_KEY_HEADER}
+    with Traffic(running, image, references) as traffic:
+        promoted = promote(repository, 2, **common)
+        assert promoted.promoted, promoted
+        time.sleep(2)
+        rolled_back = rollback(repository, **common)
+    assert promoted.promoted and (promoted.version, promoted.previous) == (2, 1), promoted
+    assert set(promoted.checks) == {"ready", "outputs", "parity"}, promoted.checks
+    assert rolled_back.promoted and (rolled_back.version, rolled_back.previous) == (1, 2), rolled_back
+    assert traffic.problems == [] and traffic.requests > 40
+    assert switches(traffic.sequence) == [1, 2, 1], switches(traffic.sequence)[:10]
+    files = ModelRepository(repository)
+    assert files.pinned_version() == 1 and [entry["version"] for entry in files.history()] == [2, 1]
+
+
+def test_a_version_that_fails_its_checks_is_refused_and_the_old_one_keeps_serving(versioned) -> None:
+    repository, running = versioned
+    broken = repository / RESNET_MODEL / "3"
+    broken.mkdir()
+    shutil.copyfile(repository / RESNET_MODEL / "1" / "model.py", broken / "model.py")
+    (broken / MODEL_FILE).write_bytes(b"not an onnx model")
+    image = product_jpeg(4343, size=(320, 240))
+    client = grpcclient.InferenceServerClient(running.grpc_address)
+    references = reference_embeddings(repository, client, image)
+    common = {"url": running.http_url, "admin_key": ADMIN_KEY, "headers_key": ADMIN_KEY_HEADER}
+    with Traffic(running, image, references) as traffic:
+        report = promote(repository, 3, **common)
+    assert not report.promoted and "version 3" in report.reason, report
+    assert traffic.problems == [] and set(traffic.sequence) == {1}, traffic.problems[:3]
+    assert ModelRepository(repository).pinned_version() in (None, 1)
+    with pytest.raises(PromotionError, match="not built"):
+        promote(repository, 9, **common)
+
+
+def test_the_cli_needs_the_admin_key_and_reports_promotion(versioned) -> None:
+    repository, running = versioned
+    command = [sys.executable, "-m", "shopvision.cli.main", "model", "promote", "2", "--repository", str(repository),
+               "--url", running.http_url]
+    without_key = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False,
+                                 env={k: v for k, v in os.environ.items() if k != ADMIN_KEY_ENV})
+    assert without_key.returncode == 2 and ADMIN_KEY_ENV in without_key.stderr
+    wrong_key = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False,
+                               env={**os.environ, ADMIN_KEY_ENV: "wrong"})
+    assert wrong_key.returncode == 2 and "admin key" in wrong_key.stderr
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False,
+                          env={**os.environ, ADMIN_KEY_ENV: ADMIN_KEY})
+    assert done.returncode == 0 and "resnet50 version 2 is serving (was 1)" in done.stdout, done.stderr
