@@ -123,14 +123,19 @@ def test_stale_faiss_file_is_rebuilt_from_sqlite(tmp_path) -> None:
     store = FaissStore(directory, dimension=EMBEDDING_DIM)
     store.upsert(products(20), vectors[:20])
     store.close()
-    saved = (directory / "vectors.faiss").read_bytes()
+    (older,) = directory.glob("vectors-*.faiss")
+    saved = older.read_bytes()
     store = FaissStore(directory, dimension=EMBEDDING_DIM)
     store.upsert(products(10, start=20), vectors[20:])
     store.close()
-    (directory / "vectors.faiss").write_bytes(saved)  # as if the last save never happened
+    (newer,) = directory.glob("vectors-*.faiss")
+    assert newer != older
+    newer.unlink()
+    older.write_bytes(saved)  # as if the last save never happened
     store = FaissStore(directory, dimension=EMBEDDING_DIM)
     assert store.search(vectors[25], k=1, labels=None)[0][0].product_id == "sku-25"
     store.close()
+    assert [path.name for path in directory.glob("vectors-*.faiss")] == [newer.name]
 
 
 def test_wrong_dimension_is_refused(location) -> None:

@@ -2,8 +2,9 @@
 
 SQLite is the source of truth: every batch of products and vectors is one transaction, so a
 crash or Ctrl-C loses at most the batch in flight. The FAISS index is derived from it and saved
-in one file with the SQLite ``generation`` it reflects, replaced atomically; when the two
-disagree on open (a crash between them), the index is rebuilt from SQLite.
+as ``vectors-<generation>.faiss``, named after the SQLite generation it reflects and renamed into
+place only when complete; when no file matches the current generation on open (a crash between
+the two), the index is rebuilt from SQLite.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from shopvision.catalog._model import Product, SearchHit, product_key
 from shopvision.catalog._store import CatalogError
 
 DATABASE_FILE = "catalog.sqlite"
-INDEX_FILE = "vectors.faiss"
+INDEX_FILE = "vectors-{generation}.faiss"
 SCHEMA_VERSION = "1"
 
 HNSW_THRESHOLD = 20_000
@@ -237,26 +238,27 @@ class FaissStore:
             vectors = np.frombuffer(b"".join(row[1] for row in rows), dtype=np.float32).reshape(len(rows), -1)
             yield keys, vectors
 
-    def _load_index(self):
-        path = self._directory / INDEX_FILE
-        if not path.exists():
-            return None, -1
-        data = np.fromfile(path, dtype=np.uint8)
-        generation = int(data[:8].view(np.int64)[0])
-        if generation != self._generation():
-            return None, -1  # written before the last committed change: rebuild on first search
-        return self._faiss.deserialize_index(data[8:]), generation
+    def _index_path(self, generation: int) -> Path:
+        return self._directory / INDEX_FILE.format(generation=generation)
 
-    def _save_index(self, index) -> None:
+    def _load_index(self):  # noqa: ANN202
         generation = self._generation()
-        path = self._directory / INDEX_FILE
-        partial = path.with_suffix(".partial")
-        with partial.open("wb") as stream:
-            stream.write(np.int64(generation).tobytes())
-            stream.write(self._faiss.serialize_index(index).tobytes())
-            stream.flush()
+        path = self._index_path(generation)
+        if not path.exists():
+            return None, -1  # missing or written before the last committed change: rebuilt on first use
+        return self._faiss.read_index(str(path)), generation
+
+    def _save_index(self, index) -> None:  # noqa: ANN001
+        generation = self._generation()
+        path = self._index_path(generation)
+        partial = path.with_name(path.name + ".partial")
+        self._faiss.write_index(index, str(partial))  # streamed: no second in-memory copy of a large index
+        with partial.open("rb") as stream:
             os.fsync(stream.fileno())
         os.replace(partial, path)
+        for stale in self._directory.glob(INDEX_FILE.format(generation="*")):
+            if stale != path:
+                stale.unlink(missing_ok=True)
         self._saved_generation = generation
 
 
