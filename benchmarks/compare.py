@@ -27,6 +27,7 @@ VARIANTS = {
     "no_batching": "dynamic batching off in preprocess and resnet50",
     "instances_2x1_thread": "2 resnet50 instances with 1 ORT thread each",
     "int8": "resnet50 statically quantized (QDQ, int8) from the same fp32 weights",
+    "no_quality_monitor": "the ensemble without its quality_monitor step (the confidence metric's cost)",
 }
 
 
@@ -70,6 +71,11 @@ def variant_repository(base: Path, scratch: Path, name: str, int8_model: Path | 
         text = resnet_config.read_text().replace("count: 1", "count: 2")
         resnet_config.write_text(text.replace('"intra_op_threads" value { string_value: "0" }',
                                               '"intra_op_threads" value { string_value: "1" }'))
+    elif name == "no_quality_monitor":
+        ensemble = repository / contract.ENSEMBLE_MODEL / "config.pbtxt"
+        text = re.sub(r",\s*\{[^{}]*model_name: \"" + contract.QUALITY_MONITOR_MODEL + r"\"[^{}]*(\{[^{}]*\}[^{}]*)*\}",
+                      "", ensemble.read_text())
+        ensemble.write_text(text.replace('value: "resnet50_probabilities"', f'value: "{contract.PROBABILITIES}"'))
     elif name == "int8":
         shutil.copyfile(int8_model, repository / contract.RESNET_MODEL / "1" / contract.MODEL_FILE)
     else:
@@ -106,10 +112,12 @@ def perf_point(server: LocalTritonServer, *, model: str, protocol: str, input_da
     return {**asdict(point), "avg_batch": round(batch, 2)}
 
 
-def measure_variants(base: Path, input_data: Path, work: Path, settings: dict, int8_model: Path) -> list[dict]:
+def measure_variants(base: Path, input_data: Path, work: Path, settings: dict, int8_model: Path | None, *,
+                     scratch: Path) -> list[dict]:
+    """Each variant's repository is built under ``scratch``; logs and CSVs go to ``work``."""
     rows = []
     for name in settings["variants"]:
-        repository = variant_repository(base, work / "variants", name, int8_model)
+        repository = variant_repository(base, scratch / "variants", name, int8_model)
         with triton(repository, work / f"tritonserver-{name}.log") as server:
             for concurrency in settings["variant_concurrency"]:
                 row = perf_point(server, model=contract.ENSEMBLE_MODEL, protocol="grpc", input_data=input_data,

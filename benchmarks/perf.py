@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import dataclasses
 import json
 import os
 import shutil
@@ -66,6 +67,9 @@ class PerfPoint:
     server_queue_ms: float
     server_compute_ms: float
     """Server compute input + infer + output, per request."""
+    stable: bool = True
+    """False when perf_analyzer could not meet the stability criterion and the point was measured
+    once more without it (a noisy machine); the report marks such points."""
 
 
 def run(*, model: str, url: str, protocol: str, input_data: Path | None, concurrency: int, csv_path: Path,
@@ -87,10 +91,15 @@ def run(*, model: str, url: str, protocol: str, input_data: Path | None, concurr
         *(extra_args or []),
     ]
     completed = subprocess.run(command, env=environment(), capture_output=True, text=True, timeout=timeout_s)
+    stable = True
+    if completed.returncode != 0 and "Failed to obtain stable measurement" in completed.stdout:
+        stable = False
+        relaxed = [*command, "--stability-percentage", "100", "--max-trials", "3"]  # last flag wins
+        completed = subprocess.run(relaxed, env=environment(), capture_output=True, text=True, timeout=timeout_s)
     if completed.returncode != 0:
         raise RuntimeError(f"perf_analyzer failed ({completed.returncode}):\n{completed.stdout[-3000:]}\n{completed.stderr[-3000:]}")
     (point,) = parse_csv(csv_path)
-    return point
+    return dataclasses.replace(point, stable=stable)
 
 
 def parse_csv(path: Path) -> list[PerfPoint]:
