@@ -261,8 +261,11 @@ def report(out: Path, results: dict, plots: list[str]) -> str:
         lines += [f"| {v['variant']} | {compare.VARIANTS[v['variant']]} | {v['concurrency']}"
                   f"{'' if v.get('stable', True) else '*'} | {v['throughput']:.1f} | "
                   f"{v['p50_ms']:.0f} | {v['p99_ms']:.0f} | {v['avg_batch']} |" for v in results["variants"]]
-        lines += ["", "int8 accuracy is not measurable with synthetic weights; the ONNX zoo publishes 76.13 % top-1 "
-                  "for resnet50-v1-12 and 74.77 % for resnet50-v1-12-int8 (ImageNet validation)."]
+        from shopvision.modeltools.sources import ZOO_MODELS
+
+        published = " and ".join(f"{zoo.top1} % for {name}" for name, zoo in ZOO_MODELS.items())
+        lines += ["", f"int8 accuracy is not measurable with synthetic weights; the ONNX Model Zoo publishes top-1 "
+                  f"{published} (ImageNet validation)."]
     if results["resnet50_alone"]:
         lines += ["", "## resnet50 alone (perf_analyzer, random FP32 tensors, gRPC)", "",
                   "| concurrency | img/s | p50 ms | p99 ms | avg batch |", "|---|---|---|---|---|"]

@@ -121,9 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks.run import synthetic_repository
     from shopvision.server import LocalTritonServer, ServerOptions, free_ports
 
-    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "raw").mkdir(parents=True, exist_ok=True)
     http, grpc, metrics = free_ports(3)
-    with tempfile.TemporaryDirectory() as scratch, (args.out / "tritonserver.log").open("wb") as log:
+    with tempfile.TemporaryDirectory() as scratch, (args.out / "raw" / "tritonserver.log").open("wb") as log:
         repository = synthetic_repository(Path(scratch))
         options = ServerOptions(repository, http_port=http, grpc_port=grpc, metrics_port=metrics)
         with LocalTritonServer(options, log=log) as server:
