@@ -19,8 +19,9 @@ LOCUST = Path(os.environ.get("LOCUST_BIN", ROOT / ".venv-locust" / "bin" / "locu
 def locust(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     if not LOCUST.exists():
         pytest.fail(f"{LOCUST} not found: run `make locust-venv` (Locust needs its own environment)")
-    return subprocess.run([LOCUST, "--headless", "--image-size", "160x120", *args], capture_output=True, text=True,
-                          timeout=120, cwd=cwd, check=False)
+    # --stop-timeout lets users finish the gRPC call in flight instead of killing the greenlet inside it.
+    return subprocess.run([LOCUST, "--headless", "--stop-timeout", "10", "--image-size", "160x120", *args],
+                          capture_output=True, text=True, timeout=120, cwd=cwd, check=False)
 
 
 def stats(path: Path) -> dict[str, dict[str, str]]:
@@ -42,7 +43,7 @@ def test_grpc_and_http_users_send_real_images_without_failures(triton: RunningSe
 def test_step_load_shape_adds_users_in_steps(triton: RunningServer, tmp_path: Path) -> None:
     result = locust("-f", f"{ROOT / 'benchmarks' / 'locustfile.py'},{ROOT / 'benchmarks' / 'locust_step_shape.py'}",
                     "GrpcUser", "--host", triton.http_url, "--grpc-url", triton.grpc_address,
-                    "--step-users", "1", "--step-seconds", "3", "--steps", "2",
+                    "--step-users", "1", "--step-seconds", "3", "--steps", "2", "--run-time", "30s",
                     "--csv", str(tmp_path / "step"), "--csv-full-history", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     with (tmp_path / "step_stats_history.csv").open() as stream:
