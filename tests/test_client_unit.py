@@ -214,6 +214,7 @@ def test_unknown_scheme_is_refused() -> None:
         ("StatusCode.INVALID_ARGUMENT", shopvision.InvalidImageError),
         ("400", shopvision.InvalidImageError),
         ("StatusCode.UNAVAILABLE", shopvision.ServerUnavailableError),
+        ("StatusCode.CANCELLED", shopvision.ServerUnavailableError),
         ("503", shopvision.ServerUnavailableError),
         ("StatusCode.DEADLINE_EXCEEDED", shopvision.RequestTimeoutError),
         ("StatusCode.NOT_FOUND", shopvision.ModelMismatchError),
