@@ -23,9 +23,10 @@ from shopvision.preprocessing import Preprocessor
 from shopvision.server import LocalTritonServer, ServerOptions, free_ports
 
 VARIANTS = {
-    "default": "the repository as shipped (dynamic batching, 1 resnet50 instance with every core)",
+    "default": "the repository as shipped (2 resnet50 instances; a lone image on every core when the other is idle)",
+    "single_instance": "1 resnet50 instance with every core (one intra-op pool for everything)",
+    "no_single_image_session": "2 resnet50 instances, a lone image on the instance's share of the cores too",
     "no_batching": "dynamic batching off in preprocess and resnet50",
-    "instances_2x1_thread": "2 resnet50 instances with 1 ORT thread each",
     "int8": "resnet50 statically quantized (QDQ, int8) from the same fp32 weights",
     "no_quality_monitor": "the ensemble without its quality_monitor step (the confidence metric's cost)",
 }
@@ -58,6 +59,13 @@ def quantize_int8(model: Path, output: Path, images: list[bytes]) -> Path:
     return output
 
 
+def _replace(config: Path, old: str, new: str) -> None:
+    text = config.read_text()
+    if old not in text:
+        raise ValueError(f"{config} no longer has {old!r}: update this variant")
+    config.write_text(text.replace(old, new))
+
+
 def variant_repository(base: Path, scratch: Path, name: str, int8_model: Path | None = None) -> Path:
     if name == "default":
         return base
@@ -67,10 +75,11 @@ def variant_repository(base: Path, scratch: Path, name: str, int8_model: Path | 
     if name == "no_batching":
         for config in (repository / contract.PREPROCESS_MODEL / "config.pbtxt", resnet_config):
             config.write_text(re.sub(r"dynamic_batching \{.*?\n\}\n", "", config.read_text(), flags=re.S))
-    elif name == "instances_2x1_thread":
-        text = resnet_config.read_text().replace("count: 1", "count: 2")
-        resnet_config.write_text(text.replace('"intra_op_threads" value { string_value: "0" }',
-                                              '"intra_op_threads" value { string_value: "1" }'))
+    elif name == "single_instance":
+        _replace(resnet_config, "count: 2", "count: 1")
+    elif name == "no_single_image_session":
+        _replace(resnet_config, '"single_image_intra_op_threads" value { string_value: "0" }',
+                 '"single_image_intra_op_threads" value { string_value: "1" }')
     elif name == "no_quality_monitor":
         ensemble = repository / contract.ENSEMBLE_MODEL / "config.pbtxt"
         text = re.sub(r",\s*\{[^{}]*model_name: \"" + contract.QUALITY_MONITOR_MODEL + r"\"[^{}]*(\{[^{}]*\}[^{}]*)*\}",

@@ -40,7 +40,8 @@ MODES = {
     "full": {"sizes": [(640, 480), (1600, 1200)], "concurrency": [1, 2, 4, 8, 16, 32],
              "protocols": ["grpc", "http"], "requests": 160, "stability": 30, "repeats": 64,
              "compare_concurrency": [1, 8], "compare_requests": 160,
-             "variants": ["no_batching", "instances_2x1_thread", "no_quality_monitor", "int8"],
+             "variants": ["default", "single_instance", "no_single_image_session", "no_batching",
+                          "no_quality_monitor", "int8"],
              "variant_concurrency": [1, 8],
              "resnet_alone": [1, 8]},
 }
@@ -191,9 +192,10 @@ def _targets(results: dict, ceilings: dict[str, InProcess]) -> list[str]:
             row(f"served ≥ 1.05× naive server, HTTP c={concurrency} (p99 {triton['p99_ms']} vs {naive['p99_ms']} ms)",
                 value, value >= 1.05 and triton["p99_ms"] <= naive["p99_ms"])
     variants = {(v["variant"], v["concurrency"]): v for v in results["variants"]}
-    if ("int8", 8) in variants and 8 in grpc:
-        value = compare.ratio(variants[("int8", 8)]["throughput"], grpc[8]["throughput"])
-        row("int8 served ≥ 2.5× fp32 served (c=8)", value, value >= 2.5)
+    fp32 = variants.get(("default", 8)) or grpc.get(8)
+    if ("int8", 8) in variants and fp32:
+        value = compare.ratio(variants[("int8", 8)]["throughput"], fp32["throughput"])
+        row("int8 served ≥ 2.5× fp32 served (c=8, same section)", value, value >= 2.5)
     return lines
 
 
@@ -214,20 +216,20 @@ def _analysis(results: dict, ceilings: dict[str, InProcess]) -> list[str]:
     base = ceilings[first]
     lines.append(f"- Served fp32 at c=8 reaches {compare.ratio(default['throughput'], base.compute_ceiling_img_s)}× "
                  f"the compute ceiling and {compare.ratio(default['throughput'], base.raw_ort_img_s)}× raw ORT. "
-                 "On 2 cores, the preprocess and quality_monitor stubs, Triton's own threads and perf_analyzer "
-                 "share the cores with ORT's two intra-op threads, which then wait on each other.")
-    for name, meaning in (("no_batching", "dynamic batching off"), ("no_quality_monitor", "without quality_monitor"),
-                          ("instances_2x1_thread", "2 instances × 1 ORT thread")):
-        if (name, 8) in variants:
-            lines.append(f"- {meaning}: {compare.ratio(variants[(name, 8)]['throughput'], default['throughput'])}× the "
-                         "shipped configuration at c=8" + (
-                             f", {compare.ratio(variants[(name, 1)]['p50_ms'], results['served'][0]['p50_ms'])}× its "
-                             "c=1 p50" if (name, 1) in variants else "") + ".")
-    lines.append("- The shipped CPU config keeps 1 instance × all cores: it has the lowest latency at low "
-                 "concurrency. For throughput-bound CPU deployments, 2 instances × 1 thread "
-                 "(`count: 2`, `intra_op_threads: \"1\"` in configs/python_ort.pbtxt) is the measured "
-                 "alternative. On CPU the per-image ORT cost barely falls with batch size, so batching buys "
-                 "little here; on a GPU it is what fills the device.")
+                 "The ceiling counts only ORT and decoding; on 2 cores perf_analyzer, Triton's threads, the "
+                 "Python-backend stubs and their shared-memory copies run on the same cores.")
+    shipped = {c: variants.get(("default", c)) for c in (1, 8)}
+    for name in compare.VARIANTS:
+        if name == "default" or (name, 8) not in variants or not shipped[8]:
+            continue
+        lines.append(f"- {name} ({compare.VARIANTS[name]}): "
+                     f"{compare.ratio(variants[(name, 8)]['throughput'], shipped[8]['throughput'])}× the shipped "
+                     "configuration's img/s at c=8" + (
+                         f", {compare.ratio(variants[(name, 1)]['p50_ms'], shipped[1]['p50_ms'])}× its c=1 p50"
+                         if (name, 1) in variants and shipped[1] else "") + ".")
+    lines.append("- Variant ratios compare points of the same section (measured minutes apart), so they are less "
+                 "exposed to this VM's drift than ratios across sections. On CPU the per-image ORT cost barely "
+                 "falls with batch size, so batching buys little here; on a GPU it is what fills the device.")
     return lines + [""]
 
 
