@@ -14,7 +14,6 @@ import csv
 import json
 import os
 import platform
-import shutil
 import signal
 import sys
 import tempfile
@@ -227,6 +226,11 @@ def _analysis(results: dict, ceilings: dict[str, InProcess]) -> list[str]:
                      "configuration's img/s at c=8" + (
                          f", {compare.ratio(variants[(name, 1)]['p50_ms'], shipped[1]['p50_ms'])}× its c=1 p50"
                          if (name, 1) in variants and shipped[1] else "") + ".")
+    if shipped[8]:
+        lines.append(f"- Drift: the shipped configuration at c=8 with the same JPEGs gave {default['throughput']:.1f} img/s "
+                     f"in the served section and {shipped[8]['throughput']:.1f} img/s in the configurations section, "
+                     f"{compare.ratio(shipped[8]['throughput'], default['throughput'])}× with nothing changed but the "
+                     "time of day on this shared VM. Ratios across sections (the targets) carry that uncertainty.")
     lines.append("- Variant ratios compare points of the same section (measured minutes apart), so they are less "
                  "exposed to this VM's drift than ratios across sections. On CPU the per-image ORT cost barely "
                  "falls with batch size, so batching buys little here; on a GPU it is what fills the device.")
@@ -287,11 +291,9 @@ def report(out: Path, results: dict, plots: list[str]) -> str:
 
 def synthetic_repository(scratch: Path) -> Path:
     """A copy of the checked-in repository with synthetic weights (seed 0) built into version 1."""
-    from shopvision.modeltools.build import build_model
+    from shopvision.modeltools.build import build_model, copy_without_weights
 
-    repository = scratch / "model_repository"
-    shutil.copytree(REPOSITORY_SOURCE, repository, symlinks=True,
-                    ignore=shutil.ignore_patterns("model.onnx", "provenance.json", "__pycache__"))
+    repository = copy_without_weights(REPOSITORY_SOURCE, scratch / "model_repository")
     build_model("synthetic", repository)
     return repository
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from shopvision.modeltools.build import build_model, copy_without_weights
 from shopvision.server import LocalTritonServer, ServerOptions, free_ports
 
 REPOSITORY_SOURCE = Path(__file__).resolve().parent.parent / "model_repository"
@@ -16,16 +16,12 @@ REPOSITORY_SOURCE = Path(__file__).resolve().parent.parent / "model_repository"
 
 def copy_repository(target: Path) -> Path:
     """The checked-in repository without any locally built weights."""
-    shutil.copytree(REPOSITORY_SOURCE, target, symlinks=True,
-                    ignore=shutil.ignore_patterns("model.onnx", "provenance.json", "__pycache__"))
-    return target
+    return copy_without_weights(REPOSITORY_SOURCE, target)
 
 
 @pytest.fixture(scope="session")
 def built_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of model_repository/ with synthetic weights (seed 0) built into version 1."""
-    from shopvision.modeltools.build import build_model
-
     repository = copy_repository(tmp_path_factory.mktemp("repo") / "model_repository")
     build_model("synthetic", repository, seed=0)
     return repository

@@ -59,6 +59,13 @@ class BuildResult:
     """Why ``auto`` fell back to synthetic weights, if it did."""
 
 
+def copy_without_weights(source: Path, target: Path) -> Path:
+    """A copy of a model repository (configs, model.py files, labels) without any built weights."""
+    shutil.copytree(source, target, symlinks=True,
+                    ignore=shutil.ignore_patterns(MODEL_FILE, PROVENANCE_FILE, "__pycache__"))
+    return target
+
+
 def build_model(weights: str, repository: Path, *, version: int = 1, seed: int = 0) -> BuildResult:
     """Build ``repository/resnet50/<version>/model.onnx`` from ``weights`` atomically."""
     source_model, provenance_source, source_sha, fallback_reason = _resolve_source(weights, seed=seed)
