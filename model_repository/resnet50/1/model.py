@@ -4,10 +4,11 @@ Only used with ``--model-config-name=python_ort``, on tritonserver builds that l
 native ONNX Runtime backend. It runs the same ``model.onnx`` on the whole dynamic batch.
 
 CPU execution (measured in benchmarks/results): several instances with a share of the cores each
-keep every core busy under load, without per-operator hand-offs between threads. A lone image is faster on every
-core, so each instance keeps a second, all-core session for the moment when no other instance
-computes: the instances of one server share a lock file, held shared while a batch runs and
-exclusively (only if free at once) while a lone image runs on every core.
+keep every core busy under load, without per-operator hand-offs between threads. A lone image is
+faster on every core, so each instance keeps a second, all-core session for the moment when no
+other instance computes: the instances of one server share a lock file (in the temp directory,
+which must be writable), held shared while a batch runs and exclusively (only if free at once)
+while a lone image runs on every core.
 """
 
 from __future__ import annotations
