@@ -58,11 +58,24 @@ def _load_images(environment: Environment, **_: object) -> None:
     environment.shopvision_images = images
 
 
+class _ClosingOnceClient(grpcclient.InferenceServerClient):
+    """tritonclient closes its channel again in ``__del__``. Under gevent each close decrements grpc's
+    channel count, and the extra decrement deadlocks the garbage collector at exit (Locust then hangs
+    after "Shutting down"), so only the first close reaches the channel."""
+
+    _closed = False
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            super().close()
+
+
 class GrpcTransport:
     name = "gRPC"
 
     def __init__(self, environment: Environment) -> None:
-        self._client = grpcclient.InferenceServerClient(environment.parsed_options.grpc_url)
+        self._client = _ClosingOnceClient(environment.parsed_options.grpc_url)
 
     def classify(self, image: bytes) -> int:
         tensor = grpcclient.InferInput(IMAGE_INPUT, [1, 1], "BYTES")
