@@ -116,6 +116,7 @@ def test_sigterm_finishes_started_work_refuses_the_rest_clearly_and_exits(built_
     finished: list[tuple[float, str]] = []
     lock = threading.Lock()
     stop_sending = threading.Event()
+    backoff_s = shopvision.RetryPolicy().initial_backoff_s
 
     def worker() -> None:
         client = grpcclient.InferenceServerClient(running.grpc_address)
@@ -126,6 +127,9 @@ def test_sigterm_finishes_started_work_refuses_the_rest_clearly_and_exits(built_
                 outcome = "ok"
             except InferenceServerException as error:
                 outcome = f"{error.status()} {error.message()}"
+                # Back off like the SDK: Triton counts each refused ensemble request as in flight, and
+                # clients retrying at once keep that count above zero until the exit timeout.
+                stop_sending.wait(backoff_s)
             with lock:
                 finished.append((sent, outcome))
         client.close()
@@ -146,7 +150,8 @@ def test_sigterm_finishes_started_work_refuses_the_rest_clearly_and_exits(built_
     # Refusals Triton gives while stopping; the SDK retries each of them (tests/test_client_unit.py).
     transient = ("StatusCode.UNAVAILABLE", "StatusCode.CANCELLED", "has no available versions")
     assert all(any(marker in outcome for marker in transient) for outcome in refused), refused
-    assert exit_code == 0 and stopped_after < running.server.options.exit_timeout_s
+    assert exit_code == 0 and stopped_after < running.server.options.exit_timeout_s, (
+        f"exit {exit_code} after {stopped_after:.1f} s; server log:\n{running.log_text()[-3000:]}")
 
 
 def test_soak_at_saturation_without_errors_or_memory_growth(triton: RunningServer) -> None:
