@@ -16,8 +16,6 @@ from dataclasses import asdict
 from pathlib import Path
 
 from benchmarks import perf
-from benchmarks.kserve_http import INFER_PATH, classify_request
-from benchmarks.loadgen import LoadPoint, closed_loop
 from shopvision import contract
 from shopvision.preprocessing import Preprocessor
 from shopvision.server import LocalTritonServer, ServerOptions, free_ports
@@ -27,6 +25,7 @@ VARIANTS = {
     "single_instance": "1 resnet50 instance with every core (one intra-op pool for everything)",
     "no_single_image_session": "2 resnet50 instances, a lone image on the instance's share of the cores too",
     "no_batching": "dynamic batching off in preprocess and resnet50",
+    "unbounded_batches": "resnet50 batches as large as the queue allows (no preferred batch size of 2)",
     "int8": "resnet50 statically quantized (QDQ, int8) from the same fp32 weights",
     "no_quality_monitor": "the ensemble without its quality_monitor step (the confidence metric's cost)",
 }
@@ -75,6 +74,8 @@ def variant_repository(base: Path, scratch: Path, name: str, int8_model: Path | 
     if name == "no_batching":
         for config in (repository / contract.PREPROCESS_MODEL / "config.pbtxt", resnet_config):
             config.write_text(re.sub(r"dynamic_batching \{.*?\n\}\n", "", config.read_text(), flags=re.S))
+    elif name == "unbounded_batches":
+        _replace(resnet_config, "  preferred_batch_size: [ 2 ]\n", "")
     elif name == "single_instance":
         _replace(resnet_config, "count: 2", "count: 1")
     elif name == "no_single_image_session":
@@ -172,22 +173,6 @@ def naive_server(model: Path, log: Path) -> Iterator[str]:
         finally:
             process.terminate()
             process.wait(timeout=30)
-
-
-def measure_http_comparison(base: Path, model: Path, images: list[bytes], work: Path, settings: dict) -> list[LoadPoint]:
-    """Triton's ensemble and the naive server, same HTTP client, same JPEGs, one image per request."""
-    points = []
-    with triton(base, work / "tritonserver-http.log") as server:
-        for concurrency in settings["compare_concurrency"]:
-            points.append(closed_loop("triton", server.http_url, lambda image: (INFER_PATH, *classify_request(image)),
-                                      images, concurrency=concurrency, requests=settings["compare_requests"]))
-    with naive_server(model, work / "naive-server.log") as url:
-        for concurrency in settings["compare_concurrency"]:
-            points.append(closed_loop("naive", url, lambda image: ("/classify", {}, image), images,
-                                      concurrency=concurrency, requests=settings["compare_requests"]))
-    for point in points:
-        print(f"http {point}", flush=True)
-    return points
 
 
 def ratio(numerator: float, denominator: float) -> float:

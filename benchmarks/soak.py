@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import shopvision
+from benchmarks.processes import tree_rss_bytes
 from shopvision.samples import product_jpeg
 
 SAMPLE_EVERY_S = 5.0
@@ -38,28 +39,6 @@ class SoakResult:
     @property
     def memory_flat(self) -> bool:
         return self.rss_end_mb <= self.rss_after_warmup_mb * 1.10 + 20
-
-
-def process_tree_rss_bytes(pid: int) -> int:
-    """RSS of a process and all its descendants, from /proc (Linux)."""
-    children: dict[int, list[int]] = {}
-    for status in Path("/proc").glob("[0-9]*/status"):
-        try:
-            fields = dict(line.split(":", 1) for line in status.read_text().splitlines() if ":" in line)
-        except OSError:
-            continue  # the process ended while we looked
-        children.setdefault(int(fields["PPid"]), []).append(int(status.parent.name))
-    total, pending = 0, [pid]
-    while pending:
-        current = pending.pop()
-        pending.extend(children.get(current, []))
-        try:
-            for line in Path(f"/proc/{current}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) * 1024
-        except OSError:
-            continue
-    return total
 
 
 async def _load(url: str, images: list[bytes], *, concurrency: int, seconds: float) -> tuple[int, int]:
@@ -90,7 +69,7 @@ def soak(url: str, server_pid: int, *, seconds: float, concurrency: int = 8) -> 
 
     async def sample() -> None:
         while time.monotonic() < stop:
-            samples.append(process_tree_rss_bytes(server_pid) / 2**20)
+            samples.append(tree_rss_bytes(server_pid) / 2**20)
             await asyncio.sleep(SAMPLE_EVERY_S)
 
     async def run() -> tuple[int, int]:
@@ -103,7 +82,7 @@ def soak(url: str, server_pid: int, *, seconds: float, concurrency: int = 8) -> 
     started = time.monotonic()
     done, errors = asyncio.run(run())
     elapsed = time.monotonic() - started
-    samples.append(process_tree_rss_bytes(server_pid) / 2**20)
+    samples.append(tree_rss_bytes(server_pid) / 2**20)
     warm = samples[max(1, len(samples) // 5)] if len(samples) > 1 else samples[0]
     return SoakResult(round(elapsed, 1), concurrency, done, errors, round(done / elapsed, 1), round(warm, 1),
                       round(samples[-1], 1), [round(s, 1) for s in samples])

@@ -20,13 +20,16 @@ def test_quick_benchmark_writes_results_report_and_plot(tmp_path: Path) -> None:
     assert {row["concurrency"] for row in results["served"]} == {1, 8}
     assert all(row["throughput"] > 0 and row["p99_ms"] >= row["p50_ms"] for row in results["served"])
     assert all(row["avg_batch"] >= 1 for row in results["served"])
-    comparison = {point["target"]: point for point in results["http_comparison"]}
-    assert set(comparison) == {"triton", "naive"}
-    assert all(point["requests"] == 24 and point["failures"] == 0 and point["throughput"] > 0
-               for point in comparison.values())
+    (paired_round,) = results["paired"]  # quick mode: one round of the targets' paired points
+    assert set(paired_round) == {"grpc_c1", "in_process", "grpc_c8", "http_triton_c8", "http_naive_c8"}
+    for name in ("http_triton_c8", "http_naive_c8"):
+        point = paired_round[name]
+        assert point["requests"] == 24 and point["failures"] == 0 and point["throughput"] > 0, point
+    assert paired_round["grpc_c8"]["throughput"] > 0 and paired_round["in_process"]["compute_ceiling_img_s"] > 0
     report = (tmp_path / "report.md").read_text()
     assert "Synthetic ResNet50 weights" in report and "vs compute ceiling" in report
-    assert "served ≥ 1.05× naive server, HTTP c=8" in report
+    ratio = paired_round["http_triton_c8"]["throughput"] / paired_round["http_naive_c8"]["throughput"]
+    assert f"| served ≥ 1.05× naive server, HTTP c=8 | {round(ratio, 2)} |" in report
     for plot in ("served.png", "configurations.png"):
         assert (tmp_path / plot).read_bytes().startswith(b"\x89PNG")
 
