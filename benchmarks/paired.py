@@ -50,9 +50,11 @@ def measure_rounds(repository: Path, int8_repository: Path | None, images: list[
         naive = servers.enter_context(compare.naive_server(model, work / "naive-server.log"))
 
         def served(server: LocalTritonServer, concurrency: int) -> Callable[[], dict]:
+            precision = "int8" if server is int8 else "fp32"
             return lambda: compare.perf_point(server, model=contract.ENSEMBLE_MODEL, protocol="grpc",
                                               input_data=input_data, concurrency=concurrency,
-                                              csv_path=work / f"pa-paired-{concurrency}.csv", settings=settings)
+                                              csv_path=work / f"pa-paired-{precision}-{concurrency}.csv",
+                                              settings=settings)
 
         def accounted(server: LocalTritonServer, concurrency: int) -> Callable[[], dict]:
             """The served point plus the CPU each process spent on it, per image."""
