@@ -30,7 +30,8 @@ class Target:
     name: str
     ratios: list[float]
     """One per round."""
-    met: Callable[[float], bool]
+    met: Callable[[float], bool] | None
+    """None: reported, not a target."""
 
     @property
     def median(self) -> float:
@@ -117,9 +118,9 @@ def targets(rounds: list[dict]) -> list[Target]:
         Target("served fp32 gRPC c=8 ≥ 0.95× compute ceiling",
                per_round(lambda r: r["grpc_c8"]["throughput"], lambda r: r["in_process"]["compute_ceiling_img_s"]),
                lambda value: value >= 0.95),
-        Target("served fp32 gRPC c=8 vs raw ORT (reported)",
+        Target("served fp32 gRPC c=8 vs raw ORT",
                per_round(lambda r: r["grpc_c8"]["throughput"], lambda r: r["in_process"]["raw_ort_img_s"]),
-               lambda value: True),
+               None),
         Target("c=1 p50 ≤ 1.15× in-process single image",
                per_round(lambda r: r["grpc_c1"]["p50_ms"], lambda r: r["in_process"]["pipeline_single_image_ms"]),
                lambda value: value <= 1.15),
@@ -143,6 +144,12 @@ def targets(rounds: list[dict]) -> list[Target]:
     return found
 
 
+def _verdict(target: Target) -> str:
+    if target.met is None:
+        return "(reported)"
+    return "yes" if target.met(target.median) else "**no**"
+
+
 def median_throughputs(rounds: list[dict]) -> dict[str, float]:
     """Every served point's img/s, median over the rounds."""
     return {name: round(statistics.median(r[name]["throughput"] for r in rounds), 1)
@@ -156,7 +163,7 @@ def report_lines(rounds: list[dict]) -> list[str]:
              "| target | median | range over rounds | met (median) |", "|---|---|---|---|"]
     for target in targets(rounds):
         lines.append(f"| {target.name} | {target.median} | {min(target.ratios)}–{max(target.ratios)} | "
-                     f"{'yes' if target.met(target.median) else '**no**'} |")
+                     f"{_verdict(target)} |")
     lines += ["", *cpu_lines(rounds)]
     lines += ["", "<details><summary>Every point of every round</summary>", "",
               "| round | point | img/s | p50 ms | p99 ms |", "|---|---|---|---|---|"]
