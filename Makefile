@@ -8,7 +8,7 @@ WEIGHTS ?= auto
 SERVE_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: serve test venv locust-venv model system-deps clean
+.PHONY: serve test venv locust-venv model backend backend-required system-deps clean
 
 $(BIN)/shopvision: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,13 +33,21 @@ $(MODEL): | $(BIN)/shopvision
 
 model: $(MODEL)
 
-serve: venv model
+# Triton's native ONNX Runtime backend, built once into ~/.cache/shopvision (outside the repository).
+# Without a C++ toolchain `make serve` warns and serves the python_ort stand-in; the suite needs it.
+backend: venv
+	$(BIN)/shopvision backend build
+
+backend-required: system-deps venv
+	$(BIN)/shopvision backend build --require
+
+serve: venv model backend
 	$(BIN)/shopvision serve $(SERVE_ARGS)
 
 system-deps:
 	scripts/install-system-deps.sh
 
-test: system-deps venv locust-venv
+test: system-deps venv locust-venv backend-required
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:

@@ -32,8 +32,10 @@ CROP_SIZE: Final = 224
 IMAGENET_MEAN: Final = (0.485, 0.456, 0.406)
 IMAGENET_STD: Final = (0.229, 0.224, 0.225)
 
-CPU_CONFIG_NAME: Final = "python_ort"
-"""``--model-config-name`` for hosts whose tritonserver has no ONNX Runtime backend."""
+CPU_CONFIG_NAME: Final = "cpu"
+"""``--model-config-name`` on hosts without a GPU: resnet50 on the native ONNX Runtime backend, tuned for CPU."""
+STAND_IN_CONFIG_NAME: Final = "python_ort"
+"""``--model-config-name`` for tritonserver builds without the ONNX Runtime backend: resnet50 in a Python stub."""
 
 MODEL_FILE: Final = "model.onnx"
 """ResNet50 weights in each version folder of resnet50 (Triton's onnxruntime default name)."""

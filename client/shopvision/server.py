@@ -1,11 +1,15 @@
 """Run a real tritonserver locally: the binary inside the ``nvidia-pytriton`` wheel (CPU only).
 
-That build has the Python backend but no ONNX Runtime backend, so it serves the repository
-with ``--model-config-name=python_ort``. Used by ``shopvision serve`` and the test fixtures.
+That build has the Python backend but no ONNX Runtime backend. With the native backend built
+into the cache (``shopvision backend build``, see :mod:`shopvision.native_backend`) it serves
+the repository as the official container does on a CPU node (``--model-config-name=cpu``);
+without it, with the ``python_ort`` stand-in. Used by ``shopvision serve``, the tests and the
+benchmarks.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import secrets
 import signal
@@ -19,7 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from shopvision.contract import CPU_CONFIG_NAME
+from shopvision.contract import CPU_CONFIG_NAME, STAND_IN_CONFIG_NAME
+from shopvision.native_backend import find_native_backend
 
 _STUB = "triton_python_backend_stub"
 ADMIN_KEY_ENV = "SHOPVISION_ADMIN_KEY"
@@ -43,6 +48,7 @@ class ServerOptions:
     metrics_port: int = 8002
     host: str = "127.0.0.1"
     config_name: str | None = CPU_CONFIG_NAME
+    """``--model-config-name``; None serves each model's ``config.pbtxt`` (the GPU configuration)."""
     exit_timeout_s: int = 30
     log_verbose: int = 0
     admin_key: str | None = None
@@ -51,6 +57,12 @@ class ServerOptions:
     model_control: str = "none"
     """``none`` (production default: the repository cannot change under a running server) or
     ``explicit`` (``shopvision model promote``/``rollback`` load versions through the admin API)."""
+    onnxruntime_global_pool: bool = True
+    """Under the ``cpu`` configuration, resnet50's instances share ONNX Runtime's global thread pool
+    (False: each instance has the threads its config names, for comparisons)."""
+    onnxruntime_threads: int | None = None
+    """Size of that pool; None: the CPUs this process may use (its affinity, capped by a container's
+    CPU limit)."""
     extra_args: tuple[str, ...] = field(default_factory=tuple)
 
 
@@ -86,6 +98,14 @@ def triton_arguments(options: ServerOptions) -> list[str]:
         raise ValueError(f"model_control must be none or explicit, not {options.model_control!r}")
     if options.config_name:
         arguments.append(f"--model-config-name={options.config_name}")
+    if options.config_name == CPU_CONFIG_NAME and options.onnxruntime_global_pool:
+        # The CPU configuration's 2 resnet50 instances share one pool of a thread per core: a lone
+        # image gets every core, and two batches in flight do not start twice as many threads as
+        # cores (ONNX Runtime's threads spin while they wait, and r24.10's backend cannot stop that).
+        # A server-wide setting, so it lives here and not in configs/cpu.pbtxt.
+        threads = options.onnxruntime_threads or available_cores()
+        arguments += ["--backend-config=onnxruntime,enable-global-threadpool=1",
+                      f"--backend-config=onnxruntime,intra_op_thread_count={threads}"]
     restriction = f"{','.join(RESTRICTED_APIS)}:{ADMIN_KEY_HEADER}={options.admin_key or secrets.token_urlsafe(32)}"
     arguments += [f"--http-restricted-api={restriction}", f"--grpc-restricted-protocol={restriction}"]
     if options.grpc_tls is not None:
@@ -97,6 +117,17 @@ def triton_arguments(options: ServerOptions) -> list[str]:
     return [*arguments, *options.extra_args]
 
 
+def available_cores(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
+    """CPUs this process may use: its affinity, capped by a cgroup v2 CPU quota (a container's CPU
+    limit, which ``os.cpu_count()`` ignores: a pod limited to 2 CPUs on a 64-core node sees 64)."""
+    cores = len(os.sched_getaffinity(0))
+    try:
+        quota, period = (cgroup / "cpu.max").read_text().split()
+    except (OSError, ValueError):
+        return cores
+    return cores if quota == "max" else max(1, min(cores, math.ceil(int(quota) / int(period))))
+
+
 @dataclass(frozen=True)
 class TritonInstallation:
     """The pieces of the nvidia-pytriton wheel that make a standalone tritonserver."""
@@ -105,6 +136,8 @@ class TritonInstallation:
     python_backend: Path
     stub: Path
     libraries: Path
+    native_backend: Path | None = None
+    """Triton's onnxruntime backend built for this server (None: only the python_ort stand-in runs)."""
 
     @classmethod
     def from_wheel(cls) -> TritonInstallation:
@@ -122,21 +155,28 @@ class TritonInstallation:
             python_backend=root / "backends" / "python",
             stub=root / "python_backend_stubs" / version / _STUB,
             libraries=Path(pytriton.__file__).parent.parent / "nvidia_pytriton.libs",
+            native_backend=find_native_backend(),
         )
-        missing = [str(path) for path in vars(installation).values() if not path.exists()]
+        missing = [str(path) for path in vars(installation).values() if path is not None and not path.exists()]
         if missing:
             raise ServerError(f"the nvidia-pytriton wheel is incomplete for Python {version}: missing {missing}")
         return installation
 
+    @property
+    def default_config_name(self) -> str:
+        """The CPU configuration this installation can serve: native when built, else the stand-in."""
+        return CPU_CONFIG_NAME if self.native_backend else STAND_IN_CONFIG_NAME
+
     def backend_directory(self, root: Path) -> Path:
-        """``root/python`` holding the backend library, its utils and the stub for this Python."""
-        python_dir = root / "python"
-        python_dir.mkdir(parents=True, exist_ok=True)
-        for source in [*self.python_backend.glob("*.so"), *self.python_backend.glob("*.py"), self.stub]:
-            link = python_dir / source.name
-            if link.is_symlink() or link.exists():
-                link.unlink()
-            link.symlink_to(source)
+        """``root/python`` (backend library, utils, the stub for this Python) and, when built,
+        ``root/onnxruntime`` (Triton's backend and ONNX Runtime)."""
+        _link_all(root / "python", [*self.python_backend.glob("*.so"), *self.python_backend.glob("*.py"), self.stub])
+        if self.native_backend is not None:
+            # The backend links libtritonserver.so; the wheel ships it renamed. A link by the plain
+            # name next to the backend ($ORIGIN) resolves to the file the server already loaded.
+            (server_library,) = self.libraries.glob("libtritonserver*.so")
+            libraries = [path for path in self.native_backend.iterdir() if ".so" in path.name]
+            _link_all(root / "onnxruntime", libraries, extra={"libtritonserver.so": server_library})
         return root
 
     def environment(self) -> dict[str, str]:
@@ -146,6 +186,16 @@ class TritonInstallation:
         # `python3` it sees first on PATH: make that this interpreter's environment.
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
         return env
+
+
+def _link_all(directory: Path, sources: list[Path], *, extra: dict[str, Path] | None = None) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    links = {source.name: source for source in sources} | (extra or {})
+    for name, source in links.items():
+        link = directory / name
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(source)
 
 
 def free_ports(count: int) -> list[int]:
@@ -195,6 +245,11 @@ class LocalTritonServer:
     def start(self, *, ready_timeout_s: float = 180.0) -> None:
         if self._process is not None and self._process.poll() is None:
             raise ServerError("the server is already running")
+        if self._installation.native_backend is None and self.options.config_name != STAND_IN_CONFIG_NAME:
+            raise ServerError(
+                f"configuration {self.options.config_name or 'config.pbtxt'} needs Triton's onnxruntime backend, "
+                f"which this tritonserver lacks: build it with `shopvision backend build` (or `make backend`), "
+                f"or serve the stand-in with config name {STAND_IN_CONFIG_NAME}")
         self._process = subprocess.Popen(
             self.command(), env=self._installation.environment(),
             stdout=self._log, stderr=subprocess.STDOUT if self._log else None,

@@ -10,7 +10,9 @@ from pathlib import Path
 
 from shopvision.cli._common import EXIT_OK, EXIT_USAGE
 from shopvision.cli.model import DEFAULT_REPOSITORY
-from shopvision.contract import CPU_CONFIG_NAME, MODEL_FILE, RESNET_MODEL
+from shopvision.contract import CPU_CONFIG_NAME, MODEL_FILE, RESNET_MODEL, STAND_IN_CONFIG_NAME
+
+AUTO = "auto"
 
 
 class _Terminated(Exception):
@@ -30,8 +32,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--http-port", type=int, default=8000)
     serve.add_argument("--grpc-port", type=int, default=8001)
     serve.add_argument("--metrics-port", type=int, default=8002)
-    serve.add_argument("--config-name", default=CPU_CONFIG_NAME,
-                       help=f"Triton --model-config-name (default {CPU_CONFIG_NAME}: resnet50 via the Python backend)")
+    serve.add_argument("--config-name", default=AUTO,
+                       help=f"Triton --model-config-name; {AUTO} (default): {CPU_CONFIG_NAME} (native ONNX Runtime "
+                            f"backend, as the container runs on a CPU node) once `shopvision backend build` has run, "
+                            f"else {STAND_IN_CONFIG_NAME} (resnet50 in a Python stub)")
     serve.add_argument("--log-verbose", type=int, default=0)
     serve.add_argument("--model-control", choices=["none", "explicit"], default="none",
                        help="explicit lets `shopvision model promote/rollback` swap versions live "
@@ -41,7 +45,14 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def run_serve(args: argparse.Namespace) -> int:
     from shopvision.modeltools.build import read_provenance
-    from shopvision.server import ADMIN_KEY_ENV, ADMIN_KEY_HEADER, RESTRICTED_APIS, LocalTritonServer, ServerOptions
+    from shopvision.server import (
+        ADMIN_KEY_ENV,
+        ADMIN_KEY_HEADER,
+        RESTRICTED_APIS,
+        LocalTritonServer,
+        ServerOptions,
+        TritonInstallation,
+    )
 
     repository = args.repository.resolve()
     versions = sorted((repository / RESNET_MODEL).glob(f"[0-9]*/{MODEL_FILE}"))
@@ -49,12 +60,17 @@ def run_serve(args: argparse.Namespace) -> int:
         print(f"no model built in {repository}: run `shopvision model build --weights auto` first", file=sys.stderr)
         return EXIT_USAGE
     admin_key = os.environ.get(ADMIN_KEY_ENV) or None
+    installation = TritonInstallation.from_wheel()
+    config_name = installation.default_config_name if args.config_name == AUTO else args.config_name
+    if installation.native_backend is None and config_name == STAND_IN_CONFIG_NAME:
+        print(f"no native ONNX Runtime backend built (`shopvision backend build`): serving with the "
+              f"{STAND_IN_CONFIG_NAME} stand-in", file=sys.stderr)
     options = ServerOptions(
         model_repository=repository, host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
-        metrics_port=args.metrics_port, config_name=args.config_name, log_verbose=args.log_verbose,
+        metrics_port=args.metrics_port, config_name=config_name, log_verbose=args.log_verbose,
         admin_key=admin_key, model_control=args.model_control,
     )
-    server = LocalTritonServer(options)
+    server = LocalTritonServer(options, installation=installation)
 
     def terminate(signum: int, frame: object) -> None:
         raise _Terminated
@@ -67,6 +83,8 @@ def run_serve(args: argparse.Namespace) -> int:
             source = provenance.source if provenance else "unknown provenance"
             banner = "  <<< SYNTHETIC WEIGHTS: outputs are meaningless >>>" if provenance and provenance.synthetic else ""
             print(f"resnet50 version {model_file.parent.name}: {source}{banner}", flush=True)
+        runner = "Python-backend stand-in" if config_name == STAND_IN_CONFIG_NAME else "native ONNX Runtime backend"
+        print(f"resnet50 configuration: {config_name or 'config.pbtxt'} ({runner})", flush=True)
         print(f"ready: HTTP {server.http_url}  gRPC {server.grpc_url}  metrics {server.metrics_url}", flush=True)
         access = (f"open with header '{ADMIN_KEY_HEADER}' (${ADMIN_KEY_ENV})" if admin_key
                   else f"closed (set ${ADMIN_KEY_ENV} to open them with header '{ADMIN_KEY_HEADER}')")
