@@ -4,6 +4,7 @@ dashboard. Then a real Prometheus scraping the real server and evaluating the ru
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -17,10 +18,10 @@ import pytest
 import yaml
 
 import shopvision
-from shopvision.container import options_from_environment
+from shopvision.container import gpu_visible, options_from_environment
 from shopvision.contract import CONFIDENCE_METRIC
 from shopvision.samples import product_jpeg
-from shopvision.server import free_ports, triton_arguments
+from shopvision.server import available_cores, free_ports, triton_arguments
 from tests.conftest import RunningServer
 
 pytestmark = pytest.mark.filterwarnings("ignore::shopvision.SyntheticWeightsWarning")
@@ -96,6 +97,10 @@ def test_chart_renders_manifests_valid_against_kubernetes_schemas(values) -> Non
     assert container["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", "10"]
     assert pod["terminationGracePeriodSeconds"] == 10 + 30 + 15
     assert {item["name"] for item in container["env"]} >= {"SHOPVISION_MODEL_REPOSITORY", "SHOPVISION_EXIT_TIMEOUT_S"}
+    # A pod without a GPU (the default) serves the configuration measured for CPU nodes.
+    gpu = "nvidia.com/gpu" in container["resources"].get("limits", {})
+    config_name = next(item["value"] for item in container["env"] if item["name"] == "SHOPVISION_MODEL_CONFIG_NAME")
+    assert config_name == ("default" if gpu else "cpu")
 
 
 def test_production_values_wire_gpu_tls_admin_key_autoscaling_and_monitoring() -> None:
@@ -107,6 +112,7 @@ def test_production_values_wire_gpu_tls_admin_key_autoscaling_and_monitoring() -
     assert env["SHOPVISION_ADMIN_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "shopvision-admin", "key": "admin-key"}
     assert env["SHOPVISION_MODEL_REPOSITORY"]["value"] == "/mnt/model-repository"
     assert env["SHOPVISION_MODEL_CONTROL"]["value"] == "explicit"
+    assert env["SHOPVISION_MODEL_CONFIG_NAME"]["value"] == "default"
     assert container["args"] == ["--log-verbose=1"]
     metrics = manifests["HorizontalPodAutoscaler"]["spec"]["metrics"]
     assert [metric["type"] for metric in metrics] == ["Resource", "Pods"]
@@ -141,11 +147,11 @@ def test_container_entrypoint_turns_the_environment_into_tritonserver_flags() ->
     options = options_from_environment({
         "SHOPVISION_MODEL_REPOSITORY": "s3://bucket/models", "SHOPVISION_ADMIN_KEY": "k3y",
         "SHOPVISION_GRPC_TLS_CERT": "/tls/tls.crt", "SHOPVISION_GRPC_TLS_KEY": "/tls/tls.key",
-        "SHOPVISION_GRPC_TLS_CLIENT_CA": "/tls/ca.crt"}, ["--log-verbose=1"])
+        "SHOPVISION_GRPC_TLS_CLIENT_CA": "/tls/ca.crt"}, ["--log-verbose=1"], gpu=True)
     arguments = triton_arguments(options)
     assert "--model-repository=s3://bucket/models" in arguments  # not collapsed into a path
     assert "--http-address=0.0.0.0" in arguments and "--model-control-mode=none" in arguments
-    explicit = triton_arguments(options_from_environment({"SHOPVISION_MODEL_CONTROL": "explicit"}, []))
+    explicit = triton_arguments(options_from_environment({"SHOPVISION_MODEL_CONTROL": "explicit"}, [], gpu=True))
     assert {"--model-control-mode=explicit", "--load-model=*"} <= set(explicit)
     assert not any(argument.startswith("--model-config-name") for argument in arguments)
     assert "--grpc-restricted-protocol=model-repository,shared-memory,trace,logging:shopvision-admin-key=k3y" in arguments
@@ -153,7 +159,39 @@ def test_container_entrypoint_turns_the_environment_into_tritonserver_flags() ->
             "--grpc-root-cert=/tls/ca.crt"} <= set(arguments)
     assert arguments[-1] == "--log-verbose=1"
     with pytest.raises(SystemExit, match="set together"):
-        options_from_environment({"SHOPVISION_GRPC_TLS_CERT": "/tls/tls.crt"}, [])
+        options_from_environment({"SHOPVISION_GRPC_TLS_CERT": "/tls/tls.crt"}, [], gpu=True)
+
+
+@pytest.mark.parametrize("requested, gpu, expected", [
+    (None, False, "cpu"), ("auto", False, "cpu"), ("", True, None), ("auto", True, None),
+    ("default", False, None), ("cpu", True, "cpu"), ("python_ort", False, "python_ort"),
+])
+def test_container_picks_the_cpu_configuration_when_no_gpu_is_visible(requested, gpu, expected) -> None:
+    environ = {} if requested is None else {"SHOPVISION_MODEL_CONFIG_NAME": requested}
+    arguments = triton_arguments(options_from_environment(environ, [], gpu=gpu))
+    names = [argument.removeprefix("--model-config-name=") for argument in arguments
+             if argument.startswith("--model-config-name=")]
+    assert names == ([expected] if expected else [])
+
+
+def test_the_cpu_configuration_shares_one_onnxruntime_pool_sized_to_the_cpu_limit(tmp_path: Path) -> None:
+    affinity = len(os.sched_getaffinity(0))
+    (tmp_path / "cpu.max").write_text("150000 100000\n")  # a container limited to 1.5 CPUs
+    assert available_cores(tmp_path) == min(2, affinity)
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert available_cores(tmp_path) == affinity
+    cpu = triton_arguments(options_from_environment({"SHOPVISION_ONNXRUNTIME_THREADS": "3"}, [], gpu=False))
+    assert {"--backend-config=onnxruntime,enable-global-threadpool=1",
+            "--backend-config=onnxruntime,intra_op_thread_count=3"} <= set(cpu)
+    gpu = triton_arguments(options_from_environment({}, [], gpu=True))
+    assert not any("onnxruntime" in argument for argument in gpu)
+
+
+def test_a_gpu_is_visible_when_the_runtime_mounted_its_device(tmp_path: Path) -> None:
+    (tmp_path / "nvidiactl").touch()
+    assert not gpu_visible(tmp_path)
+    (tmp_path / "nvidia0").touch()
+    assert gpu_visible(tmp_path)
 
 
 @pytest.mark.parametrize("dockerfile", ["Dockerfile", "locust.Dockerfile"])
@@ -182,6 +220,8 @@ def test_compose_file_is_valid(profiles) -> None:
     services = json.loads(result.stdout)["services"]
     triton = services[f"triton-{profiles[0]}"]
     assert triton["shm_size"] and triton["healthcheck"]["test"][-1].endswith("/v2/health/ready")
+    assert triton["environment"]["SHOPVISION_MODEL_CONFIG_NAME"] == {"cpu": "cpu", "gpu": "default"}[profiles[0]]
+    assert "SHOPVISION_ADMIN_KEY" in triton["environment"]
     assert {"prometheus", "grafana"} <= set(services)
     assert ("locust" in services) == ("load" in profiles)
 

@@ -201,7 +201,7 @@ def test_auto_falls_back_to_synthetic_and_records_it(tmp_path: Path) -> None:
     result = build_model("auto", repository, seed=0)
     assert result.fallback_reason and "could not download" in result.fallback_reason
     assert result.provenance.synthetic and result.provenance.source == "synthetic"
-    config = (repository / "resnet50" / "configs" / "python_ort.pbtxt").read_text()
+    config = (repository / "resnet50" / "configs" / "cpu.pbtxt").read_text()
     assert 'key: "weights_synthetic" value { string_value: "true" }' in config
     assert f'string_value: "{result.provenance.model_sha256}"' in config
     assert hashlib.sha256(result.model_path.read_bytes()).hexdigest() == result.provenance.model_sha256

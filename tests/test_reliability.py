@@ -17,7 +17,7 @@ from tritonclient.utils import InferenceServerException
 
 import shopvision
 from benchmarks.soak import soak
-from shopvision.contract import ENSEMBLE_MODEL, IMAGE_INPUT, PREPROCESS_MODEL, RESNET_MODEL
+from shopvision.contract import CPU_CONFIG_NAME, ENSEMBLE_MODEL, IMAGE_INPUT, PREPROCESS_MODEL, RESNET_MODEL
 from shopvision.samples import product_jpeg
 from shopvision.server import GrpcTls
 from tests.conftest import RunningServer, start_server
@@ -56,7 +56,7 @@ def shedding_server(built_repository: Path, tmp_path_factory) -> RunningServer:
     repository = tmp_path_factory.mktemp("shedding") / "model_repository"
     shutil.copytree(built_repository, repository, symlinks=True)
     for config in [repository / PREPROCESS_MODEL / "config.pbtxt",
-                   repository / RESNET_MODEL / "configs" / "python_ort.pbtxt"]:
+                   repository / RESNET_MODEL / "configs" / f"{CPU_CONFIG_NAME}.pbtxt"]:
         text, count = re.subn(r"max_queue_size: \d+", "max_queue_size: 2", config.read_text())
         assert count == 1, config
         config.write_text(text)

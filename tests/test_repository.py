@@ -25,6 +25,7 @@ def tensors(entries) -> dict[str, tuple[int, list[int]]]:
 RESNET_CONFIGS = [
     REPOSITORY_SOURCE / contract.RESNET_MODEL / "config.pbtxt",
     REPOSITORY_SOURCE / contract.RESNET_MODEL / "configs" / f"{contract.CPU_CONFIG_NAME}.pbtxt",
+    REPOSITORY_SOURCE / contract.RESNET_MODEL / "configs" / f"{contract.STAND_IN_CONFIG_NAME}.pbtxt",
 ]
 RESNET_OUTPUTS = {
     contract.PROBABILITIES: (FP32, [contract.NUM_CLASSES]),
@@ -74,9 +75,10 @@ def test_every_resnet50_config_has_the_same_contract(path: Path) -> None:
     assert {o.label_filename for o in config.output if o.name == contract.PROBABILITIES} == {contract.LABELS_FILE}
 
 
-def test_default_config_uses_native_onnxruntime_and_custom_config_the_python_backend() -> None:
-    assert load_config(RESNET_CONFIGS[0]).backend == "onnxruntime"
-    assert load_config(RESNET_CONFIGS[1]).backend == "python"
+def test_default_and_cpu_configs_use_native_onnxruntime_and_the_stand_in_the_python_backend() -> None:
+    default, cpu, stand_in = (load_config(path) for path in RESNET_CONFIGS)
+    assert (default.backend, cpu.backend, stand_in.backend) == ("onnxruntime", "onnxruntime", "python")
+    assert [group.kind for group in cpu.instance_group] == [model_config_pb2.ModelInstanceGroup.KIND_CPU]
 
 
 @pytest.mark.parametrize("model", [contract.ENSEMBLE_MODEL, contract.RESNET_MODEL])

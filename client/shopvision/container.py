@@ -4,12 +4,16 @@ Configured by environment variables, so the same image serves under docker, comp
 
 =============================== ===============================================================
 SHOPVISION_MODEL_REPOSITORY     ``/models`` (baked in), a mounted folder, or ``s3://``/``gs://``
-SHOPVISION_MODEL_CONFIG_NAME    empty: native ONNX Runtime (GPU if present, else CPU);
-                                ``python_ort`` only on builds without the onnxruntime backend
+SHOPVISION_MODEL_CONFIG_NAME    ``auto`` (or empty): ``cpu`` when no GPU is visible, else each
+                                model's ``config.pbtxt`` (the GPU configuration); ``default``
+                                forces ``config.pbtxt``; ``cpu``; ``python_ort`` only on
+                                builds without the onnxruntime backend
 SHOPVISION_ADMIN_KEY            opens the restricted admin APIs to requests carrying it
 SHOPVISION_GRPC_TLS_CERT/_KEY   PEM files: gRPC over TLS; ``SHOPVISION_GRPC_TLS_CLIENT_CA``
                                 adds mutual TLS
 SHOPVISION_EXIT_TIMEOUT_S       seconds in-flight requests get on SIGTERM (default 30)
+SHOPVISION_ONNXRUNTIME_THREADS  ``cpu`` configuration: ONNX Runtime's global pool size (default:
+                                the container's CPU limit, else its CPUs)
 SHOPVISION_MODEL_CONTROL        ``none`` (default) or ``explicit`` for ``shopvision model promote``
 =============================== ===============================================================
 
@@ -22,12 +26,32 @@ import os
 import sys
 from pathlib import Path
 
+from shopvision.contract import CPU_CONFIG_NAME
 from shopvision.server import ADMIN_KEY_ENV, GrpcTls, ServerOptions, triton_arguments
 
 DEFAULT_REPOSITORY = "/models"
+AUTO_CONFIG = "auto"
+DEFAULT_CONFIG = "default"
+"""Each model's own ``config.pbtxt``: Triton takes it when no ``--model-config-name`` is given."""
 
 
-def options_from_environment(environ: dict[str, str], extra_args: list[str]) -> ServerOptions:
+def gpu_visible(devices: Path = Path("/dev")) -> bool:
+    """Whether the NVIDIA container runtime gave this container a GPU (it mounts /dev/nvidia<N>).
+
+    NVIDIA_VISIBLE_DEVICES says nothing here: the official image sets it to ``all`` even on
+    hosts without a GPU.
+    """
+    return any(devices.glob("nvidia[0-9]*"))
+
+
+def config_name(requested: str | None, *, gpu: bool) -> str | None:
+    """The ``--model-config-name`` to serve, or None for ``config.pbtxt``."""
+    if requested in (None, "", AUTO_CONFIG):
+        return None if gpu else CPU_CONFIG_NAME
+    return None if requested == DEFAULT_CONFIG else requested
+
+
+def options_from_environment(environ: dict[str, str], extra_args: list[str], *, gpu: bool) -> ServerOptions:
     certificate, private_key = environ.get("SHOPVISION_GRPC_TLS_CERT"), environ.get("SHOPVISION_GRPC_TLS_KEY")
     if bool(certificate) != bool(private_key):
         raise SystemExit("SHOPVISION_GRPC_TLS_CERT and SHOPVISION_GRPC_TLS_KEY must be set together")
@@ -36,8 +60,9 @@ def options_from_environment(environ: dict[str, str], extra_args: list[str]) -> 
     return ServerOptions(
         model_repository=environ.get("SHOPVISION_MODEL_REPOSITORY") or DEFAULT_REPOSITORY,
         host="0.0.0.0",
-        config_name=environ.get("SHOPVISION_MODEL_CONFIG_NAME") or None,
+        config_name=config_name(environ.get("SHOPVISION_MODEL_CONFIG_NAME"), gpu=gpu),
         exit_timeout_s=int(environ.get("SHOPVISION_EXIT_TIMEOUT_S", "30")),
+        onnxruntime_threads=int(environ.get("SHOPVISION_ONNXRUNTIME_THREADS") or 0) or None,
         admin_key=environ.get(ADMIN_KEY_ENV) or None,
         model_control=environ.get("SHOPVISION_MODEL_CONTROL") or "none",
         grpc_tls=tls,
@@ -46,7 +71,7 @@ def options_from_environment(environ: dict[str, str], extra_args: list[str]) -> 
 
 
 def main() -> None:
-    arguments = triton_arguments(options_from_environment(dict(os.environ), sys.argv[1:]))
+    arguments = triton_arguments(options_from_environment(dict(os.environ), sys.argv[1:], gpu=gpu_visible()))
     # exec: tritonserver becomes the container's main process and gets SIGTERM directly.
     os.execvp("tritonserver", ["tritonserver", *arguments])
 

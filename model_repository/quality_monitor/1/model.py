@@ -1,13 +1,29 @@
 """Triton Python-backend model: probabilities pass through; each image's top-1 confidence goes into
-a Prometheus histogram."""
+a Prometheus histogram. At load it also puts a banner in the server log when the weights beside it
+are synthetic: resnet50 itself runs on a C++ backend that cannot say so."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import triton_python_backend_utils as pb_utils
 
-from shopvision.contract import CONFIDENCE_BUCKETS, CONFIDENCE_METRIC, RESNET_MODEL
+from shopvision.contract import CONFIDENCE_BUCKETS, CONFIDENCE_METRIC, PROVENANCE_FILE, RESNET_MODEL
+
+_SYNTHETIC_BANNER = (
+    "SYNTHETIC WEIGHTS: resnet50 version {version} has seeded random weights (source: {source}). "
+    "Its classes and embeddings are meaningless; build real weights with "
+    "`shopvision model build --weights resnet50-v1-12`."
+)
+
+
+def _announce_synthetic_weights(repository: Path) -> None:
+    for provenance_file in sorted((repository / RESNET_MODEL).glob(f"[0-9]*/{PROVENANCE_FILE}")):
+        provenance = json.loads(provenance_file.read_text())
+        if provenance.get("synthetic"):
+            banner = _SYNTHETIC_BANNER.format(version=provenance_file.parent.name, source=provenance.get("source"))
+            pb_utils.Logger.log_warn("!" * 20 + " " + banner + " " + "!" * 20)
 
 
 class TritonPythonModel:
@@ -22,6 +38,7 @@ class TritonPythonModel:
             kind=pb_utils.MetricFamily.HISTOGRAM,
         )
         self._confidence = self._family.Metric(labels={"model": RESNET_MODEL}, buckets=list(CONFIDENCE_BUCKETS))
+        _announce_synthetic_weights(Path(args["model_repository"]).parent)
 
     def execute(self, requests: list) -> list:
         responses = []

@@ -23,14 +23,7 @@ import numpy as np
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
-from shopvision.contract import MODEL_FILE, PROVENANCE_FILE
-
-_SYNTHETIC_BANNER = (
-    "SYNTHETIC WEIGHTS: resnet50 version {version} has seeded random weights (source: {source}). "
-    "Its classes and embeddings are meaningless; build real weights with "
-    "`shopvision model build --weights resnet50-v1-12`."
-)
-
+from shopvision.contract import MODEL_FILE
 
 def _session(model_file: str, *, threads: int, spinning: str) -> ort.InferenceSession:
     options = ort.SessionOptions()
@@ -61,13 +54,6 @@ class TritonPythonModel:
         self._cores = open(Path(tempfile.gettempdir()) / lock_name, "ab")  # noqa: SIM115 (held for the model's life)
         self._input_name = config["input"][0]["name"]
         self._output_names = [output["name"] for output in config["output"]]
-
-        provenance_file = version_dir / PROVENANCE_FILE
-        if provenance_file.exists():
-            provenance = json.loads(provenance_file.read_text())
-            if provenance.get("synthetic"):
-                banner = _SYNTHETIC_BANNER.format(version=args["model_version"], source=provenance.get("source"))
-                pb_utils.Logger.log_warn("!" * 20 + " " + banner + " " + "!" * 20)
 
     def execute(self, requests: list) -> list:
         batches = [pb_utils.get_input_tensor_by_name(r, self._input_name).as_numpy() for r in requests]
