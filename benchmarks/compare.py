@@ -5,29 +5,86 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
+import os
 import shutil
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
-from dataclasses import asdict
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from benchmarks import perf
 from shopvision import contract
+from shopvision.modeltools.configs import ModelConfig, edit_config
 from shopvision.preprocessing import Preprocessor
 from shopvision.server import LocalTritonServer, ServerOptions, free_ports
 
+
+@dataclass(frozen=True)
+class Variant:
+    """A way to serve the same repository: a config name, server flags, and edits of a copy of it."""
+
+    what: str
+    config_name: str | None = contract.CPU_CONFIG_NAME
+    global_pool: bool = True
+    resnet_edit: Callable[[ModelConfig], None] | None = None
+    """Applied to resnet50's configs/cpu.pbtxt in the variant's copy."""
+    repository_edit: Callable[[Path], None] | None = None
+
+
+def _resnet_instances(count: int, threads: int) -> Callable[[ModelConfig], None]:
+    def edit(config: ModelConfig) -> None:
+        (group,) = config.instance_group
+        group.count = count
+        config.parameters["intra_op_thread_count"].string_value = str(threads)
+    return edit
+
+
+def _without_batch_preference(config: ModelConfig) -> None:
+    del config.dynamic_batching.preferred_batch_size[:]
+
+
+def _without_dynamic_batching(repository: Path) -> None:
+    for model in (contract.PREPROCESS_MODEL, contract.RESNET_MODEL):
+        edit_config(repository / model / "configs" / f"{contract.CPU_CONFIG_NAME}.pbtxt",
+                    lambda config: config.ClearField("dynamic_batching"))
+
+
+def _without_quality_monitor(repository: Path) -> None:
+    def edit(config: ModelConfig) -> None:
+        steps = [step for step in config.ensemble_scheduling.step if step.model_name != contract.QUALITY_MONITOR_MODEL]
+        del config.ensemble_scheduling.step[:]
+        config.ensemble_scheduling.step.extend(steps)
+        resnet = next(step for step in steps if step.model_name == contract.RESNET_MODEL)
+        resnet.output_map[contract.PROBABILITIES] = contract.PROBABILITIES
+
+    edit_config(repository / contract.ENSEMBLE_MODEL / "config.pbtxt", edit)
+
+
+CORES = os.cpu_count() or 1
 VARIANTS = {
-    "default": "the repository as shipped (2 resnet50 instances; a lone image on every core when the other is idle)",
-    "single_instance": "1 resnet50 instance with every core (one intra-op pool for everything)",
-    "no_single_image_session": "2 resnet50 instances, a lone image on the instance's share of the cores too",
-    "no_batching": "dynamic batching off in preprocess and resnet50",
-    "unbounded_batches": "resnet50 batches as large as the queue allows (no preferred batch size of 2)",
-    "int8": "resnet50 statically quantized (QDQ, int8) from the same fp32 weights",
-    "no_quality_monitor": "the ensemble without its quality_monitor step (the confidence metric's cost)",
+    "default": Variant("the shipped CPU configuration (native ONNX Runtime: 2 resnet50 instances sharing its global "
+                       "pool of a thread per core, batches of 2, no queue delay)"),
+    "one_instance_all_cores": Variant("1 resnet50 instance with its own thread per core", global_pool=False,
+                                      resnet_edit=_resnet_instances(1, CORES)),
+    "two_instances_one_thread": Variant("2 resnet50 instances with 1 thread each, no global pool (what a plain "
+                                        "`tritonserver --model-config-name=cpu` runs)", global_pool=False),
+    "two_instances_all_cores": Variant("2 resnet50 instances with their own thread per core each", global_pool=False,
+                                       resnet_edit=_resnet_instances(2, CORES)),
+    "unbounded_batches": Variant("batches as large as the queue allows (no preferred batch size of 2)",
+                                 resnet_edit=_without_batch_preference),
+    "no_batching": Variant("dynamic batching off in preprocess and resnet50",
+                           repository_edit=_without_dynamic_batching),
+    "gpu_config_on_cpu": Variant("each model's config.pbtxt (the GPU configuration: ORT's default threads, batches of "
+                                 "8-32 after 2 ms, 8 preprocess instances), what a CPU node ran before `cpu` existed",
+                                 config_name=None),
+    "python_ort": Variant("the stand-in: resnet50 in a Python-backend stub (onnxruntime's Python API)",
+                          config_name=contract.STAND_IN_CONFIG_NAME),
+    "no_quality_monitor": Variant("the ensemble without its quality_monitor step (the confidence metric's cost)",
+                                  repository_edit=_without_quality_monitor),
+    "int8": Variant("resnet50 statically quantized (QDQ, int8) from the same fp32 weights"),
 }
 
 
@@ -58,46 +115,30 @@ def quantize_int8(model: Path, output: Path, images: list[bytes]) -> Path:
     return output
 
 
-def _replace(config: Path, old: str, new: str) -> None:
-    text = config.read_text()
-    if old not in text:
-        raise ValueError(f"{config} no longer has {old!r}: update this variant")
-    config.write_text(text.replace(old, new))
-
-
 def variant_repository(base: Path, scratch: Path, name: str, int8_model: Path | None = None) -> Path:
-    if name == "default":
+    variant = VARIANTS[name]
+    if variant.resnet_edit is None and variant.repository_edit is None and name != "int8":
         return base
     repository = scratch / name / "model_repository"
     shutil.copytree(base, repository, symlinks=True)
-    resnet_config = repository / contract.RESNET_MODEL / "configs" / f"{contract.CPU_CONFIG_NAME}.pbtxt"
-    if name == "no_batching":
-        for config in (repository / contract.PREPROCESS_MODEL / "config.pbtxt", resnet_config):
-            config.write_text(re.sub(r"dynamic_batching \{.*?\n\}\n", "", config.read_text(), flags=re.S))
-    elif name == "unbounded_batches":
-        _replace(resnet_config, "  preferred_batch_size: [ 2 ]\n", "")
-    elif name == "single_instance":
-        _replace(resnet_config, "count: 2", "count: 1")
-    elif name == "no_single_image_session":
-        _replace(resnet_config, '"single_image_intra_op_threads" value { string_value: "0" }',
-                 '"single_image_intra_op_threads" value { string_value: "1" }')
-    elif name == "no_quality_monitor":
-        ensemble = repository / contract.ENSEMBLE_MODEL / "config.pbtxt"
-        text = re.sub(r",\s*\{[^{}]*model_name: \"" + contract.QUALITY_MONITOR_MODEL + r"\"[^{}]*(\{[^{}]*\}[^{}]*)*\}",
-                      "", ensemble.read_text())
-        ensemble.write_text(text.replace('value: "resnet50_probabilities"', f'value: "{contract.PROBABILITIES}"'))
-    elif name == "int8":
+    if variant.resnet_edit is not None:
+        edit_config(repository / contract.RESNET_MODEL / "configs" / f"{contract.CPU_CONFIG_NAME}.pbtxt",
+                    variant.resnet_edit)
+    if variant.repository_edit is not None:
+        variant.repository_edit(repository)
+    if name == "int8":
+        if int8_model is None:
+            raise ValueError("the int8 variant needs the quantized model")
         shutil.copyfile(int8_model, repository / contract.RESNET_MODEL / "1" / contract.MODEL_FILE)
-    else:
-        raise ValueError(name)
     return repository
 
 
 @contextlib.contextmanager
-def triton(repository: Path, log: Path) -> Iterator[LocalTritonServer]:
+def triton(repository: Path, log: Path, variant: Variant = VARIANTS["default"]) -> Iterator[LocalTritonServer]:
     http, grpc, metrics = free_ports(3)
-    with log.open("wb") as stream, LocalTritonServer(
-            ServerOptions(repository, http_port=http, grpc_port=grpc, metrics_port=metrics), log=stream) as server:
+    options = ServerOptions(repository, http_port=http, grpc_port=grpc, metrics_port=metrics,
+                            config_name=variant.config_name, onnxruntime_global_pool=variant.global_pool)
+    with log.open("wb") as stream, LocalTritonServer(options, log=stream) as server:
         yield server
 
 
@@ -128,7 +169,7 @@ def measure_variants(base: Path, input_data: Path, work: Path, settings: dict, i
     rows = []
     for name in settings["variants"]:
         repository = variant_repository(base, scratch / "variants", name, int8_model)
-        with triton(repository, work / f"tritonserver-{name}.log") as server:
+        with triton(repository, work / f"tritonserver-{name}.log", VARIANTS[name]) as server:
             for concurrency in settings["variant_concurrency"]:
                 row = perf_point(server, model=contract.ENSEMBLE_MODEL, protocol="grpc", input_data=input_data,
                                  concurrency=concurrency, csv_path=work / f"pa-{name}-{concurrency}.csv",

@@ -40,21 +40,24 @@ class Target:
 
 def measure_rounds(repository: Path, int8_repository: Path | None, images: list[bytes], input_data: Path,
                    work: Path, settings: dict) -> list[dict]:
-    """Rounds of: served gRPC c=1 and c=8, the in-process baselines, int8 served at c=8, and Triton
-    then the naive server over the same HTTP client at each comparison concurrency."""
+    """Rounds of: served gRPC c=1 and c=8 (the shipped CPU configuration and the python_ort stand-in),
+    the in-process baselines, int8 served at c=8, and Triton then the naive server over the same HTTP
+    client at each comparison concurrency."""
     model = repository / contract.RESNET_MODEL / "1" / contract.MODEL_FILE
     label = "x".join(str(side) for side in settings["sizes"][0])
     with contextlib.ExitStack() as servers:
         fp32 = servers.enter_context(compare.triton(repository, work / "tritonserver-paired.log"))
+        stand_in = servers.enter_context(compare.triton(repository, work / "tritonserver-paired-stand-in.log",
+                                                        compare.VARIANTS["python_ort"]))
         int8 = (servers.enter_context(compare.triton(int8_repository, work / "tritonserver-paired-int8.log"))
                 if int8_repository else None)
         naive = servers.enter_context(compare.naive_server(model, work / "naive-server.log"))
+        names = {id(fp32): "fp32", id(stand_in): "stand-in", id(int8): "int8"}
 
         def served(server: LocalTritonServer, concurrency: int) -> Callable[[], dict]:
-            precision = "int8" if server is int8 else "fp32"
             return lambda: compare.perf_point(server, model=contract.ENSEMBLE_MODEL, protocol="grpc",
                                               input_data=input_data, concurrency=concurrency,
-                                              csv_path=work / f"pa-paired-{precision}-{concurrency}.csv",
+                                              csv_path=work / f"pa-paired-{names[id(server)]}-{concurrency}.csv",
                                               settings=settings)
 
         def accounted(server: LocalTritonServer, concurrency: int) -> Callable[[], dict]:
@@ -78,8 +81,10 @@ def measure_rounds(repository: Path, int8_repository: Path | None, images: list[
 
         steps: list[tuple[str, Callable[[], dict]]] = [
             ("grpc_c1", served(fp32, 1)),
+            ("stand_in_c1", served(stand_in, 1)),
             ("in_process", lambda: asdict(measure_in_process(model, images, label, settings["repeats"]))),
             ("grpc_c8", accounted(fp32, 8)),
+            ("stand_in_c8", accounted(stand_in, 8)),
             *([("int8_c8", served(int8, 8))] if int8 else []),
         ]
         for concurrency in settings["compare_concurrency"]:
@@ -114,24 +119,36 @@ def targets(rounds: list[dict]) -> list[Target]:
     def per_round(numerator: Callable[[dict], float], denominator: Callable[[dict], float]) -> list[float]:
         return [compare.ratio(numerator(r), denominator(r)) for r in rounds]
 
-    found = [
+    found = []
+    for c in (1, 8):
+        found += [
+            Target(f"native CPU config ≥ the python_ort stand-in's img/s, gRPC c={c}",
+                   per_round(lambda r, c=c: r[f"grpc_c{c}"]["throughput"],
+                             lambda r, c=c: r[f"stand_in_c{c}"]["throughput"]),
+                   lambda value: value >= 1.0),
+            Target(f"… with p99 no worse than the stand-in's, gRPC c={c} (native/stand-in p99)",
+                   per_round(lambda r, c=c: r[f"grpc_c{c}"]["p99_ms"], lambda r, c=c: r[f"stand_in_c{c}"]["p99_ms"]),
+                   lambda value: value <= 1.0),
+        ]
+    found += [
         Target("served fp32 gRPC c=8 ≥ 0.95× compute ceiling",
                per_round(lambda r: r["grpc_c8"]["throughput"], lambda r: r["in_process"]["compute_ceiling_img_s"]),
                lambda value: value >= 0.95),
         Target("served fp32 gRPC c=8 vs raw ORT",
                per_round(lambda r: r["grpc_c8"]["throughput"], lambda r: r["in_process"]["raw_ort_img_s"]),
                None),
-        Target("c=1 p50 ≤ 1.15× in-process single image",
+        Target("c=1 p50 ≤ 1.10× in-process single image",
                per_round(lambda r: r["grpc_c1"]["p50_ms"], lambda r: r["in_process"]["pipeline_single_image_ms"]),
-               lambda value: value <= 1.15),
+               lambda value: value <= 1.10),
     ]
     concurrencies = sorted(int(name.removeprefix("http_triton_c")) for name in rounds[0] if name.startswith("http_triton"))
     for c in concurrencies:
+        floor = 1.0 if c > 1 else 0.95
         found += [
-            Target(f"served ≥ 1.05× naive server, HTTP c={c}",
+            Target(f"served ≥ {floor:.2f}× naive server, HTTP c={c}",
                    per_round(lambda r, c=c: r[f"http_triton_c{c}"]["throughput"],
                              lambda r, c=c: r[f"http_naive_c{c}"]["throughput"]),
-                   lambda value: value >= 1.05),
+                   lambda value, floor=floor: value >= floor),
             Target(f"… with p99 no worse than the naive server's, HTTP c={c} (Triton/naive p99)",
                    per_round(lambda r, c=c: r[f"http_triton_c{c}"]["p99_ms"],
                              lambda r, c=c: r[f"http_naive_c{c}"]["p99_ms"]),
@@ -180,25 +197,32 @@ def report_lines(rounds: list[dict]) -> list[str]:
 
 
 def cpu_lines(rounds: list[dict]) -> list[str]:
-    """Where the CPU goes per served image at gRPC c=8, against the in-process cost of the same work."""
+    """Where the CPU goes per served image at gRPC c=8, native and stand-in, against the in-process cost."""
     def median(values: list[float]) -> float:
         return round(statistics.median(values), 1)
 
-    served = {name: median([r["grpc_c8"]["core_ms_per_image"].get(name, 0.0) for r in rounds])
-              for name in rounds[0]["grpc_c8"]["core_ms_per_image"]}
+    def per_process(point: str) -> dict[str, float]:
+        names = {name for r in rounds for name in r[point]["core_ms_per_image"]}
+        return {name: median([r[point]["core_ms_per_image"].get(name, 0.0) for r in rounds]) for name in names}
+
+    native, stand_in = per_process("grpc_c8"), per_process("stand_in_c8")
     in_process = {"preprocess": median([r["in_process"]["preprocess_core_ms"] for r in rounds]),
                   "resnet50": median([r["in_process"]["ort_core_ms"] for r in rounds])}
     cores = os.cpu_count() or 1
     throughput = statistics.median(r["grpc_c8"]["throughput"] for r in rounds)
     lines = ["Where the CPU goes at gRPC c=8 (core-ms per image from /proc, median over rounds; in process: "
-             "the same decoding and ORT work without a server):", "",
-             "| process | served core-ms/img | in process core-ms/img |", "|---|---|---|"]
-    lines += [f"| {name} | {value} | {in_process.get(name, '')} |" for name, value in sorted(served.items())]
-    total, in_process_total = round(sum(served.values()), 1), round(sum(in_process.values()), 1)
+             "the same decoding and ORT work without a server). On the native backend resnet50's ONNX Runtime "
+             "threads run inside tritonserver, so its row holds them; the stand-in runs them in its resnet50 stubs.",
+             "", "| process | native CPU config | python_ort stand-in | in process |", "|---|---|---|---|"]
+    for name in sorted(set(native) | set(stand_in)):
+        lines.append(f"| {name} | {native.get(name, '–')} | {stand_in.get(name, '–')} | {in_process.get(name, '')} |")
+    total, stand_in_total = round(sum(native.values()), 1), round(sum(stand_in.values()), 1)
+    in_process_total = round(sum(in_process.values()), 1)
     busy = throughput * total / 1000
-    lines += [f"| total | {total} | {in_process_total} |", "",
-              f"At the median {throughput:.1f} img/s these processes keep {busy:.2f} of the {cores} cores busy. "
-              f"Served, the work costs {total / in_process_total:.2f}× its in-process CPU, and the cores are "
-              f"{busy / cores:.0%} busy: together about {in_process_total / total * busy / cores:.2f}× the "
-              "compute ceiling, the distance the first target measures."]
+    lines += [f"| total | {total} | {stand_in_total} | {in_process_total} |", "",
+              f"At the median {throughput:.1f} img/s the native configuration's processes keep {busy:.2f} of the "
+              f"{cores} cores busy. Served, the work costs {total / in_process_total:.2f}× its in-process CPU "
+              f"(the stand-in {stand_in_total / in_process_total:.2f}×), and the cores are {busy / cores:.0%} busy: "
+              f"together about {in_process_total / total * busy / cores:.2f}× the compute ceiling, the distance the "
+              "ceiling target measures."]
     return lines

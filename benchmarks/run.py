@@ -25,7 +25,7 @@ import onnxruntime as ort
 
 from benchmarks import compare, paired, perf
 from benchmarks.in_process import InProcess, measure_in_process
-from shopvision import contract
+from shopvision import contract, native_backend
 from shopvision.samples import product_jpeg
 
 REPOSITORY_SOURCE = Path(__file__).resolve().parent.parent / "model_repository"
@@ -39,8 +39,9 @@ MODES = {
              "protocols": ["grpc", "http"], "requests": 160, "stability": 30, "repeats": 64,
              "compare_concurrency": [1, 8], "compare_requests": 160,
              "rounds": 5,
-             "variants": ["default", "single_instance", "no_single_image_session", "unbounded_batches",
-                          "no_batching", "no_quality_monitor", "int8"],
+             "variants": ["default", "one_instance_all_cores", "two_instances_one_thread", "two_instances_all_cores",
+                          "unbounded_batches", "no_batching", "gpu_config_on_cpu", "python_ort", "no_quality_monitor",
+                          "int8"],
              "variant_concurrency": [1, 8],
              "resnet_alone": [1, 8]},
 }
@@ -138,18 +139,18 @@ def _analysis(results: dict) -> list[str]:
     lines.append("- The compute ceiling counts only ORT and decoding; on 2 cores perf_analyzer, Triton's threads, "
                  "the Python-backend stubs and their shared-memory copies run on the same cores (the CPU table "
                  "above measures each).")
-    lines.append("- Against the naive server: both do the same decoding and ORT work, the naive server in one "
-                 "process without copies between processes. On CPU a batch is no cheaper per image (no_batching "
-                 "below), so Triton's extra processes are not paid back by batching; its p99 is higher because "
-                 "it runs requests in batches of 2 in arrival order, where the naive server's thread pool shares "
-                 "the cores among every request in flight. Triton's case on CPU is what the naive server lacks "
-                 "(queue bounds and load shedding, metrics, model control, one repository for CPU and GPU); on "
-                 "a GPU, batching is what fills the device (not measured here: no GPU on this machine).")
+    naive = [f"{target.median}× at c={target.name.rsplit('c=', 1)[1].split()[0]}"
+             for target in paired.targets(results["paired"]) if target.name.startswith("served ≥")]
+    lines.append("- Against the naive server (img/s, Triton/naive, median of the paired rounds): "
+                 f"{', '.join(naive)}. Both do the same decoding and ORT work; the naive server in one process "
+                 "without copies between processes, Triton with its stubs and shared-memory copies. Triton's case "
+                 "on CPU is what the naive server lacks: queue bounds and load shedding, metrics, model control, "
+                 "one repository for CPU and GPU.")
     shipped = {c: variants.get(("default", c)) for c in (1, 8)}
     for name in compare.VARIANTS:
         if name == "default" or (name, 8) not in variants or not shipped[8]:
             continue
-        lines.append(f"- {name} ({compare.VARIANTS[name]}): "
+        lines.append(f"- {name} ({compare.VARIANTS[name].what}): "
                      f"{compare.ratio(variants[(name, 8)]['throughput'], shipped[8]['throughput'])}× the shipped "
                      "configuration's img/s at c=8" + (
                          f", {compare.ratio(variants[(name, 1)]['p50_ms'], shipped[1]['p50_ms'])}× its c=1 p50"
@@ -173,8 +174,10 @@ def report(out: Path, results: dict, plots: list[str]) -> str:
         f"Generated {datetime.now(timezone.utc).isoformat(timespec='seconds')} by `{command}`.", "",
         f"Machine: {platform.platform()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
         f"onnxruntime {ort.__version__}. **Synthetic ResNet50 weights** (exact architecture, seeded): speed is "
-        "representative, accuracy is not. tritonserver 2.51 from the nvidia-pytriton wheel, "
-        f"`--model-config-name={contract.CPU_CONFIG_NAME}` (resnet50 through the Python backend).", "",
+        "representative, accuracy is not. tritonserver 2.51 from the nvidia-pytriton wheel with Triton's "
+        f"native onnxruntime backend (r24.10, ONNX Runtime {native_backend.ONNXRUNTIME_VERSION}) built by "
+        f"`shopvision backend build`, `--model-config-name={contract.CPU_CONFIG_NAME}`: what the container "
+        "serves on a CPU node. The python_ort stand-in is measured beside it.", "",
         *([f"Resumed at {results['resumed']['at']} after an interruption: {', '.join(results['resumed']['kept'])} "
            "come from the first attempt on the same machine, the other sections from the resumed run.", ""]
           if results.get("resumed") else []),
@@ -191,7 +194,7 @@ def report(out: Path, results: dict, plots: list[str]) -> str:
     if results["variants"]:
         lines += ["", "## Configurations (perf_analyzer, gRPC, first image size)", "",
                   "| variant | what | concurrency | img/s | p50 ms | p99 ms | avg batch |", "|---|---|---|---|---|---|---|"]
-        lines += [f"| {v['variant']} | {compare.VARIANTS[v['variant']]} | {v['concurrency']}"
+        lines += [f"| {v['variant']} | {compare.VARIANTS[v['variant']].what} | {v['concurrency']}"
                   f"{'' if v.get('stable', True) else '*'} | {v['throughput']:.1f} | "
                   f"{v['p50_ms']:.0f} | {v['p99_ms']:.0f} | {v['avg_batch']} |" for v in results["variants"]]
         from shopvision.modeltools.sources import ZOO_MODELS
