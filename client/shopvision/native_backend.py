@@ -184,7 +184,7 @@ def _run(command: list[str], *, log: Path, cwd: Path | None = None) -> None:
     if result.returncode != 0:
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-25:])
         raise BackendBuildError(f"`{' '.join(command[:3])} ...` failed (exit {result.returncode}); "
-                                f"last lines of {log}:\n{tail}")
+                                f"the end of its output:\n{tail}")
 
 
 def _fetch_sources(root: Path, mirror: Path | None) -> dict[str, Path]:
@@ -198,7 +198,11 @@ def _fetch_sources(root: Path, mirror: Path | None) -> dict[str, Path]:
             tree = root / source.name
             log = root / "git.log"
             _run(["git", "init", "--quiet", str(tree)], log=log)
-            _run(["git", "-C", str(tree), "fetch", "--quiet", "--depth", "1", source.url, source.commit], log=log)
+            try:
+                _run(["git", "-C", str(tree), "fetch", "--quiet", "--depth", "1", source.url, source.commit], log=log)
+            except BackendBuildError as error:
+                raise BackendBuildError(f"{error}\n(offline? set {MIRROR_ENV} to a folder holding the pinned "
+                                        "inputs)") from error
             _run(["git", "-C", str(tree), "checkout", "--quiet", "--detach", source.commit], log=log)
         trees[source.name] = root / source.name
     return trees
@@ -212,8 +216,12 @@ def _fetch_onnxruntime(root: Path, mirror: Path | None) -> Path:
     if mirror is not None and (mirror / ONNXRUNTIME_HEADER.name).exists():
         shutil.copy2(mirror / ONNXRUNTIME_HEADER.name, header)
     else:
-        with urllib.request.urlopen(ONNXRUNTIME_HEADER_URL, timeout=60) as response, header.open("wb") as stream:
-            shutil.copyfileobj(response, stream)
+        try:
+            with urllib.request.urlopen(ONNXRUNTIME_HEADER_URL, timeout=60) as response, header.open("wb") as stream:
+                shutil.copyfileobj(response, stream)
+        except OSError as error:
+            raise BackendBuildError(f"could not download {ONNXRUNTIME_HEADER_URL}: {error} (offline? set "
+                                    f"{MIRROR_ENV} to a folder holding the pinned inputs)") from error
     _verified(header, ONNXRUNTIME_HEADER.sha256)
 
     package = root / ONNXRUNTIME_NPM_PACKAGE.name
