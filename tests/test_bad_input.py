@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import struct
+import warnings
 import zipfile
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -127,6 +128,17 @@ def test_limits_are_enforced_before_decoding() -> None:
         small.crop(product_jpeg(1, size=(640, 480)))
     with pytest.raises(ImageRejected, match="over the limit of 10000 pixels"):
         small.crop(encode(Image.new("RGB", (101, 100)), "PNG"))
+
+
+def test_the_pixel_limit_leaves_pillows_own_bomb_check_alone_for_other_code() -> None:
+    assert Image.MAX_IMAGE_PIXELS == 1024 * 1024 * 1024 // 4 // 3  # Pillow's default, after importing shopvision
+    permissive = Preprocessor(limits=DecodeLimits(max_pixels=10**12))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Pillow's warning between its two thresholds must not escape
+        with pytest.raises(ImageRejected, match="cannot decode"):
+            permissive.crop(png_declaring(10_000, 10_000))  # past Pillow's warning threshold, tiny IDAT
+    with pytest.raises(ImageRejected, match="refused before decoding.*decompression bomb"):
+        permissive.crop(png_declaring(20_000, 20_000))  # past twice Pillow's threshold: it refuses
 
 
 def test_extreme_aspect_ratios_never_build_the_full_resized_image(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,16 +9,13 @@ transparent pixels composited onto white.
 from __future__ import annotations
 
 import io
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from shopvision.contract import CROP_SIZE, IMAGENET_MEAN, IMAGENET_STD, RESIZE_SHORTER_SIDE
-
-# Pillow's own bomb check raises or warns depending on size; our explicit pixel limit
-# below replaces it with one configurable, always-enforced rule.
-Image.MAX_IMAGE_PIXELS = None
 
 SUPPORTED_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "TIFF", "BMP")
 _TRANSPARENT_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
@@ -120,7 +117,13 @@ class Preprocessor:
         if len(data) > self._limits.max_bytes:
             raise ImageRejected(f"image is {len(data)} bytes, over the limit of {self._limits.max_bytes} bytes")
         try:
-            image = Image.open(io.BytesIO(data), formats=SUPPORTED_FORMATS)
+            # Our pixel limit below is the rule; Pillow's process-wide bomb check (a warning past
+            # Image.MAX_IMAGE_PIXELS, an error past twice that) stays as it is for other code.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                image = Image.open(io.BytesIO(data), formats=SUPPORTED_FORMATS)
+        except Image.DecompressionBombError as error:
+            raise ImageRejected(f"refused before decoding: {error}") from error
         except UnidentifiedImageError as error:
             raise ImageRejected(
                 f"not a supported image ({len(data)} bytes starting {data[:8]!r}); "
