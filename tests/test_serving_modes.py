@@ -8,6 +8,9 @@ that neither rots.
 
 from __future__ import annotations
 
+import os
+import stat
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -74,3 +77,12 @@ def test_the_resnet50_backend_is_the_one_the_mode_names(other_mode: RunningServe
     assert backend(triton) == "onnxruntime"
     expected = "python" if other_mode.server.options.config_name == contract.STAND_IN_CONFIG_NAME else "onnxruntime"
     assert backend(other_mode) == expected
+
+
+@pytest.mark.parametrize("other_mode", [contract.STAND_IN_CONFIG_NAME], indirect=True)
+def test_the_stand_ins_instances_share_a_lock_no_other_user_can_open(other_mode: RunningServer) -> None:
+    private = Path(tempfile.gettempdir()) / f"shopvision-{os.getuid()}"
+    assert stat.S_IMODE(private.stat().st_mode) == 0o700 and private.stat().st_uid == os.getuid()
+    lock = private / f"{contract.RESNET_MODEL}-{other_mode.server.pid}.cores"
+    assert lock.is_file()
+    assert not list(Path(tempfile.gettempdir()).glob(f"shopvision-{contract.RESNET_MODEL}-*.cores"))

@@ -6,9 +6,10 @@ native ONNX Runtime backend. It runs the same ``model.onnx`` on the whole dynami
 CPU execution (measured in benchmarks/results): several instances with a share of the cores each
 keep every core busy under load, without per-operator hand-offs between threads. A lone image is
 faster on every core, so each instance keeps a second, all-core session for the moment when no
-other instance computes: the instances of one server share a lock file (in the temp directory,
-which must be writable), held shared while a batch runs and exclusively (only if free at once)
-while a lone image runs on every core.
+other instance computes: the instances of one server share a lock file, held shared while a
+batch runs and exclusively (only if free at once) while a lone image runs on every core. It lives
+in a directory only this user can enter (``$TMPDIR/shopvision-<uid>``, mode 0700): a lock that
+another local user could open and hold would stall every lone image.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -31,6 +33,17 @@ def _session(model_file: str, *, threads: int, spinning: str) -> ort.InferenceSe
     options.inter_op_num_threads = 1
     options.add_session_config_entry("session.intra_op.allow_spinning", spinning)
     return ort.InferenceSession(model_file, options, providers=["CPUExecutionProvider"])
+
+
+def _private_directory() -> Path:
+    directory = Path(tempfile.gettempdir()) / f"shopvision-{os.getuid()}"
+    directory.mkdir(mode=0o700, exist_ok=True)
+    status = directory.lstat()
+    # Someone else may have made it first (or a link by that name): then it is not ours to trust.
+    if not stat.S_ISDIR(status.st_mode) or status.st_uid != os.getuid() or status.st_mode & 0o077:
+        raise RuntimeError(
+            f"{directory} exists but is not a directory private to uid {os.getuid()}: remove it or set TMPDIR")
+    return directory
 
 
 class TritonPythonModel:
@@ -50,8 +63,8 @@ class TritonPythonModel:
             _session(model_file, threads=single_image_threads, spinning=spinning)
             if single_image_threads > threads else None
         )
-        lock_name = f"shopvision-{args['model_name']}-{os.getppid()}.cores"
-        self._cores = open(Path(tempfile.gettempdir()) / lock_name, "ab")  # noqa: SIM115 (held for the model's life)
+        lock_name = f"{args['model_name']}-{os.getppid()}.cores"
+        self._cores = open(_private_directory() / lock_name, "ab")  # noqa: SIM115 (held for the model's life)
         self._input_name = config["input"][0]["name"]
         self._output_names = [output["name"] for output in config["output"]]
 
