@@ -208,14 +208,19 @@ def test_dockerfile_runs_as_non_root_with_a_readiness_healthcheck() -> None:
     assert re.search(r"^ARG TRITON_IMAGE=nvcr\.io/nvidia/tritonserver:\d\d\.\d\d-py3$", text, flags=re.MULTILINE)
 
 
-@pytest.mark.parametrize("profiles", [["cpu"], ["gpu"], ["cpu", "load"]])
-def test_compose_file_is_valid(profiles) -> None:
+def compose_config(*profiles: str, **environment: str) -> subprocess.CompletedProcess:
     import compose
 
     binary = Path(compose.__file__).parent / "docker-compose"
     flags = [flag for profile in profiles for flag in ("--profile", profile)]
-    result = subprocess.run([binary, "-f", ROOT / "docker-compose.yml", *flags, "config", "--format", "json"],
-                            capture_output=True, text=True, check=False)
+    clean = {key: value for key, value in os.environ.items() if key not in ("GRAFANA_ADMIN_PASSWORD", "SHOPVISION_BIND")}
+    return subprocess.run([binary, "-f", ROOT / "docker-compose.yml", *flags, "config", "--format", "json"],
+                          capture_output=True, text=True, check=False, env={**clean, **environment})
+
+
+@pytest.mark.parametrize("profiles", [["cpu"], ["gpu"], ["cpu", "load"]])
+def test_compose_file_is_valid(profiles) -> None:
+    result = compose_config(*profiles, GRAFANA_ADMIN_PASSWORD="s3cret")
     assert result.returncode == 0, result.stderr
     services = json.loads(result.stdout)["services"]
     triton = services[f"triton-{profiles[0]}"]
@@ -224,6 +229,18 @@ def test_compose_file_is_valid(profiles) -> None:
     assert "SHOPVISION_ADMIN_KEY" in triton["environment"]
     assert {"prometheus", "grafana"} <= set(services)
     assert ("locust" in services) == ("load" in profiles)
+    published = [port for service in services.values() for port in service.get("ports", [])]
+    assert published and all(port["host_ip"] == "127.0.0.1" for port in published)
+    assert services["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"] == "s3cret"
+
+
+def test_compose_needs_a_grafana_password_and_opens_ports_only_when_asked() -> None:
+    refused = compose_config("cpu")
+    assert refused.returncode != 0 and "set GRAFANA_ADMIN_PASSWORD" in refused.stderr
+    opened = compose_config("cpu", GRAFANA_ADMIN_PASSWORD="s3cret", SHOPVISION_BIND="0.0.0.0")
+    assert opened.returncode == 0, opened.stderr
+    services = json.loads(opened.stdout)["services"]
+    assert {port["host_ip"] for service in services.values() for port in service.get("ports", [])} == {"0.0.0.0"}
 
 
 def test_push_script_dry_run_tags_version_and_git_sha() -> None:

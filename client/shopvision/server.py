@@ -52,7 +52,8 @@ class ServerOptions:
     exit_timeout_s: int = 30
     log_verbose: int = 0
     admin_key: str | None = None
-    """Key for RESTRICTED_APIS; None closes them with a random key nobody knows."""
+    """Key for RESTRICTED_APIS; None closes them with a random key nobody knows. Triton takes it only on
+    its command line, where local users can read it (README "Security defaults")."""
     grpc_tls: GrpcTls | None = None
     model_control: str = "none"
     """``none`` (production default: the repository cannot change under a running server) or
