@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +19,7 @@ import pytest
 from PIL import Image, ImageEnhance
 
 import shopvision
-from shopvision.evaluation import EmbeddingStats, read_dataset
+from shopvision.evaluation import DatasetError, EmbeddingStats, LabelledImage, class_names, read_dataset, resolve_labels
 from shopvision.samples import product_jpeg
 from tests.conftest import RunningServer
 
@@ -115,3 +116,31 @@ def test_embedding_stats_round_trip(tmp_path) -> None:
     loaded = EmbeddingStats.load(tmp_path / "ref.npz")
     assert loaded.count == 50 and loaded.spread == pytest.approx(stats.spread)
     assert loaded.drift_from(stats)["centre_shift_cosine_distance"] == pytest.approx(0, abs=1e-6)
+
+
+def test_an_image_the_server_cannot_read_counts_as_a_miss(triton, labelled, tmp_path) -> None:
+    folder, _ = labelled
+    copy = tmp_path / "with-a-broken-photo"
+    shutil.copytree(folder, copy)
+    first_class = sorted(path for path in copy.iterdir() if path.is_dir())[0]
+    (first_class / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated upload")
+    result = run_cli("eval", str(copy), "--out", str(tmp_path / "out"), triton=triton)
+    assert result.returncode == 1 and "broken.jpg: FAILED" in result.stderr
+    (report,) = json.loads((tmp_path / "out" / "eval.json").read_text())["reports"]
+    assert report["images"] == 13 and len(report["failed"]) == 1
+    assert (report["top1_accuracy"], report["top5_accuracy"]) == (round(6 / 13, 4), round(9 / 13, 4))
+    assert "count as misses" in (tmp_path / "out" / "eval.md").read_text()
+
+
+LABELS = (Path(__file__).resolve().parent.parent / "model_repository" / "resnet50" / "imagenet_labels.txt")
+
+
+def test_imagenet_names_given_to_two_classes_are_kept_apart() -> None:
+    labels = LABELS.read_text().splitlines()
+    names = class_names(labels)
+    assert (names[134], names[517], names[954]) == ("crane (134)", "crane (517)", "banana")
+    assert len(set(names)) == len(labels) == 1000
+    photo = Path("photo.jpg")
+    with pytest.raises(DatasetError, match="'crane' is classes 134 and 517; use the class index"):
+        resolve_labels([LabelledImage(photo, "crane")], labels, {})
+    assert resolve_labels([LabelledImage(photo, "517"), LabelledImage(photo, "Banana")], labels, {}) == [517, 954]

@@ -50,7 +50,9 @@ class EvalReport:
     url: str
     model_source: str
     images: int
+    """Every image of the dataset, those that failed included: the accuracies' denominator."""
     failed: list[tuple[str, str]]
+    """Images the server could not read (path, reason); each counts as a miss."""
     top1_accuracy: float
     top5_accuracy: float
     images_per_s: float
@@ -120,23 +122,38 @@ def server_labels(client: Client, sample: Path) -> list[str]:
     return labels
 
 
+def class_names(labels: list[str]) -> list[str]:
+    """A unique name per class index: ImageNet names a few classes twice (two "crane"s, 134 a bird
+    and 517 a machine), and those get their index appended."""
+    counts: dict[str, int] = {}
+    for label in labels:
+        counts[normalise(label)] = counts.get(normalise(label), 0) + 1
+    return [label if counts[normalise(label)] == 1 else f"{label} ({index})" for index, label in enumerate(labels)]
+
+
 def resolve_labels(dataset: list[LabelledImage], labels: list[str], label_map: Mapping[str, str]) -> list[int]:
-    """ImageNet index of each image's label; refuses labels the model does not have."""
-    by_name = {normalise(label): index for index, label in enumerate(labels)}
+    """ImageNet index of each image's label; refuses labels the model does not have, and names that
+    stand for several classes (the dataset must then say which, by index)."""
+    by_name: dict[str, list[int]] = {}
+    for index, label in enumerate(labels):
+        by_name.setdefault(normalise(label), []).append(index)
     mapped = {normalise(shop): normalise(imagenet) for shop, imagenet in label_map.items()}
-    indices, unknown = [], set()
+    indices, unknown, ambiguous = [], set(), {}
     for item in dataset:
         name = mapped.get(normalise(item.label), normalise(item.label))
         if name.isdigit() and int(name) < len(labels):
             indices.append(int(name))
-        elif name in by_name:
-            indices.append(by_name[name])
+        elif len(by_name.get(name, [])) == 1:
+            indices.append(by_name[name][0])
         else:
-            unknown.add(item.label)
+            (ambiguous if name in by_name else unknown)[item.label] = by_name.get(name)
             indices.append(-1)
     if unknown:
         raise DatasetError(f"labels not among the model's ImageNet classes: {', '.join(sorted(unknown))}; "
                            "use the class names of the label file, indices, or a label map")
+    if ambiguous:
+        which = "; ".join(f"{label!r} is classes {' and '.join(map(str, found))}" for label, found in ambiguous.items())
+        raise DatasetError(f"labels that name several ImageNet classes: {which}; use the class index instead")
     return indices
 
 
@@ -145,29 +162,29 @@ def evaluate(client: Client, dataset: list[LabelledImage], *, label_map: Mapping
     """Top-1/top-5 accuracy and per-class confusion against the server; also returns the embeddings."""
     labels = server_labels(client, dataset[0].path)
     truth = resolve_labels(dataset, labels, label_map or {})
+    names = class_names(labels)
     started = time.perf_counter()
     results = client.analyze([item.path for item in dataset], top_k=5, on_error="report", progress=progress)
     elapsed = time.perf_counter() - started
     per_class: dict[str, ClassResult] = {}
     failed, embeddings = [], []
     for item, expected, result in zip(dataset, truth, results):
+        stats = per_class.setdefault(names[expected], ClassResult())
+        stats.images += 1
         if result.error is not None:
             failed.append((str(item.path), result.error.reason))
             continue
         embeddings.append(result.embedding)
-        stats = per_class.setdefault(labels[expected], ClassResult())
         predicted = [prediction.index for prediction in result.predictions]
-        stats.images += 1
         stats.top1 += predicted[0] == expected
         stats.top5 += expected in predicted
         if predicted[0] != expected:
-            wrong = labels[predicted[0]]
+            wrong = names[predicted[0]]
             stats.confused_with[wrong] = stats.confused_with.get(wrong, 0) + 1
-    scored = sum(stats.images for stats in per_class.values())
     report = EvalReport(
-        url=client.url, model_source=client.provenance().source, images=scored, failed=failed,
-        top1_accuracy=round(sum(s.top1 for s in per_class.values()) / scored, 4) if scored else 0.0,
-        top5_accuracy=round(sum(s.top5 for s in per_class.values()) / scored, 4) if scored else 0.0,
+        url=client.url, model_source=client.provenance().source, images=len(dataset), failed=failed,
+        top1_accuracy=round(sum(s.top1 for s in per_class.values()) / len(dataset), 4),
+        top5_accuracy=round(sum(s.top5 for s in per_class.values()) / len(dataset), 4),
         images_per_s=round(len(dataset) / elapsed, 1), per_class=dict(sorted(per_class.items())),
     )
     return report, np.stack(embeddings) if embeddings else np.empty((0, EMBEDDING_DIM), dtype=np.float32)

@@ -84,6 +84,8 @@ def markdown(dataset: str, reports: list[EvalReport], drift: dict | None) -> str
         lines += ["", f"Difference (second − first): top-1 {second.top1_accuracy - first.top1_accuracy:+.2%}, "
                       f"top-5 {second.top5_accuracy - first.top5_accuracy:+.2%}, speed "
                       f"{second.images_per_s / first.images_per_s:.2f}×."]
+    if any(r.failed for r in reports):
+        lines += ["", "Images the server could not read count as misses: the accuracies divide by every image."]
     if any("synthetic" in r.model_source for r in reports):
         lines += ["", "**Synthetic weights: these accuracies are meaningless.**"]
     lines += ["", f"## Per class ({reports[0].url})", "", "| class | images | top-1 | top-5 | most confused with |",
