@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+import faiss
 import numpy as np
 
 from shopvision.catalog import Catalog, Product
@@ -87,11 +88,38 @@ def measure(engine: str, vectors: np.ndarray, queries: np.ndarray, exact: list[s
     return point, found
 
 
-def report(out: Path, command: str, points: list[EnginePoint]) -> str:
+def _findings(points: list[EnginePoint]) -> list[str]:
+    """What this run's points say about the engines; nothing about an engine or size it did not measure."""
+    by_engine: dict[str, list[EnginePoint]] = {}
+    for point in points:
+        by_engine.setdefault(point.engine, []).append(point)
+    lines = []
+    exact = sorted(by_engine.get("faiss-exact", []), key=lambda point: point.vectors)
+    if exact:
+        largest = exact[-1]
+        lines.append(f"Exact search took {largest.query_p50_ms / largest.vectors * 1000:.2f} ms per 1,000 vectors "
+                     f"per query (p50) at {largest.vectors:,} vectors.")
+    hnsw = sorted(by_engine.get("faiss-hnsw", []), key=lambda point: point.vectors)
+    if hnsw:
+        lines.append("HNSW's p50 per query: " + ", ".join(f"{point.query_p50_ms} ms at {point.vectors:,}"
+                                                          for point in hnsw)
+                     + f"; its lowest recall@10 {min(point.recall_at_10 for point in hnsw)}.")
+    largest_size = max(point.vectors for point in points)
+    missing = [engine for engine in ENGINES
+               if all(point.vectors != largest_size for point in by_engine.get(engine, []))]
+    if missing:
+        lines.append(f"Not measured at {largest_size:,} vectors in this run: {', '.join(missing)}.")
+    return lines
+
+
+def report(out: Path, results: dict) -> str:
+    points = [EnginePoint(**point) for point in results["points"]]
+    command = results["command"]
+    measured = results.get("measured") or {}
     lines = [
         "# Catalog search benchmark", "",
-        f"Generated {datetime.now(timezone.utc).isoformat(timespec='seconds')} by `{command}`.", "",
-        f"Machine: {platform.platform()}, {os.cpu_count()} cores. Generated clustered unit vectors, "
+        f"Measured {measured.get('at', 'at a time this run did not record')} by `{command}` on "
+        f"{measured.get('machine', 'a machine this run did not record')}. Generated clustered unit vectors, "
         f"{EMBEDDING_DIM}-d; {INSERT_BATCH} products per commit; queries are held-out vectors from the same "
         "clusters, one at a time (k=10, no label filter).", "",
         "| engine | vectors | build vectors/s | query p50 ms | query p99 ms | recall@10 vs exact |",
@@ -99,16 +127,12 @@ def report(out: Path, command: str, points: list[EnginePoint]) -> str:
     ]
     lines += [f"| {p.engine} | {p.vectors:,} | {p.build_vectors_s:,.0f} | {p.query_p50_ms} | {p.query_p99_ms} | "
               f"{p.recall_at_10} |" for p in points]
-    lines += ["", f"The embedded engine's `index=\"auto\"` switches from exact to HNSW at {HNSW_THRESHOLD:,} "
-              "products (`shopvision.catalog.faiss_store.HNSW_THRESHOLD`): exact search grows linearly "
-              "(about 0.8 ms per 1,000 vectors per query here), HNSW stays near 1.5 ms.", "",
-              "Milvus Lite 3.2 is a pure-Python implementation of Milvus' API for trying it locally; its "
-              "speed says nothing about a Milvus server or cluster, which the same code reaches by URI.", "",
-              *(["At 1M vectors only exact search was measured here (benchmarks/results/catalog-1m): HNSW's "
-                 "build at the rates above takes over 10 minutes on 2 cores and Milvus Lite's nearly an hour. Run "
-                 "`python -m benchmarks.catalog --sizes 1000000` on a larger machine for all engines.", ""]
-                if max(p.vectors for p in points) < 1_000_000 else []),
-              f"Rerun: `{command}`."]
+    lines += ["", *_findings(points), "",
+              f"The embedded engine's `index=\"auto\"` switches from exact to HNSW at {HNSW_THRESHOLD:,} "
+              "products (`shopvision.catalog.faiss_store.HNSW_THRESHOLD`).", "",
+              "Milvus Lite is a pure-Python implementation of Milvus' API for trying it locally; its speed says "
+              "nothing about a Milvus server or cluster, which the same code reaches by URI.", "",
+              f"Rerun: `{command}`; `--render --out DIR` rewrites this report from DIR/results.json."]
     text = "\n".join(lines) + "\n"
     (out / "report.md").write_text(text)
     return text
@@ -120,9 +144,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--engines", nargs="+", choices=ENGINES, default=list(ENGINES))
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "catalog")
+    parser.add_argument("--render", action="store_true", help="only rewrite report.md from results.json")
     args = parser.parse_args(argv)
+    if args.render:
+        print(report(args.out, json.loads((args.out / "results.json").read_text())))
+        return 0
     command = " ".join(["python -m benchmarks.catalog", *(argv if argv is not None else sys.argv[1:])])
     args.out.mkdir(parents=True, exist_ok=True)
+    measured = {"at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "machine": f"{platform.platform()}, {os.cpu_count()} cores, faiss {faiss.__version__}"}
     points = []
     for size in args.sizes:
         everything = clustered(size + args.queries, seed=size)
@@ -135,13 +165,13 @@ def main(argv: list[str] | None = None) -> int:
                 exact = found
             points.append(point)
             print(point, flush=True)
-    (args.out / "results.json").write_text(json.dumps({"command": command, "points": [asdict(p) for p in points]},
-                                                      indent=2))
+    results = {"command": command, "measured": measured, "points": [asdict(p) for p in points]}
+    (args.out / "results.json").write_text(json.dumps(results, indent=2))
     with (args.out / "results.csv").open("w", newline="") as stream:
         writer = csv.DictWriter(stream, fieldnames=list(asdict(points[0])))
         writer.writeheader()
         writer.writerows(asdict(p) for p in points)
-    print(report(args.out, command, points))
+    print(report(args.out, results))
     return 0
 
 

@@ -38,7 +38,7 @@ MODES = {
     "full": {"sizes": [(640, 480), (1600, 1200)], "concurrency": [1, 2, 4, 8, 16, 32],
              "protocols": ["grpc", "http"], "requests": 160, "stability": 30, "repeats": 64,
              "compare_concurrency": [1, 8], "compare_requests": 160,
-             "rounds": 5,
+             "rounds": 3,
              "variants": ["default", "one_instance_all_cores", "two_instances_one_thread", "two_instances_all_cores",
                           "unbounded_batches", "no_batching", "gpu_config_on_cpu", "python_ort", "no_quality_monitor",
                           "int8"],
@@ -69,7 +69,28 @@ def plot(results: dict, out: Path) -> list[str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = results["served"]
+    plots = []
+    rows = results.get("served") or []
+    if rows:
+        plots.append(_plot_served(plt, rows, out))
+    first = rows[0]["image_size"] if rows else None
+    bars = [(f"default c={r['concurrency']}", r["throughput"]) for r in rows
+            if r["image_size"] == first and r["protocol"] == "grpc" and r["concurrency"] in (1, 8)]
+    bars += [(f"{v['variant']} c={v['concurrency']}", v["throughput"]) for v in results.get("variants", [])]
+    bars += [(f"{name} (median of rounds)", value) for name, value in paired.median_throughputs(results["paired"]).items()
+             if name.startswith("http_")]
+    figure, axis = plt.subplots(figsize=(11, 4))
+    axis.barh([label for label, _ in bars], [value for _, value in bars])
+    axis.set_xlabel("images/s")
+    axis.set_title("Configurations, int8 and the naive server (640x480 JPEGs, synthetic ResNet50, CPU)")
+    axis.grid(alpha=0.3, axis="x")
+    figure.tight_layout()
+    figure.savefig(out / "configurations.png", dpi=110)
+    plt.close(figure)
+    return [*plots, "configurations.png"]
+
+
+def _plot_served(plt, rows: list[dict], out: Path) -> str:  # noqa: ANN001 (matplotlib.pyplot)
     figure, (throughput, latency) = plt.subplots(1, 2, figsize=(11, 4))
     series = sorted({(r["image_size"], r["protocol"]) for r in rows})
     for size, protocol in series:
@@ -90,22 +111,7 @@ def plot(results: dict, out: Path) -> list[str]:
     figure.tight_layout()
     figure.savefig(out / "served.png", dpi=110)
     plt.close(figure)
-
-    first = rows[0]["image_size"]
-    bars = [(f"default c={r['concurrency']}", r["throughput"]) for r in rows
-            if r["image_size"] == first and r["protocol"] == "grpc" and r["concurrency"] in (1, 8)]
-    bars += [(f"{v['variant']} c={v['concurrency']}", v["throughput"]) for v in results["variants"]]
-    bars += [(f"{name} (median of rounds)", value) for name, value in paired.median_throughputs(results["paired"]).items()
-             if name.startswith("http_")]
-    figure, axis = plt.subplots(figsize=(11, 4))
-    axis.barh([label for label, _ in bars], [value for _, value in bars])
-    axis.set_xlabel("images/s")
-    axis.set_title("Configurations, int8 and the naive server (640x480 JPEGs, synthetic ResNet50, CPU)")
-    axis.grid(alpha=0.3, axis="x")
-    figure.tight_layout()
-    figure.savefig(out / "configurations.png", dpi=110)
-    plt.close(figure)
-    return ["served.png", "configurations.png"]
+    return "served.png"
 
 
 def _served_table(rows: list[dict], ceilings: dict[str, InProcess]) -> list[str]:
@@ -124,11 +130,11 @@ def _served_table(rows: list[dict], ceilings: dict[str, InProcess]) -> list[str]
 
 def _analysis(results: dict) -> list[str]:
     """Where the served throughput goes, from this run's own comparisons."""
-    first = results["served"][0]["image_size"]
-    default = next((r for r in results["served"] if r["image_size"] == first and r["protocol"] == "grpc"
+    served = results.get("served") or []
+    default = next((r for r in served if r["image_size"] == served[0]["image_size"] and r["protocol"] == "grpc"
                     and r["concurrency"] == 8), None)
-    variants = {(v["variant"], v["concurrency"]): v for v in results["variants"]}
-    if default is None or not variants:
+    variants = {(v["variant"], v["concurrency"]): v for v in results.get("variants", [])}
+    if not variants:
         return []
     lines = ["## Reading the numbers", ""]
     kept = results.get("resumed", {}).get("kept", [])
@@ -155,7 +161,7 @@ def _analysis(results: dict) -> list[str]:
                      "configuration's img/s at c=8" + (
                          f", {compare.ratio(variants[(name, 1)]['p50_ms'], shipped[1]['p50_ms'])}× its c=1 p50"
                          if (name, 1) in variants and shipped[1] else "") + ".")
-    if shipped[8]:
+    if shipped[8] and default:
         lines.append(f"- Drift: the shipped configuration at c=8 with the same JPEGs gave {default['throughput']:.1f} img/s "
                      f"in the served section and {shipped[8]['throughput']:.1f} img/s in the configurations section, "
                      f"{compare.ratio(shipped[8]['throughput'], default['throughput'])}× with nothing changed but the "
@@ -190,8 +196,10 @@ def report(out: Path, results: dict, plots: list[str]) -> str:
     lines += [f"| {b.image_size} | {b.preprocess_core_ms} | {b.ort_core_ms} | {b.compute_ceiling_img_s} | "
               f"{b.raw_ort_img_s} | {b.pipeline_single_image_ms} |" for b in in_process]
     lines += ["", "## Served ensemble (perf_analyzer, real JPEG input data)", "",
-              *_served_table(results["served"], ceilings)]
-    if results["variants"]:
+              *(_served_table(results["served"], ceilings) if results.get("served") else
+                ["Not measured in this run: it was stopped before this section (sections run in the order "
+                 "in_process, paired, variants, resnet50_alone, served)."])]
+    if results.get("variants"):
         lines += ["", "## Configurations (perf_analyzer, gRPC, first image size)", "",
                   "| variant | what | concurrency | img/s | p50 ms | p99 ms | avg batch |", "|---|---|---|---|---|---|---|"]
         lines += [f"| {v['variant']} | {compare.VARIANTS[v['variant']].what} | {v['concurrency']}"
@@ -202,7 +210,7 @@ def report(out: Path, results: dict, plots: list[str]) -> str:
         published = " and ".join(f"{zoo.top1} % for {name}" for name, zoo in ZOO_MODELS.items())
         lines += ["", f"int8 accuracy is not measurable with synthetic weights; the ONNX Model Zoo publishes top-1 "
                   f"{published} (ImageNet validation)."]
-    if results["resnet50_alone"]:
+    if results.get("resnet50_alone"):
         lines += ["", "## resnet50 alone (perf_analyzer, random FP32 tensors, gRPC)", "",
                   "| concurrency | img/s | p50 ms | p99 ms | avg batch |", "|---|---|---|---|---|"]
         lines += [f"| {r['concurrency']} | {r['throughput']:.1f} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} | "
@@ -273,19 +281,22 @@ def main(argv: list[str] | None = None) -> int:
             return [asdict(b) for b in baselines]
 
         data = {label: perf.write_input_data(raw / f"input-{label}.json", batch) for label, batch in images.items()}
+        # Most telling first: a run stopped early (a slow VM) still has the targets and configurations,
+        # and --resume measures the rest.
         section("in_process", in_process)
-        section("served", lambda: measure_served(repository, data, raw, settings))
-        section("variants", lambda: compare.measure_variants(repository, data[first_size], raw, settings, int8_model,
-                                                                    scratch=work))
-        section("resnet50_alone", lambda: compare.measure_resnet_alone(repository, raw, settings))
         section("paired", lambda: paired.measure_rounds(
             repository, int8_model and compare.variant_repository(repository, work / "paired", "int8", int8_model),
             first_images, data[first_size], raw, settings))
+        section("variants", lambda: compare.measure_variants(repository, data[first_size], raw, settings, int8_model,
+                                                                    scratch=work))
+        section("resnet50_alone", lambda: compare.measure_resnet_alone(repository, raw, settings))
+        section("served", lambda: measure_served(repository, data, raw, settings))
 
-    with (out / "results.csv").open("w", newline="") as stream:
-        writer = csv.DictWriter(stream, fieldnames=list(results["served"][0]))
-        writer.writeheader()
-        writer.writerows(results["served"])
+    if results.get("served"):
+        with (out / "results.csv").open("w", newline="") as stream:
+            writer = csv.DictWriter(stream, fieldnames=list(results["served"][0]))
+            writer.writeheader()
+            writer.writerows(results["served"])
     print(report(out, results, plot(results, out)))
     return 0
 

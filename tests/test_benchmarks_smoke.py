@@ -50,3 +50,17 @@ def test_catalog_benchmark_measures_every_engine(tmp_path: Path) -> None:
     assert all(point["vectors"] == 600 and point["query_p99_ms"] >= point["query_p50_ms"] > 0 for point in points)
     assert points[0]["recall_at_10"] == 1.0 and all(point["recall_at_10"] >= 0.9 for point in points)
     assert "| faiss-hnsw | 600 |" in (tmp_path / "report.md").read_text()
+
+
+def test_the_catalog_report_says_only_what_its_run_measured(tmp_path: Path) -> None:
+    from benchmarks.catalog import main as catalog_main
+
+    assert catalog_main(["--sizes", "300", "--queries", "10", "--engines", "faiss-exact", "--out", str(tmp_path)]) == 0
+    report = (tmp_path / "report.md").read_text()
+    assert "Not measured at 300 vectors in this run: faiss-hnsw, milvus-lite." in report
+    assert "HNSW's p50" not in report
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["measured"]["at"] in report  # the time of measuring, not of rendering
+    (tmp_path / "report.md").unlink()
+    assert catalog_main(["--render", "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "report.md").read_text() == report
