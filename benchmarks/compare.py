@@ -28,7 +28,7 @@ class Variant:
 
     what: str
     config_name: str | None = contract.CPU_CONFIG_NAME
-    global_pool: bool = True
+    server_args: tuple[str, ...] = ()
     resnet_edit: Callable[[ModelConfig], None] | None = None
     """Applied to resnet50's configs/cpu.pbtxt in the variant's copy."""
     repository_edit: Callable[[Path], None] | None = None
@@ -65,14 +65,17 @@ def _without_quality_monitor(repository: Path) -> None:
 
 CORES = os.cpu_count() or 1
 VARIANTS = {
-    "default": Variant("the shipped CPU configuration (native ONNX Runtime: 2 resnet50 instances sharing its global "
-                       "pool of a thread per core, batches of 2, no queue delay)"),
-    "one_instance_all_cores": Variant("1 resnet50 instance with its own thread per core", global_pool=False,
-                                      resnet_edit=_resnet_instances(1, CORES)),
-    "two_instances_one_thread": Variant("2 resnet50 instances with 1 thread each, no global pool (what a plain "
-                                        "`tritonserver --model-config-name=cpu` runs)", global_pool=False),
-    "two_instances_all_cores": Variant("2 resnet50 instances with their own thread per core each", global_pool=False,
+    "default": Variant("the shipped CPU configuration (native ONNX Runtime: 1 resnet50 instance with a thread per "
+                       "core, batches of 2, no queue delay)"),
+    "two_instances_one_thread": Variant("2 resnet50 instances with 1 thread each",
+                                        resnet_edit=_resnet_instances(2, 1)),
+    "two_instances_all_cores": Variant("2 resnet50 instances with a thread per core each",
                                        resnet_edit=_resnet_instances(2, CORES)),
+    "global_thread_pool": Variant("2 resnet50 instances sharing ONNX Runtime's global pool of a thread per core "
+                                  "(--backend-config=onnxruntime,enable-global-threadpool=1,...)",
+                                  server_args=("--backend-config=onnxruntime,enable-global-threadpool=1",
+                                               f"--backend-config=onnxruntime,intra_op_thread_count={CORES}"),
+                                  resnet_edit=_resnet_instances(2, CORES)),
     "unbounded_batches": Variant("batches as large as the queue allows (no preferred batch size of 2)",
                                  resnet_edit=_without_batch_preference),
     "no_batching": Variant("dynamic batching off in preprocess and resnet50",
@@ -137,7 +140,7 @@ def variant_repository(base: Path, scratch: Path, name: str, int8_model: Path | 
 def triton(repository: Path, log: Path, variant: Variant = VARIANTS["default"]) -> Iterator[LocalTritonServer]:
     http, grpc, metrics = free_ports(3)
     options = ServerOptions(repository, http_port=http, grpc_port=grpc, metrics_port=metrics,
-                            config_name=variant.config_name, onnxruntime_global_pool=variant.global_pool)
+                            config_name=variant.config_name, extra_args=variant.server_args)
     with log.open("wb") as stream, LocalTritonServer(options, log=stream) as server:
         yield server
 

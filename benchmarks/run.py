@@ -39,7 +39,7 @@ MODES = {
              "protocols": ["grpc", "http"], "requests": 160, "stability": 30, "repeats": 64,
              "compare_concurrency": [1, 8], "compare_requests": 160,
              "rounds": 3,
-             "variants": ["default", "one_instance_all_cores", "two_instances_one_thread", "two_instances_all_cores",
+             "variants": ["default", "two_instances_one_thread", "two_instances_all_cores", "global_thread_pool",
                           "unbounded_batches", "no_batching", "gpu_config_on_cpu", "python_ort", "no_quality_monitor",
                           "int8"],
              "variant_concurrency": [1, 8],

@@ -21,7 +21,7 @@ import shopvision
 from shopvision.container import gpu_visible, options_from_environment
 from shopvision.contract import CONFIDENCE_METRIC
 from shopvision.samples import product_jpeg
-from shopvision.server import available_cores, free_ports, triton_arguments
+from shopvision.server import free_ports, triton_arguments
 from tests.conftest import RunningServer
 
 pytestmark = pytest.mark.filterwarnings("ignore::shopvision.SyntheticWeightsWarning")
@@ -172,19 +172,6 @@ def test_container_picks_the_cpu_configuration_when_no_gpu_is_visible(requested,
     names = [argument.removeprefix("--model-config-name=") for argument in arguments
              if argument.startswith("--model-config-name=")]
     assert names == ([expected] if expected else [])
-
-
-def test_the_cpu_configuration_shares_one_onnxruntime_pool_sized_to_the_cpu_limit(tmp_path: Path) -> None:
-    affinity = len(os.sched_getaffinity(0))
-    (tmp_path / "cpu.max").write_text("150000 100000\n")  # a container limited to 1.5 CPUs
-    assert available_cores(tmp_path) == min(2, affinity)
-    (tmp_path / "cpu.max").write_text("max 100000\n")
-    assert available_cores(tmp_path) == affinity
-    cpu = triton_arguments(options_from_environment({"SHOPVISION_ONNXRUNTIME_THREADS": "3"}, [], gpu=False))
-    assert {"--backend-config=onnxruntime,enable-global-threadpool=1",
-            "--backend-config=onnxruntime,intra_op_thread_count=3"} <= set(cpu)
-    gpu = triton_arguments(options_from_environment({}, [], gpu=True))
-    assert not any("onnxruntime" in argument for argument in gpu)
 
 
 def test_a_gpu_is_visible_when_the_runtime_mounted_its_device(tmp_path: Path) -> None:

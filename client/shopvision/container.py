@@ -12,8 +12,6 @@ SHOPVISION_ADMIN_KEY            opens the restricted admin APIs to requests carr
 SHOPVISION_GRPC_TLS_CERT/_KEY   PEM files: gRPC over TLS; ``SHOPVISION_GRPC_TLS_CLIENT_CA``
                                 adds mutual TLS
 SHOPVISION_EXIT_TIMEOUT_S       seconds in-flight requests get on SIGTERM (default 30)
-SHOPVISION_ONNXRUNTIME_THREADS  ``cpu`` configuration: ONNX Runtime's global pool size (default:
-                                the container's CPU limit, else its CPUs)
 SHOPVISION_MODEL_CONTROL        ``none`` (default) or ``explicit`` for ``shopvision model promote``
 =============================== ===============================================================
 
@@ -62,7 +60,6 @@ def options_from_environment(environ: dict[str, str], extra_args: list[str], *, 
         host="0.0.0.0",
         config_name=config_name(environ.get("SHOPVISION_MODEL_CONFIG_NAME"), gpu=gpu),
         exit_timeout_s=int(environ.get("SHOPVISION_EXIT_TIMEOUT_S", "30")),
-        onnxruntime_threads=int(environ.get("SHOPVISION_ONNXRUNTIME_THREADS") or 0) or None,
         admin_key=environ.get(ADMIN_KEY_ENV) or None,
         model_control=environ.get("SHOPVISION_MODEL_CONTROL") or "none",
         grpc_tls=tls,

@@ -9,7 +9,6 @@ benchmarks.
 
 from __future__ import annotations
 
-import math
 import os
 import secrets
 import signal
@@ -58,12 +57,6 @@ class ServerOptions:
     model_control: str = "none"
     """``none`` (production default: the repository cannot change under a running server) or
     ``explicit`` (``shopvision model promote``/``rollback`` load versions through the admin API)."""
-    onnxruntime_global_pool: bool = True
-    """Under the ``cpu`` configuration, resnet50's instances share ONNX Runtime's global thread pool
-    (False: each instance has the threads its config names, for comparisons)."""
-    onnxruntime_threads: int | None = None
-    """Size of that pool; None: the CPUs this process may use (its affinity, capped by a container's
-    CPU limit)."""
     extra_args: tuple[str, ...] = field(default_factory=tuple)
 
 
@@ -99,14 +92,6 @@ def triton_arguments(options: ServerOptions) -> list[str]:
         raise ValueError(f"model_control must be none or explicit, not {options.model_control!r}")
     if options.config_name:
         arguments.append(f"--model-config-name={options.config_name}")
-    if options.config_name == CPU_CONFIG_NAME and options.onnxruntime_global_pool:
-        # The CPU configuration's 2 resnet50 instances share one pool of a thread per core: a lone
-        # image gets every core, and two batches in flight do not start twice as many threads as
-        # cores (ONNX Runtime's threads spin while they wait, and r24.10's backend cannot stop that).
-        # A server-wide setting, so it lives here and not in configs/cpu.pbtxt.
-        threads = options.onnxruntime_threads or available_cores()
-        arguments += ["--backend-config=onnxruntime,enable-global-threadpool=1",
-                      f"--backend-config=onnxruntime,intra_op_thread_count={threads}"]
     restriction = f"{','.join(RESTRICTED_APIS)}:{ADMIN_KEY_HEADER}={options.admin_key or secrets.token_urlsafe(32)}"
     arguments += [f"--http-restricted-api={restriction}", f"--grpc-restricted-protocol={restriction}"]
     if options.grpc_tls is not None:
@@ -116,17 +101,6 @@ def triton_arguments(options: ServerOptions) -> list[str]:
         if tls.client_ca is not None:
             arguments += ["--grpc-use-ssl-mutual=true", f"--grpc-root-cert={tls.client_ca}"]
     return [*arguments, *options.extra_args]
-
-
-def available_cores(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
-    """CPUs this process may use: its affinity, capped by a cgroup v2 CPU quota (a container's CPU
-    limit, which ``os.cpu_count()`` ignores: a pod limited to 2 CPUs on a 64-core node sees 64)."""
-    cores = len(os.sched_getaffinity(0))
-    try:
-        quota, period = (cgroup / "cpu.max").read_text().split()
-    except (OSError, ValueError):
-        return cores
-    return cores if quota == "max" else max(1, min(cores, math.ceil(int(quota) / int(period))))
 
 
 @dataclass(frozen=True)
