@@ -57,7 +57,8 @@ def _without_quality_monitor(repository: Path) -> None:
         steps = [step for step in config.ensemble_scheduling.step if step.model_name != contract.QUALITY_MONITOR_MODEL]
         del config.ensemble_scheduling.step[:]
         config.ensemble_scheduling.step.extend(steps)
-        resnet = next(step for step in steps if step.model_name == contract.RESNET_MODEL)
+        # extend() copied the steps: change the copy the config holds.
+        resnet = next(step for step in config.ensemble_scheduling.step if step.model_name == contract.RESNET_MODEL)
         resnet.output_map[contract.PROBABILITIES] = contract.PROBABILITIES
 
     edit_config(repository / contract.ENSEMBLE_MODEL / "config.pbtxt", edit)

@@ -200,7 +200,8 @@ def compose_config(*profiles: str, **environment: str) -> subprocess.CompletedPr
 
     binary = Path(compose.__file__).parent / "docker-compose"
     flags = [flag for profile in profiles for flag in ("--profile", profile)]
-    clean = {key: value for key, value in os.environ.items() if key not in ("GRAFANA_ADMIN_PASSWORD", "SHOPVISION_BIND")}
+    clean = {key: value for key, value in os.environ.items()
+             if key not in ("GRAFANA_ADMIN_PASSWORD", "SHOPVISION_BIND")}
     return subprocess.run([binary, "-f", ROOT / "docker-compose.yml", *flags, "config", "--format", "json"],
                           capture_output=True, text=True, check=False, env={**clean, **environment})
 
