@@ -123,6 +123,11 @@ class Preprocessor:
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                 image = Image.open(io.BytesIO(data), formats=SUPPORTED_FORMATS)
         except Image.DecompressionBombError as error:
+            # Pillow refuses past twice its own limit before we see the size; say it in our terms.
+            ceiling = 2 * (Image.MAX_IMAGE_PIXELS or 0)
+            if ceiling > self._limits.max_pixels:
+                raise ImageRejected(f"image declares more than {ceiling} pixels, over the limit of "
+                                    f"{self._limits.max_pixels} pixels") from error
             raise ImageRejected(f"refused before decoding: {error}") from error
         except UnidentifiedImageError as error:
             raise ImageRejected(
