@@ -20,6 +20,7 @@ import numpy as np
 from shopvision.contract import EMBEDDING_DIM, NUM_CLASSES
 from shopvision.errors import ShopvisionError
 from shopvision.images import IMAGE_SUFFIXES
+from shopvision.samples import product_jpeg
 
 if TYPE_CHECKING:
     from shopvision.client import Client
@@ -113,9 +114,10 @@ def read_dataset(source: str | Path) -> list[LabelledImage]:
     return items
 
 
-def server_labels(client: Client, sample: Path) -> list[str]:
-    """The served model's 1000 class names by index, from one classification of every class."""
-    (predictions,) = client.classify([sample], top_k=NUM_CLASSES)
+def server_labels(client: Client) -> list[str]:
+    """The served model's 1000 class names by index, from one classification of a generated photo
+    (not the dataset's: its first image may be one the server cannot read)."""
+    (predictions,) = client.classify([product_jpeg(0)], top_k=NUM_CLASSES)
     labels = [""] * NUM_CLASSES
     for prediction in predictions:
         labels[prediction.index] = prediction.label
@@ -138,15 +140,20 @@ def resolve_labels(dataset: list[LabelledImage], labels: list[str], label_map: M
     for index, label in enumerate(labels):
         by_name.setdefault(normalise(label), []).append(index)
     mapped = {normalise(shop): normalise(imagenet) for shop, imagenet in label_map.items()}
-    indices, unknown, ambiguous = [], set(), {}
+    indices: list[int] = []
+    unknown: set[str] = set()
+    ambiguous: dict[str, list[int]] = {}
     for item in dataset:
         name = mapped.get(normalise(item.label), normalise(item.label))
         if name.isdigit() and int(name) < len(labels):
             indices.append(int(name))
         elif len(by_name.get(name, [])) == 1:
             indices.append(by_name[name][0])
+        elif name in by_name:
+            ambiguous[item.label] = by_name[name]
+            indices.append(-1)
         else:
-            (ambiguous if name in by_name else unknown)[item.label] = by_name.get(name)
+            unknown.add(item.label)
             indices.append(-1)
     if unknown:
         raise DatasetError(f"labels not among the model's ImageNet classes: {', '.join(sorted(unknown))}; "
@@ -160,7 +167,7 @@ def resolve_labels(dataset: list[LabelledImage], labels: list[str], label_map: M
 def evaluate(client: Client, dataset: list[LabelledImage], *, label_map: Mapping[str, str] | None = None,
              progress: Callable[[int, int], None] | None = None) -> tuple[EvalReport, np.ndarray]:
     """Top-1/top-5 accuracy and per-class confusion against the server; also returns the embeddings."""
-    labels = server_labels(client, dataset[0].path)
+    labels = server_labels(client)
     truth = resolve_labels(dataset, labels, label_map or {})
     names = class_names(labels)
     started = time.perf_counter()
