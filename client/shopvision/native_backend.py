@@ -41,10 +41,6 @@ class BackendBuildError(RuntimeError):
     """The native backend could not be built; the message says what to install or fix."""
 
 
-class MissingToolchainError(BackendBuildError):
-    """This machine lacks a tool the build needs (a C++ toolchain, git or npm)."""
-
-
 @dataclass(frozen=True)
 class TritonSource:
     name: str
@@ -123,12 +119,12 @@ def build_native_backend(*, cache: Path | None = None, mirror: Path | None = Non
     if installed is not None:
         return installed
     if platform.system() != "Linux" or platform.machine() not in _NPM_ARCHITECTURES:
-        raise MissingToolchainError(f"the native backend builds on Linux x86_64 or aarch64, not "
+        raise BackendBuildError(f"the native backend builds on Linux x86_64 or aarch64, not "
                                 f"{platform.system()} {platform.machine()}")
     need_npm = mirror is None or not (mirror / ONNXRUNTIME_NPM_PACKAGE.name).exists()
     missing = missing_tools(need_git=mirror is None, need_npm=need_npm)
     if missing:
-        raise MissingToolchainError(f"building the native ONNX Runtime backend needs {', '.join(missing)} "
+        raise BackendBuildError(f"building the native ONNX Runtime backend needs {', '.join(missing)} "
                                 "(Debian: scripts/install-system-deps.sh)")
     target = install_directory(cache)
     target.parent.mkdir(parents=True, exist_ok=True)

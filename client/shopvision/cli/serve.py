@@ -10,9 +10,8 @@ from pathlib import Path
 
 from shopvision.cli._common import EXIT_OK, EXIT_USAGE
 from shopvision.cli.model import DEFAULT_REPOSITORY
+from shopvision.container import AUTO_CONFIG, DEFAULT_CONFIG
 from shopvision.contract import CPU_CONFIG_NAME, MODEL_FILE, RESNET_MODEL, STAND_IN_CONFIG_NAME
-
-AUTO = "auto"
 
 
 class _Terminated(Exception):
@@ -32,10 +31,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--http-port", type=int, default=8000)
     serve.add_argument("--grpc-port", type=int, default=8001)
     serve.add_argument("--metrics-port", type=int, default=8002)
-    serve.add_argument("--config-name", default=AUTO,
-                       help=f"Triton --model-config-name; {AUTO} (default): {CPU_CONFIG_NAME} (native ONNX Runtime "
-                            f"backend, as the container runs on a CPU node) once `shopvision backend build` has run, "
-                            f"else {STAND_IN_CONFIG_NAME} (resnet50 in a Python stub)")
+    serve.add_argument("--config-name", default=AUTO_CONFIG,
+                       help=f"Triton --model-config-name; {AUTO_CONFIG} (default): {CPU_CONFIG_NAME} (native ONNX "
+                            f"Runtime backend, as the container runs on a CPU node) once `shopvision backend build` "
+                            f"has run, else {STAND_IN_CONFIG_NAME} (resnet50 in a Python stub); {DEFAULT_CONFIG}: "
+                            "each model's config.pbtxt")
     serve.add_argument("--log-verbose", type=int, default=0)
     serve.add_argument("--model-control", choices=["none", "explicit"], default="none",
                        help="explicit lets `shopvision model promote/rollback` swap versions live "
@@ -61,7 +61,8 @@ def run_serve(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     admin_key = os.environ.get(ADMIN_KEY_ENV) or None
     installation = TritonInstallation.from_wheel()
-    config_name = installation.default_config_name if args.config_name == AUTO else args.config_name
+    config_name = {AUTO_CONFIG: installation.default_config_name, DEFAULT_CONFIG: None}.get(args.config_name,
+                                                                                         args.config_name)
     if installation.native_backend is None and config_name == STAND_IN_CONFIG_NAME:
         print(f"no native ONNX Runtime backend built (`shopvision backend build`): serving with the "
               f"{STAND_IN_CONFIG_NAME} stand-in", file=sys.stderr)
