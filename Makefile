@@ -3,12 +3,14 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 LOCUST_VENV ?= .venv-locust
-MODEL := model_repository/resnet50/1/model.onnx
-WEIGHTS ?= auto
+# The served model repository, assembled from the model_repository/ template (which no command writes).
+BUILD_DIR ?= build/model_repository
+# Empty: keep the built weights (auto on the first build). Or auto, synthetic, a zoo name, a file.
+WEIGHTS ?=
 SERVE_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: serve test venv locust-venv model backend backend-required system-deps clean
+.PHONY: serve test test-fast lint venv locust-venv model backend backend-required system-deps clean
 
 $(BIN)/shopvision: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,10 +30,9 @@ $(LOCUST_VENV)/bin/locust: benchmarks/locust-requirements.txt pyproject.toml
 
 locust-venv: $(LOCUST_VENV)/bin/locust
 
-$(MODEL): | $(BIN)/shopvision
-	$(BIN)/shopvision model build --weights $(WEIGHTS)
-
-model: $(MODEL)
+# Cheap when nothing changed: it re-copies the template's configs and keeps the built weights.
+model: venv
+	$(BIN)/shopvision model build --template model_repository --repository $(BUILD_DIR) $(if $(WEIGHTS),--weights $(WEIGHTS))
 
 # Triton's native ONNX Runtime backend, built once into ~/.cache/shopvision (outside the repository).
 # Without a C++ toolchain `make serve` warns and serves the python_ort stand-in; the suite needs it.
@@ -42,13 +43,21 @@ backend-required: system-deps venv
 	$(BIN)/shopvision backend build --require
 
 serve: venv model backend
-	$(BIN)/shopvision serve $(SERVE_ARGS)
+	$(BIN)/shopvision serve --repository $(BUILD_DIR) $(SERVE_ARGS)
 
 system-deps:
 	scripts/install-system-deps.sh
 
-test: system-deps venv locust-venv backend-required
+lint: venv
+	$(BIN)/ruff check client tests benchmarks model_repository
+	$(BIN)/mypy
+
+test: system-deps venv locust-venv backend-required lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# Every test that needs no tritonserver: seconds, no native backend, no Locust.
+test-fast: venv
+	$(BIN)/python -m pytest -m "not integration" $(PYTEST_ARGS)
+
 clean:
-	rm -rf $(VENV) $(LOCUST_VENV) model_repository/resnet50/*/model.onnx model_repository/resnet50/*/provenance.json
+	rm -rf $(VENV) $(LOCUST_VENV) build

@@ -26,6 +26,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from benchmarks import PUBLISHED, SCRATCH
 from shopvision.catalog import Catalog, Product
 from shopvision.catalog.faiss_store import HNSW_THRESHOLD
 from shopvision.contract import EMBEDDING_DIM
@@ -81,7 +82,7 @@ def measure(engine: str, vectors: np.ndarray, queries: np.ndarray, exact: list[s
             latencies.append((time.perf_counter() - began) * 1000)
             found.append({hit.product_id for hit in hits})
     reference = exact if exact is not None else found
-    recall = float(np.mean([len(a & b) / 10 for a, b in zip(found, reference)]))
+    recall = float(np.mean([len(a & b) / 10 for a, b in zip(found, reference, strict=True)]))
     point = EnginePoint(engine, len(vectors), round(len(vectors) / build_s, 1),
                         round(float(np.percentile(latencies, 50)), 2), round(float(np.percentile(latencies, 99)), 2),
                         round(recall, 3))
@@ -143,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--engines", nargs="+", choices=ENGINES, default=list(ENGINES))
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "catalog")
+    parser.add_argument("--out", type=Path, default=SCRATCH / "catalog",
+                        help=f"default: {SCRATCH / 'catalog'}; the published report: {PUBLISHED / 'catalog'}")
     parser.add_argument("--render", action="store_true", help="only rewrite report.md from results.json")
     args = parser.parse_args(argv)
     if args.render:

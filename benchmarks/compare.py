@@ -17,9 +17,9 @@ from pathlib import Path
 
 from benchmarks import perf
 from shopvision import contract
-from shopvision.modeltools.configs import ModelConfig, edit_config
-from shopvision.preprocessing import Preprocessor
-from shopvision.server import LocalTritonServer, ServerOptions, free_ports
+from shopvision.serving.configs import ModelConfig, edit_config
+from shopvision.serving.preprocessing import Preprocessor
+from shopvision.serving.server import LocalTritonServer, ServerOptions, free_ports
 
 
 @dataclass(frozen=True)

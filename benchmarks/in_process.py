@@ -10,7 +10,7 @@ from pathlib import Path
 import onnxruntime as ort
 
 from shopvision import contract
-from shopvision.preprocessing import Preprocessor
+from shopvision.serving.preprocessing import Preprocessor
 
 
 @dataclass(frozen=True)

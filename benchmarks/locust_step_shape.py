@@ -10,7 +10,7 @@ from locust import LoadTestShape, events
 
 
 @events.init_command_line_parser.add_listener
-def _options(parser) -> None:  # noqa: ANN001
+def _options(parser) -> None:
     parser.add_argument("--step-users", type=int, default=4, help="users added at each step")
     parser.add_argument("--step-seconds", type=float, default=30, help="duration of each step")
     parser.add_argument("--steps", type=int, default=4, help="number of steps; the test stops after the last")

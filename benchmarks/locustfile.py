@@ -37,7 +37,7 @@ REQUEST_NAME = f"{ENSEMBLE_MODEL} classify top-{TOP_K}"
 
 
 @events.init_command_line_parser.add_listener
-def _options(parser) -> None:  # noqa: ANN001
+def _options(parser) -> None:
     parser.add_argument("--grpc-url", default="localhost:8001", help="host:port of Triton's gRPC endpoint")
     parser.add_argument("--images", default="", help="folder of JPEGs to send (default: generated product photos)")
     parser.add_argument("--image-size", default="640x480", help="size of generated photos, WIDTHxHEIGHT")

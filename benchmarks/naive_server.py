@@ -19,7 +19,7 @@ from fastapi import FastAPI, HTTPException, Request
 from starlette.concurrency import run_in_threadpool
 
 from shopvision import contract
-from shopvision.preprocessing import ImageRejected, Preprocessor
+from shopvision.serving.preprocessing import ImageRejected, Preprocessor
 
 TOP_K = 5
 

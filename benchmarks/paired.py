@@ -22,7 +22,7 @@ from benchmarks.in_process import measure_in_process
 from benchmarks.kserve_http import INFER_PATH, classify_request
 from benchmarks.loadgen import RequestBuilder, closed_loop
 from shopvision import contract
-from shopvision.server import LocalTritonServer
+from shopvision.serving.server import LocalTritonServer
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,8 @@ def measure_rounds(repository: Path, int8_repository: Path | None, images: list[
         ]
         for concurrency in settings["compare_concurrency"]:
             steps += [(f"http_triton_c{concurrency}",
-                       http("triton", fp32.http_url, lambda image: (INFER_PATH, *classify_request(image)), concurrency)),
+                       http("triton", fp32.http_url, lambda image: (INFER_PATH, *classify_request(image)),
+                            concurrency)),
                       (f"http_naive_c{concurrency}",
                        http("naive", naive, lambda image: ("/classify", {}, image), concurrency))]
         rounds = []
@@ -141,7 +142,8 @@ def targets(rounds: list[dict]) -> list[Target]:
                per_round(lambda r: r["grpc_c1"]["p50_ms"], lambda r: r["in_process"]["pipeline_single_image_ms"]),
                lambda value: value <= 1.10),
     ]
-    concurrencies = sorted(int(name.removeprefix("http_triton_c")) for name in rounds[0] if name.startswith("http_triton"))
+    concurrencies = sorted(int(name.removeprefix("http_triton_c"))
+                           for name in rounds[0] if name.startswith("http_triton"))
     for c in concurrencies:
         floor = 1.0 if c > 1 else 0.95
         found += [

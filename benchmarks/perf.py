@@ -39,7 +39,8 @@ def binary() -> Path:
     found = shutil.which("perf_analyzer", path=os.pathsep.join([str(Path(sys.executable).parent),
                                                                 os.environ.get("PATH", "")]))
     if not found:
-        raise PerfAnalyzerMissing("perf_analyzer not found: `pip install tritonclient[all]==2.51.0` (see README)")
+        raise PerfAnalyzerMissing("perf_analyzer not found: `pip install tritonclient[all]==2.51.0` "
+                                  "(see docs/benchmarks.md)")
     return Path(found)
 
 
@@ -98,7 +99,8 @@ def run(*, model: str, url: str, protocol: str, input_data: Path | None, concurr
         relaxed = [*command, "--stability-percentage", "1000", "--max-trials", "3"]
         completed = subprocess.run(relaxed, env=environment(), capture_output=True, text=True, timeout=timeout_s)
     if completed.returncode != 0:
-        raise RuntimeError(f"perf_analyzer failed ({completed.returncode}):\n{completed.stdout[-3000:]}\n{completed.stderr[-3000:]}")
+        raise RuntimeError(f"perf_analyzer failed ({completed.returncode}):\n{completed.stdout[-3000:]}\n"
+                           f"{completed.stderr[-3000:]}")
     (point,) = parse_csv(csv_path)
     return dataclasses.replace(point, stable=stable)
 
@@ -115,7 +117,7 @@ def parse_csv(path: Path) -> list[PerfPoint]:
             p90_ms=us(row, "p90 latency"),
             p99_ms=us(row, "p99 latency"),
             server_queue_ms=us(row, "Server Queue"),
-            server_compute_ms=us(row, "Server Compute Input") + us(row, "Server Compute Infer") + us(row, "Server Compute Output"),
+            server_compute_ms=sum(us(row, f"Server Compute {stage}") for stage in ("Input", "Infer", "Output")),
         )
         for row in rows
     ]

@@ -23,12 +23,13 @@ from pathlib import Path
 
 import onnxruntime as ort
 
-from benchmarks import compare, paired, perf
+from benchmarks import SCRATCH, compare, paired, perf
 from benchmarks.in_process import InProcess, measure_in_process
-from shopvision import contract, native_backend
+from shopvision import contract
 from shopvision.samples import product_jpeg
+from shopvision.serving import native_backend
 
-REPOSITORY_SOURCE = Path(__file__).resolve().parent.parent / "model_repository"
+TEMPLATE = Path(__file__).resolve().parent.parent / "model_repository"
 MODES = {
     # Count windows: a fixed number of requests per measurement, so p99 means the same at
     # every concurrency on a slow machine.
@@ -77,7 +78,8 @@ def plot(results: dict, out: Path) -> list[str]:
     bars = [(f"default c={r['concurrency']}", r["throughput"]) for r in rows
             if r["image_size"] == first and r["protocol"] == "grpc" and r["concurrency"] in (1, 8)]
     bars += [(f"{v['variant']} c={v['concurrency']}", v["throughput"]) for v in results.get("variants", [])]
-    bars += [(f"{name} (median of rounds)", value) for name, value in paired.median_throughputs(results["paired"]).items()
+    bars += [(f"{name} (median of rounds)", value)
+             for name, value in paired.median_throughputs(results["paired"]).items()
              if name.startswith("http_")]
     figure, axis = plt.subplots(figsize=(11, 4))
     axis.barh([label for label, _ in bars], [value for _, value in bars])
@@ -90,7 +92,7 @@ def plot(results: dict, out: Path) -> list[str]:
     return [*plots, "configurations.png"]
 
 
-def _plot_served(plt, rows: list[dict], out: Path) -> str:  # noqa: ANN001 (matplotlib.pyplot)
+def _plot_served(plt, rows: list[dict], out: Path) -> str:  # matplotlib.pyplot
     figure, (throughput, latency) = plt.subplots(1, 2, figsize=(11, 4))
     series = sorted({(r["image_size"], r["protocol"]) for r in rows})
     for size, protocol in series:
@@ -115,7 +117,8 @@ def _plot_served(plt, rows: list[dict], out: Path) -> str:  # noqa: ANN001 (matp
 
 
 def _served_table(rows: list[dict], ceilings: dict[str, InProcess]) -> list[str]:
-    lines = ["| images | protocol | concurrency | img/s | p50 ms | p90 ms | p99 ms | server queue ms | server compute ms |"
+    lines = ["| images | protocol | concurrency | img/s | p50 ms | p90 ms | p99 ms | server queue ms "
+             "| server compute ms |"
              " avg batch | vs compute ceiling | vs raw ORT |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         base = ceilings[r["image_size"]]
@@ -162,7 +165,8 @@ def _analysis(results: dict) -> list[str]:
                          f", {compare.ratio(variants[(name, 1)]['p50_ms'], shipped[1]['p50_ms'])}× its c=1 p50"
                          if (name, 1) in variants and shipped[1] else "") + ".")
     if shipped[8] and default:
-        lines.append(f"- Drift: the shipped configuration at c=8 with the same JPEGs gave {default['throughput']:.1f} img/s "
+        lines.append("- Drift: the shipped configuration at c=8 with the same JPEGs gave "
+                     f"{default['throughput']:.1f} img/s "
                      f"in the served section and {shipped[8]['throughput']:.1f} img/s in the configurations section, "
                      f"{compare.ratio(shipped[8]['throughput'], default['throughput'])}× with nothing changed but the "
                      "time of day on this shared VM; this is why the targets are measured in paired rounds.")
@@ -190,7 +194,8 @@ def report(out: Path, results: dict, plots: list[str]) -> str:
         "## Targets (ratios within this run)", "", *paired.report_lines(results["paired"]), "",
         *_analysis(results),
         "## In-process baselines (same model file, same JPEGs)", "",
-        "| images | preprocess core-ms/img | ORT core-ms/img | compute ceiling img/s | raw ORT img/s | in-process single-image ms |",
+        "| images | preprocess core-ms/img | ORT core-ms/img | compute ceiling img/s | raw ORT img/s "
+        "| in-process single-image ms |",
         "|---|---|---|---|---|---|",
     ]
     lines += [f"| {b.image_size} | {b.preprocess_core_ms} | {b.ort_core_ms} | {b.compute_ceiling_img_s} | "
@@ -201,11 +206,12 @@ def report(out: Path, results: dict, plots: list[str]) -> str:
                  "in_process, paired, variants, resnet50_alone, served)."])]
     if results.get("variants"):
         lines += ["", "## Configurations (perf_analyzer, gRPC, first image size)", "",
-                  "| variant | what | concurrency | img/s | p50 ms | p99 ms | avg batch |", "|---|---|---|---|---|---|---|"]
+                  "| variant | what | concurrency | img/s | p50 ms | p99 ms | avg batch |",
+                  "|---|---|---|---|---|---|---|"]
         lines += [f"| {v['variant']} | {compare.VARIANTS[v['variant']].what} | {v['concurrency']}"
                   f"{'' if v.get('stable', True) else '*'} | {v['throughput']:.1f} | "
                   f"{v['p50_ms']:.0f} | {v['p99_ms']:.0f} | {v['avg_batch']} |" for v in results["variants"]]
-        from shopvision.modeltools.sources import ZOO_MODELS
+        from shopvision.serving.weights import ZOO_MODELS
 
         published = " and ".join(f"{zoo.top1} % for {name}" for name, zoo in ZOO_MODELS.items())
         lines += ["", f"int8 accuracy is not measurable with synthetic weights; the ONNX Model Zoo publishes top-1 "
@@ -224,11 +230,11 @@ def report(out: Path, results: dict, plots: list[str]) -> str:
 
 
 def synthetic_repository(scratch: Path) -> Path:
-    """A copy of the checked-in repository with synthetic weights (seed 0) built into version 1."""
-    from shopvision.modeltools.build import build_model, copy_without_weights
+    """A repository assembled from the template with synthetic weights (seed 0) built into version 1."""
+    from shopvision.serving.build import build_model
 
-    repository = copy_without_weights(REPOSITORY_SOURCE, scratch / "model_repository")
-    build_model("synthetic", repository)
+    repository = scratch / "model_repository"
+    build_model("synthetic", repository, template=TEMPLATE)
     return repository
 
 
@@ -237,13 +243,14 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mode", choices=sorted(MODES), default="quick")
-    parser.add_argument("--out", type=Path, default=None, help="default: benchmarks/results/<mode>")
+    parser.add_argument("--out", type=Path, default=None,
+                        help=f"default: {SCRATCH}/<mode>; the published reports: benchmarks/results/<mode>")
     parser.add_argument("--render", action="store_true", help="only rewrite report.md and the plots from results.json")
     parser.add_argument("--resume", action="store_true",
                         help="keep the sections results.json already has (an interrupted run) and measure the rest")
     args = parser.parse_args(argv)
     settings = MODES[args.mode]
-    out = args.out or Path(__file__).resolve().parent / "results" / args.mode
+    out = args.out or SCRATCH / args.mode
     if args.render:
         results = json.loads((out / "results.json").read_text())
         print(report(out, results, plot(results, out)))
@@ -257,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         results["resumed"] = {"at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                               "kept": [name for name in results if name not in ("command", "resumed")]}
 
-    def section(name: str, measure) -> None:  # noqa: ANN001
+    def section(name: str, measure) -> None:
         """Measure a section unless a resumed run has it, and save after each one."""
         if name not in results:
             results[name] = measure()
@@ -273,9 +280,10 @@ def main(argv: list[str] | None = None) -> int:
                       if "int8" in settings["variants"] else None)
 
         def in_process() -> list[dict]:
-            baselines = [measure_in_process(model, batch, label, settings["repeats"]) for label, batch in images.items()]
+            repeats = settings["repeats"]
+            baselines = [measure_in_process(model, batch, label, repeats) for label, batch in images.items()]
             if int8_model is not None:
-                baselines.append(measure_in_process(int8_model, first_images, f"{first_size} int8", settings["repeats"]))
+                baselines.append(measure_in_process(int8_model, first_images, f"{first_size} int8", repeats))
             for baseline in baselines:
                 print(f"in-process {baseline}", flush=True)
             return [asdict(b) for b in baselines]

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import shopvision
+from benchmarks import PUBLISHED, SCRATCH
 from benchmarks.processes import tree_rss_bytes
 from shopvision.samples import product_jpeg
 
@@ -93,12 +94,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=10)
     parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "soak")
+    parser.add_argument("--out", type=Path, default=SCRATCH / "soak",
+                        help=f"default: {SCRATCH / 'soak'}; the published report: {PUBLISHED / 'soak'}")
     args = parser.parse_args(argv)
     import tempfile
 
     from benchmarks.run import synthetic_repository
-    from shopvision.server import LocalTritonServer, ServerOptions, free_ports
+    from shopvision.serving.server import LocalTritonServer, ServerOptions, free_ports
 
     (args.out / "raw").mkdir(parents=True, exist_ok=True)
     http, grpc, metrics = free_ports(3)

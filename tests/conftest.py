@@ -8,22 +8,24 @@ from pathlib import Path
 
 import pytest
 
-from shopvision.modeltools.build import build_model, copy_without_weights
-from shopvision.server import LocalTritonServer, ServerOptions, free_ports
+from shopvision.serving.build import build_model
+from shopvision.serving.repository import assemble
+from shopvision.serving.server import LocalTritonServer, ServerOptions, free_ports
 
-REPOSITORY_SOURCE = Path(__file__).resolve().parent.parent / "model_repository"
+TEMPLATE = Path(__file__).resolve().parent.parent / "model_repository"
 
 
 def copy_repository(target: Path) -> Path:
-    """The checked-in repository without any locally built weights."""
-    return copy_without_weights(REPOSITORY_SOURCE, target)
+    """A repository assembled from the template, with no weights built yet."""
+    assemble(TEMPLATE, target)
+    return target
 
 
 @pytest.fixture(scope="session")
 def built_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy of model_repository/ with synthetic weights (seed 0) built into version 1."""
-    repository = copy_repository(tmp_path_factory.mktemp("repo") / "model_repository")
-    build_model("synthetic", repository, seed=0)
+    """A repository assembled from the template with synthetic weights (seed 0) built into version 1."""
+    repository = tmp_path_factory.mktemp("repo") / "model_repository"
+    build_model("synthetic", repository, template=TEMPLATE, seed=0)
     return repository
 
 

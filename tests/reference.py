@@ -1,6 +1,6 @@
 """An independent reference of the ResNet evaluation recipe, written for the tests only.
 
-Deliberately not shopvision.preprocessing: full JPEG decode (no draft mode), the whole image
+Deliberately not shopvision.serving.preprocessing: full JPEG decode (no draft mode), the whole image
 resized and then cropped by array slicing, transparency blended in numpy.
 """
 
@@ -27,10 +27,7 @@ def reference_pixels(data: bytes) -> np.ndarray:
         image = Image.fromarray(np.rint(blended).astype(np.uint8), "RGB")
     image = image.convert("RGB")
     width, height = image.size
-    if width <= height:
-        size = (256, int(256 * height / width))
-    else:
-        size = (int(256 * width / height), 256)
+    size = (256, int(256 * height / width)) if width <= height else (int(256 * width / height), 256)
     resized = np.asarray(image.resize(size, Image.Resampling.BILINEAR), dtype=np.float64)
     top = int(round((size[1] - 224) / 2.0))
     left = int(round((size[0] - 224) / 2.0))

@@ -17,8 +17,8 @@ from PIL import Image
 from tritonclient.utils import InferenceServerException
 
 from shopvision import contract
-from shopvision.preprocessing import DecodeLimits, ImageRejected, Preprocessor
 from shopvision.samples import encode, product_image, product_jpeg
+from shopvision.serving.preprocessing import DecodeLimits, ImageRejected, Preprocessor
 from tests.conftest import RunningServer
 
 PROTOCOLS = {"grpc": grpcclient, "http": httpclient}
@@ -145,7 +145,7 @@ def test_extreme_aspect_ratios_never_build_the_full_resized_image(monkeypatch: p
     sizes: list[tuple[int, int]] = []
     original = Image.Image.resize
 
-    def recording_resize(self, size, *args, **kwargs):  # noqa: ANN001
+    def recording_resize(self, size, *args, **kwargs):
         sizes.append(tuple(size))
         return original(self, size, *args, **kwargs)
 

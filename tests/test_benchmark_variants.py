@@ -8,14 +8,12 @@ import pytest
 
 from benchmarks import compare
 from shopvision import contract
-from shopvision.modeltools.build import copy_without_weights
-from shopvision.modeltools.configs import read_config
-
-REPOSITORY = Path(__file__).resolve().parent.parent / "model_repository"
+from shopvision.serving.configs import read_config
+from tests.conftest import TEMPLATE, copy_repository
 
 
 def variant(tmp_path: Path, name: str) -> Path:
-    base = copy_without_weights(REPOSITORY, tmp_path / "base")
+    base = copy_repository(tmp_path / "base")
     return compare.variant_repository(base, tmp_path / "variants", name)
 
 
@@ -38,7 +36,7 @@ def test_layout_variants_set_instances_and_threads(tmp_path: Path, name: str, co
     config = cpu_config(variant(tmp_path, name))
     assert [group.count for group in config.instance_group] == [count]
     assert config.parameters["intra_op_thread_count"].string_value == threads
-    shipped = cpu_config(REPOSITORY)
+    shipped = cpu_config(TEMPLATE)
     assert config.dynamic_batching == shipped.dynamic_batching and config.output == shipped.output
 
 

@@ -95,8 +95,9 @@ def test_near_duplicate_recall(built, queries) -> None:
     measured = {}
     for alteration, vectors in queries.items():
         results = catalog.search_many(list(vectors), k=10)
-        recall_1 = np.mean([hits[0].product_id == want for hits, want in zip(results, expected)])
-        recall_10 = np.mean([want in {hit.product_id for hit in hits} for hits, want in zip(results, expected)])
+        recall_1 = np.mean([hits[0].product_id == want for hits, want in zip(results, expected, strict=True)])
+        recall_10 = np.mean([want in {hit.product_id for hit in hits}
+                             for hits, want in zip(results, expected, strict=True)])
         measured[alteration] = (round(float(recall_1), 3), round(float(recall_10), 3))
     print(f"recall@1, recall@10 by alteration ({catalog.stats().engine}): {measured}")
     for alteration, (floor_1, floor_10) in RECALL_FLOORS.items():
@@ -214,7 +215,8 @@ def test_indexer_killed_at_random_points_leaves_a_consistent_catalog(engine, tri
                 fingerprints = catalog.fingerprints()
                 assert catalog.stats().products == len(fingerprints)
                 sample = rng.sample(sorted(fingerprints), min(len(fingerprints), 8))
-                for product_id, hits in zip(sample, catalog.search_many([source / f"{p}.jpg" for p in sample], k=2)):
+                for product_id, hits in zip(sample, catalog.search_many([source / f"{p}.jpg" for p in sample], k=2),
+                                            strict=True):
                     assert hits[0].product_id == product_id and hits[1].product_id != product_id  # once, searchable
             seen_counts.append(len(fingerprints))
     print(f"products after each kill ({engine}): {seen_counts}")

@@ -99,7 +99,7 @@ def test_hnsw_recall_at_10_against_exact_search(tmp_path) -> None:
         assert store.index_kind() == kind
         store.close()
     recall = np.mean([len({h.product_id for h in approx} & {h.product_id for h in exact}) / 10
-                      for approx, exact in zip(results["hnsw"], results["exact"])])
+                      for approx, exact in zip(results["hnsw"], results["exact"], strict=True)])
     assert recall >= 0.95, f"HNSW recall@10 vs exact = {recall:.3f}"
 
 

@@ -16,11 +16,13 @@ import pytest
 
 import shopvision
 from shopvision.samples import encode, product_image, product_jpeg, write_catalog
-from shopvision.server import free_ports
+from shopvision.serving.server import free_ports
 from tests.conftest import RunningServer, start_server
+from tests.threads import RecordingThread
 
 pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("ignore::shopvision.SyntheticWeightsWarning")]
-README = Path(__file__).resolve().parent.parent / "README.md"
+ROOT = Path(__file__).resolve().parent.parent
+DOCUMENTS = [ROOT / "README.md", ROOT / "docs" / "client.md", ROOT / "docs" / "catalog.md"]
 
 
 @pytest.fixture(scope="module")
@@ -81,9 +83,10 @@ def test_synthetic_weights_warning_and_provenance(triton) -> None:
 
 def test_unreachable_server_is_a_clear_error() -> None:
     (port,) = free_ports(1)
-    with shopvision.Client(f"grpc://127.0.0.1:{port}", retry=shopvision.RetryPolicy(attempts=2, initial_backoff_s=0.01)) as client:
-        with pytest.raises(shopvision.ServerUnavailableError, match="unavailable"):
-            client.embed([b"x"])
+    retry = shopvision.RetryPolicy(attempts=2, initial_backoff_s=0.01)
+    with shopvision.Client(f"grpc://127.0.0.1:{port}", retry=retry) as client, \
+            pytest.raises(shopvision.ServerUnavailableError, match="unavailable"):
+        client.embed([b"x"])
 
 
 def test_restart_in_the_middle_of_a_long_embed_run_loses_nothing(built_repository, many_images, expected,
@@ -91,24 +94,35 @@ def test_restart_in_the_middle_of_a_long_embed_run_loses_nothing(built_repositor
     running = start_server(built_repository, tmp_path / "restart.log")
     restarted = threading.Event()
     progress_at_restart: list[int] = []
+    restarter = RecordingThread(lambda: (running.server.kill(), running.server.start()), daemon=True)
 
     def restart_once(done: int, total: int) -> None:
         if done >= 40 and not restarted.is_set():
             restarted.set()
             progress_at_restart.append(done)
-            threading.Thread(target=lambda: (running.server.kill(), running.server.start()), daemon=True).start()
+            restarter.start()
 
     try:
         with shopvision.Client(running.grpc_url, batch_size=8, max_in_flight=2,
                                retry=shopvision.RetryPolicy(attempts=30, max_backoff_s=1.0)) as client:
             vectors = client.embed(many_images, progress=restart_once)
         assert restarted.is_set() and progress_at_restart[0] < 150
+        restarter.join_checked(timeout=120)
         assert vectors.shape == (150, 2048)
         np.testing.assert_allclose(vectors[:20], expected, atol=1e-4)
         with shopvision.Client(running.grpc_url) as client:
             np.testing.assert_allclose(client.embed(many_images[100:110]), vectors[100:110], atol=1e-4)
     finally:
         running.server.stop()
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_a_request_refused_as_a_whole_is_not_blamed_on_its_images(triton, many_images, protocol) -> None:
+    # Batches of 64 are over the ensemble's max_batch_size: Triton refuses the request, not an image in it,
+    # so the client must neither report 64 invalid images nor resend them one by one.
+    with shopvision.Client(url(triton, protocol), batch_size=64) as client, \
+            pytest.raises(shopvision.RequestRejectedError, match="batch-size must be <= 32"):
+        client.analyze(many_images[:64], on_error="report")
 
 
 def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -130,7 +144,8 @@ def test_cli_classify_table_json_and_failures(triton, tmp_path) -> None:
 
 def test_cli_embed_writes_vectors_and_file_list(triton, tmp_path) -> None:
     catalog = write_catalog(tmp_path / "catalog", 5, size=(320, 240))
-    result = run_cli("embed", str(tmp_path / "catalog"), "--out", str(tmp_path / "vectors.npy"), "--url", triton.grpc_url)
+    result = run_cli("embed", str(tmp_path / "catalog"), "--out", str(tmp_path / "vectors.npy"),
+                     "--url", triton.grpc_url)
     assert result.returncode == 0, result.stderr
     vectors = np.load(tmp_path / "vectors.npy")
     assert vectors.shape == (5, 2048) and vectors.dtype == np.float32
@@ -147,7 +162,9 @@ def test_cli_health_and_info(triton) -> None:
 
 
 def readme_blocks(language: str) -> list[str]:
-    return re.findall(rf"```{language}\n(.*?)```", README.read_text(), flags=re.DOTALL)
+    """The code blocks of the README and of the docs that show the SDK and the CLI."""
+    return [block for document in DOCUMENTS
+            for block in re.findall(rf"```{language}\n(.*?)```", document.read_text(), flags=re.DOTALL)]
 
 
 def readme_workspace(tmp_path: Path) -> Path:
@@ -174,11 +191,14 @@ def test_readme_python_examples_run(triton, tmp_path, block) -> None:
     assert result.returncode == 0, result.stderr
 
 
-@pytest.mark.parametrize("example", ["shopvision classify", "shopvision index build"])
-def test_readme_cli_examples_run(triton, tmp_path, example) -> None:
-    (cli_block,) = [block for block in readme_blocks("bash") if example in block]
+def cli_blocks() -> list[str]:
+    return [block for block in readme_blocks("bash") if "shopvision classify" in block or "shopvision index" in block]
+
+
+@pytest.mark.parametrize("block", range(len(cli_blocks())))
+def test_readme_cli_examples_run(triton, tmp_path, block) -> None:
     workspace = readme_workspace(tmp_path)
-    for line in cli_block.splitlines():
+    for line in cli_blocks()[block].splitlines():
         command = against(triton, line.split("  #")[0].strip())
         if not command.startswith("shopvision "):
             continue
@@ -190,6 +210,6 @@ def test_readme_cli_examples_run(triton, tmp_path, example) -> None:
 
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
 def test_a_call_slower_than_its_timeout_raises_request_timeout(triton, many_images, protocol) -> None:
-    with shopvision.Client(url(triton, protocol), timeout_s=0.001) as client:
-        with pytest.raises(shopvision.RequestTimeoutError):
-            client.embed(many_images[:32])
+    with shopvision.Client(url(triton, protocol), timeout_s=0.001) as client, \
+            pytest.raises(shopvision.RequestTimeoutError):
+        client.embed(many_images[:32])

@@ -209,20 +209,28 @@ def test_unknown_scheme_is_refused() -> None:
 
 
 @pytest.mark.parametrize(
-    ("status", "expected"),
+    ("status", "message", "expected"),
     [
-        ("StatusCode.INVALID_ARGUMENT", shopvision.InvalidImageError),
-        ("400", shopvision.InvalidImageError),
-        ("StatusCode.UNAVAILABLE", shopvision.ServerUnavailableError),
-        ("StatusCode.CANCELLED", shopvision.ServerUnavailableError),
-        ("503", shopvision.ServerUnavailableError),
-        ("StatusCode.DEADLINE_EXCEEDED", shopvision.RequestTimeoutError),
-        ("StatusCode.NOT_FOUND", shopvision.ModelMismatchError),
-        ("StatusCode.INTERNAL", shopvision.ServerError),
+        ("StatusCode.INVALID_ARGUMENT", "invalid image: cannot decode JPEG image", shopvision.InvalidImageError),
+        ("400", "in ensemble 'shopvision', invalid image 2 of 3: empty image", shopvision.InvalidImageError),
+        # Triton itself refusing the request's size or shape: no image is to blame.
+        ("StatusCode.INVALID_ARGUMENT", "inference request batch-size must be <= 32 for 'shopvision'",
+         shopvision.RequestRejectedError),
+        ("400", "unexpected shape for input 'image' for model 'shopvision'", shopvision.RequestRejectedError),
+        ("StatusCode.RESOURCE_EXHAUSTED", "Received message larger than max", shopvision.RequestRejectedError),
+        ("403", "This API is restricted, expecting header 'shopvision-admin-key'", shopvision.PermissionDeniedError),
+        ("StatusCode.UNAVAILABLE", "This API is restricted", shopvision.PermissionDeniedError),
+        ("StatusCode.UNAVAILABLE", "boom", shopvision.ServerUnavailableError),
+        ("StatusCode.CANCELLED", "boom", shopvision.ServerUnavailableError),
+        ("503", "boom", shopvision.ServerUnavailableError),
+        ("StatusCode.DEADLINE_EXCEEDED", "boom", shopvision.RequestTimeoutError),
+        ("StatusCode.NOT_FOUND", "boom", shopvision.ModelMismatchError),
+        ("StatusCode.INTERNAL", "boom", shopvision.ServerError),
     ],
 )
-def test_tritonclient_errors_are_translated(status: str, expected: type) -> None:
-    assert isinstance(translate(InferenceServerException("boom", status=status), context="infer"), expected)
+def test_tritonclient_errors_are_translated(status: str, message: str, expected: type) -> None:
+    translated = translate(InferenceServerException(message, status=status), context="infer")
+    assert type(translated) is expected, translated
 
 
 def test_a_model_being_unloaded_is_transient_not_a_mismatch() -> None:
@@ -267,6 +275,7 @@ def test_importing_the_client_pulls_in_only_tritonclient_numpy_and_pillow() -> N
     import sys
 
     code = ("import sys, shopvision; shopvision.Client; shopvision.AsyncClient; "
-            "print(','.join(m for m in ('onnx', 'onnxruntime', 'faiss', 'pymilvus', 'pytriton', 'torch') if m in sys.modules))")
+            "heavy = ('onnx', 'onnxruntime', 'faiss', 'pymilvus', 'pytriton', 'torch'); "
+            "print(','.join(m for m in heavy if m in sys.modules))")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert loaded == ""

@@ -18,10 +18,10 @@ import pytest
 import yaml
 
 import shopvision
-from shopvision.container import gpu_visible, options_from_environment
 from shopvision.contract import CONFIDENCE_METRIC
 from shopvision.samples import product_jpeg
-from shopvision.server import free_ports, triton_arguments
+from shopvision.serving.container import gpu_visible, options_from_environment
+from shopvision.serving.server import free_ports, triton_arguments
 from tests.conftest import RunningServer
 
 pytestmark = pytest.mark.filterwarnings("ignore::shopvision.SyntheticWeightsWarning")
@@ -154,7 +154,8 @@ def test_container_entrypoint_turns_the_environment_into_tritonserver_flags() ->
     explicit = triton_arguments(options_from_environment({"SHOPVISION_MODEL_CONTROL": "explicit"}, [], gpu=True))
     assert {"--model-control-mode=explicit", "--load-model=*"} <= set(explicit)
     assert not any(argument.startswith("--model-config-name") for argument in arguments)
-    assert "--grpc-restricted-protocol=model-repository,shared-memory,trace,logging:shopvision-admin-key=k3y" in arguments
+    restricted = "model-repository,shared-memory,trace,logging:shopvision-admin-key=k3y"
+    assert f"--grpc-restricted-protocol={restricted}" in arguments
     assert {"--grpc-use-ssl=true", "--grpc-server-cert=/tls/tls.crt", "--grpc-use-ssl-mutual=true",
             "--grpc-root-cert=/tls/ca.crt"} <= set(arguments)
     assert arguments[-1] == "--log-verbose=1"
@@ -275,7 +276,8 @@ def metric_names(expression: str) -> set[str]:
 
 
 def dashboard_and_alert_metrics() -> set[str]:
-    expressions = [target["expr"] for panel in json.loads(DASHBOARD.read_text())["panels"] for target in panel["targets"]]
+    panels = json.loads(DASHBOARD.read_text())["panels"]
+    expressions = [target["expr"] for panel in panels for target in panel["targets"]]
     expressions += [rule["expr"] for group in yaml.safe_load(ALERTS.read_text())["groups"] for rule in group["rules"]]
     return set().union(*(metric_names(expression) for expression in expressions))
 

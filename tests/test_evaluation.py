@@ -33,7 +33,7 @@ def labelled(triton: RunningServer, tmp_path_factory) -> tuple[Path, dict]:
     with shopvision.Client(triton.grpc_url) as client:
         predictions = client.classify(images, top_k=1000)
     expected_confusions: dict[str, dict[str, int]] = {}
-    for index, (image, ranked) in enumerate(zip(images, predictions)):
+    for index, (image, ranked) in enumerate(zip(images, predictions, strict=True)):
         if index < 6:
             label = ranked[0].label
         elif index < 9:

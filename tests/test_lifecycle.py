@@ -17,6 +17,7 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from shopvision.contract import (
+    ADMIN_KEY_ENV,
     EMBEDDING,
     ENSEMBLE_MODEL,
     IMAGE_INPUT,
@@ -25,11 +26,11 @@ from shopvision.contract import (
     PREPROCESS_MODEL,
     RESNET_MODEL,
 )
-from shopvision.modeltools.build import build_model
-from shopvision.modeltools.lifecycle import ModelRepository, PromotionError, promote, rollback
 from shopvision.samples import product_jpeg
-from shopvision.server import ADMIN_KEY_ENV, ADMIN_KEY_HEADER
+from shopvision.serving.build import build_model
+from shopvision.serving.lifecycle import ModelRepository, PromotionError, promote, rollback
 from tests.conftest import RunningServer, start_server
+from tests.threads import RecordingThread, join_all
 
 pytestmark = pytest.mark.integration
 ADMIN_KEY = "lifecycle-test-key"
@@ -52,7 +53,8 @@ def embed_in_process(model: Path, pixels: np.ndarray) -> np.ndarray:
     return session.run([EMBEDDING], {PIXELS: pixels})[0][0]
 
 
-def reference_embeddings(repository: Path, client: grpcclient.InferenceServerClient, image: bytes) -> dict[int, np.ndarray]:
+def reference_embeddings(repository: Path, client: grpcclient.InferenceServerClient,
+                         image: bytes) -> dict[int, np.ndarray]:
     """What each version answers for ``image``: the server's preprocessing, each model file in-process."""
     tensor = grpcclient.InferInput(IMAGE_INPUT, [1, 1], "BYTES")
     tensor.set_data_from_numpy(np.array([[image]], dtype=object))
@@ -72,7 +74,7 @@ class Traffic:
         self.requests = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._send, args=(index == 0,)) for index in range(4)]
+        self._threads = [RecordingThread(self._send, args=(index == 0,)) for index in range(4)]
 
     def _send(self, probe: bool) -> None:
         client = grpcclient.InferenceServerClient(self._running.grpc_address)
@@ -103,8 +105,7 @@ class Traffic:
     def __exit__(self, *exc_info: object) -> None:
         time.sleep(2)
         self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=60)
+        join_all(self._threads, timeout=60)
 
 
 def switches(answers: list) -> list:
@@ -118,7 +119,7 @@ def test_promote_then_rollback_under_load_switches_once_each_and_drops_nothing(v
     client = grpcclient.InferenceServerClient(running.grpc_address)
     references = reference_embeddings(repository, client, image)
     assert float(np.abs(references[1] - references[2]).max()) > 1e-2  # the versions are told apart
-    common = {"url": running.http_url, "admin_key": ADMIN_KEY, "headers_key": ADMIN_KEY_HEADER}
+    common = {"url": running.grpc_url, "admin_key": ADMIN_KEY}
     with Traffic(running, image, references) as traffic:
         promoted = promote(repository, 2, **common)
         assert promoted.promoted, promoted
@@ -142,7 +143,7 @@ def test_a_version_that_fails_its_checks_is_refused_and_the_old_one_keeps_servin
     image = product_jpeg(4343, size=(320, 240))
     client = grpcclient.InferenceServerClient(running.grpc_address)
     references = reference_embeddings(repository, client, image)
-    common = {"url": running.http_url, "admin_key": ADMIN_KEY, "headers_key": ADMIN_KEY_HEADER}
+    common = {"url": running.grpc_url, "admin_key": ADMIN_KEY}
     with Traffic(running, image, references) as traffic:
         report = promote(repository, 3, **common)
     assert not report.promoted and "version 3" in report.reason, report

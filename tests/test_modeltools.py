@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import http.server
+import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,17 +19,19 @@ from onnx import helper, numpy_helper
 
 from shopvision import contract
 from shopvision.cli.main import main as cli_main
-from shopvision.modeltools import sources
-from shopvision.modeltools.build import build_model
-from shopvision.modeltools.surgery import SurgeryError, canonicalize
-from shopvision.modeltools.synthetic import (
+from shopvision.serving import weights as sources
+from shopvision.serving.build import build_model
+from shopvision.serving.configs import read_config
+from shopvision.serving.repository import ModelRepository, Provenance, assemble
+from shopvision.serving.server import free_ports
+from shopvision.serving.surgery import SurgeryError, canonicalize
+from shopvision.serving.synthetic import (
     INPUT_NAME,
     LOGITS_NAME,
     build_synthetic_resnet50,
     trainable_parameter_count,
 )
-from shopvision.server import free_ports
-from tests.conftest import copy_repository
+from tests.conftest import TEMPLATE, copy_repository
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +53,8 @@ def test_synthetic_model_is_resnet50_v1_5_sized(synthetic: onnx.ModelProto) -> N
     convs = [n for n in synthetic.graph.node if n.op_type == "Conv"]
     assert len(convs) == 53  # 1 stem + 16 blocks x 3 + 4 downsample
     # v1.5 puts the stride on the 3x3 convolution of each stage's first block.
-    strided = {n.name for n in convs if list(helper.get_attribute_value(a) for a in n.attribute if a.name == "strides")[0] == [2, 2]}
+    strides = {n.name: [helper.get_attribute_value(a) for a in n.attribute if a.name == "strides"][0] for n in convs}
+    strided = {name for name, stride in strides.items() if stride == [2, 2]}
     assert {"layer2.0.conv2", "layer3.0.conv2", "layer4.0.conv2"} <= strided
     assert "layer2.0.conv1" not in strided
 
@@ -201,9 +206,9 @@ def test_auto_falls_back_to_synthetic_and_records_it(tmp_path: Path) -> None:
     result = build_model("auto", repository, seed=0)
     assert result.fallback_reason and "could not download" in result.fallback_reason
     assert result.provenance.synthetic and result.provenance.source == "synthetic"
-    config = (repository / "resnet50" / "configs" / "cpu.pbtxt").read_text()
-    assert 'key: "weights_synthetic" value { string_value: "true" }' in config
-    assert f'string_value: "{result.provenance.model_sha256}"' in config
+    parameters = read_config(repository / "resnet50" / "configs" / "cpu.pbtxt").parameters
+    assert parameters["weights_synthetic"].string_value == "true"
+    assert parameters["weights_model_sha256"].string_value == result.provenance.model_sha256
     assert hashlib.sha256(result.model_path.read_bytes()).hexdigest() == result.provenance.model_sha256
 
 
@@ -224,7 +229,7 @@ class _CalibrationImages:
         self._batches = iter([{INPUT_NAME: np.random.default_rng(i).normal(size=(1, 3, 224, 224)).astype(np.float32)}
                               for i in range(2)])
 
-    def get_next(self):  # noqa: ANN201 - onnxruntime's CalibrationDataReader protocol
+    def get_next(self):  # onnxruntime's CalibrationDataReader protocol
         return next(self._batches, None)
 
 
@@ -246,3 +251,33 @@ def test_surgery_on_statically_quantised_graphs(synthetic: onnx.ModelProto, pixe
     own = np.linalg.norm(embedding - fp32_embedding, axis=1)
     other = np.linalg.norm(embedding - np.roll(fp32_embedding, 1, axis=0), axis=1)
     assert (own < other).all()
+
+
+def fake_version(repository: Path, version: int, source: str) -> None:
+    """A built version as far as the repository's bookkeeping goes (the weights are not read here)."""
+    version_dir = repository / "resnet50" / str(version)
+    version_dir.mkdir(parents=True, exist_ok=True)
+    (version_dir / "model.onnx").write_bytes(b"weights of " + source.encode())
+    provenance = Provenance(source=source, source_sha256="0" * 64, model_sha256=str(version) * 64, synthetic=False,
+                            built_at="2026-11-27T00:00:00+00:00")
+    (version_dir / "provenance.json").write_text(json.dumps(dataclasses.asdict(provenance)))
+
+
+def test_assembling_again_keeps_the_weights_and_the_promoted_version(tmp_path: Path) -> None:
+    template_before = {path: path.read_bytes() for path in TEMPLATE.rglob("*.pbtxt")}
+    repository = copy_repository(tmp_path / "built")
+    fake_version(repository, 1, "first")
+    fake_version(repository, 2, "second")
+    files = ModelRepository(repository)
+    files.restore_serving_state()
+    assert files.serves_latest() and files.pinned_version() is None
+    cpu = repository / "resnet50" / "configs" / "cpu.pbtxt"
+    assert read_config(cpu).parameters["weights_source"].string_value == "second"  # the newest serves
+    files.record({"version": 1, "previous": 2, "promoted": True})
+    assemble(TEMPLATE, repository)  # e.g. after an edit of the template
+    assert files.pinned_version() == 1 and not files.serves_latest()
+    for config in files.resnet_configs():
+        assert list(read_config(config).version_policy.specific.versions) == [1], config
+        assert read_config(config).parameters["weights_source"].string_value == "first", config
+    assert (repository / "resnet50" / "2" / "model.onnx").read_bytes() == b"weights of second"
+    assert {path: path.read_bytes() for path in TEMPLATE.rglob("*.pbtxt")} == template_before

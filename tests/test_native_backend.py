@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from shopvision import native_backend
-from shopvision.server import LocalTritonServer, ServerError, ServerOptions, TritonInstallation
+from shopvision.serving import native_backend
+from shopvision.serving.server import LocalTritonServer, ServerError, ServerOptions, TritonInstallation
 
 SHOPVISION = Path(sys.executable).parent / "shopvision"
 

@@ -12,7 +12,7 @@ import tritonclient.grpc as grpcclient
 from PIL import Image
 
 from shopvision import contract
-from shopvision.preprocessing import Preprocessor
+from shopvision.serving.preprocessing import Preprocessor
 from tests.conftest import RunningServer
 from tests.images import PARITY_CASES, photo_jpeg
 from tests.reference import reference_pixels
@@ -20,7 +20,7 @@ from tests.reference import reference_pixels
 pytestmark = pytest.mark.integration
 
 # Mean |difference| of normalised pixels allowed against the full-decode reference. JPEG
-# draft decoding measured 0.0068 on a 1600x1200 photo and 0.0051 on 4000x3000 (see README).
+# draft decoding measured 0.0068 on a 1600x1200 photo and 0.0051 on 4000x3000 (docs/models.md).
 PIXEL_TOLERANCE = 0.01
 LARGE_PHOTOS = {"jpeg-1600x1200": (1600, 1200), "jpeg-4000x3000": (4000, 3000)}
 
@@ -44,7 +44,8 @@ def reference(cases: dict[str, bytes], resnet_onnx: Path) -> dict[str, tuple[np.
     return out
 
 
-def infer_one(client: grpcclient.InferenceServerClient, model: str, data: bytes, outputs: list[str]) -> list[np.ndarray]:
+def infer_one(client: grpcclient.InferenceServerClient, model: str, data: bytes,
+              outputs: list[str]) -> list[np.ndarray]:
     tensor = grpcclient.InferInput(contract.IMAGE_INPUT, [1, 1], "BYTES")
     tensor.set_data_from_numpy(np.array([[data]], dtype=object))
     result = client.infer(model, [tensor], outputs=[grpcclient.InferRequestedOutput(o) for o in outputs])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import shutil
 import subprocess
 import threading
@@ -19,8 +18,10 @@ import shopvision
 from benchmarks.soak import soak
 from shopvision.contract import CPU_CONFIG_NAME, ENSEMBLE_MODEL, IMAGE_INPUT, PREPROCESS_MODEL, RESNET_MODEL
 from shopvision.samples import product_jpeg
-from shopvision.server import GrpcTls
+from shopvision.serving.configs import ModelConfig, edit_config
+from shopvision.serving.server import GrpcTls
 from tests.conftest import RunningServer, start_server
+from tests.threads import RecordingThread, join_all
 
 pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("ignore::shopvision.SyntheticWeightsWarning")]
 SOAK_SECONDS = 120
@@ -53,13 +54,16 @@ def test_saturation_at_high_concurrency_serves_every_request(triton: RunningServ
 @pytest.fixture(scope="module")
 def shedding_server(built_repository: Path, tmp_path_factory) -> RunningServer:
     """The same repository with a queue bound of 2 requests per model, to watch shedding happen."""
+
+    def bound_queue(config: ModelConfig) -> None:
+        assert config.dynamic_batching.default_queue_policy.max_queue_size > 2
+        config.dynamic_batching.default_queue_policy.max_queue_size = 2
+
     repository = tmp_path_factory.mktemp("shedding") / "model_repository"
     shutil.copytree(built_repository, repository, symlinks=True)
     for config in [repository / PREPROCESS_MODEL / "config.pbtxt",
                    repository / RESNET_MODEL / "configs" / f"{CPU_CONFIG_NAME}.pbtxt"]:
-        text, count = re.subn(r"max_queue_size: \d+", "max_queue_size: 2", config.read_text())
-        assert count == 1, config
-        config.write_text(text)
+        edit_config(config, bound_queue)
     running = start_server(repository, tmp_path_factory.mktemp("logs") / "shedding.log")
     yield running
     running.server.stop()
@@ -82,11 +86,10 @@ def test_a_full_queue_sheds_load_at_once_with_a_clear_error(shedding_server: Run
         with lock:
             outcomes.append(outcome)
 
-    threads = [threading.Thread(target=send, args=(index,)) for index in range(40)]
+    threads = [RecordingThread(send, args=(index,)) for index in range(40)]
     for thread in threads:
         thread.start()
-    for thread in threads:
-        thread.join()
+    join_all(threads)
     refused = [outcome for outcome in outcomes if outcome != "ok"]
     assert "ok" in outcomes and refused, outcomes
     for outcome in refused:
@@ -134,7 +137,7 @@ def test_sigterm_finishes_started_work_refuses_the_rest_clearly_and_exits(built_
                 finished.append((sent, outcome))
         client.close()
 
-    threads = [threading.Thread(target=worker) for _ in range(8)]
+    threads = [RecordingThread(worker) for _ in range(8)]
     for thread in threads:
         thread.start()
     time.sleep(5)  # saturated: 8 requests in the server at any time
@@ -142,8 +145,7 @@ def test_sigterm_finishes_started_work_refuses_the_rest_clearly_and_exits(built_
     exit_code = running.server.stop()
     stopped_after = time.monotonic() - signalled
     stop_sending.set()
-    for thread in threads:
-        thread.join(timeout=30)
+    join_all(threads, timeout=30)
     earlier = [outcome for sent, outcome in finished if sent < signalled - 2]
     assert len(earlier) >= 16 and set(earlier) == {"ok"}, earlier
     refused = {outcome for _, outcome in finished if outcome != "ok"}
@@ -177,8 +179,8 @@ def test_grpc_over_tls_serves_clients_that_trust_the_certificate_only(built_repo
         secure_url = f"grpcs://{running.grpc_address}"
         with shopvision.Client(secure_url, tls=shopvision.Tls(ca_file=str(certificate))) as client:
             assert client.embed(images[:2]).shape == (2, 2048)
-        with shopvision.Client(running.grpc_url, retry=shopvision.NO_RETRY, timeout_s=5) as plaintext:
-            with pytest.raises(shopvision.ServerUnavailableError):
-                plaintext.embed(images[:1])
+        with shopvision.Client(running.grpc_url, retry=shopvision.NO_RETRY, timeout_s=5) as plaintext, \
+                pytest.raises(shopvision.ServerUnavailableError):
+            plaintext.embed(images[:1])
     finally:
         running.server.stop()

@@ -5,17 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from shopvision import contract
-from tests.conftest import REPOSITORY_SOURCE
+from shopvision.serving.configs import read_config as load_config
+from tests.conftest import TEMPLATE
 
 STRING, FP32 = model_config_pb2.TYPE_STRING, model_config_pb2.TYPE_FP32
-
-
-def load_config(path: Path) -> model_config_pb2.ModelConfig:
-    return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
 
 
 def tensors(entries) -> dict[str, tuple[int, list[int]]]:
@@ -23,9 +19,9 @@ def tensors(entries) -> dict[str, tuple[int, list[int]]]:
 
 
 RESNET_CONFIGS = [
-    REPOSITORY_SOURCE / contract.RESNET_MODEL / "config.pbtxt",
-    REPOSITORY_SOURCE / contract.RESNET_MODEL / "configs" / f"{contract.CPU_CONFIG_NAME}.pbtxt",
-    REPOSITORY_SOURCE / contract.RESNET_MODEL / "configs" / f"{contract.STAND_IN_CONFIG_NAME}.pbtxt",
+    TEMPLATE / contract.RESNET_MODEL / "config.pbtxt",
+    TEMPLATE / contract.RESNET_MODEL / "configs" / f"{contract.CPU_CONFIG_NAME}.pbtxt",
+    TEMPLATE / contract.RESNET_MODEL / "configs" / f"{contract.STAND_IN_CONFIG_NAME}.pbtxt",
 ]
 RESNET_OUTPUTS = {
     contract.PROBABILITIES: (FP32, [contract.NUM_CLASSES]),
@@ -34,7 +30,7 @@ RESNET_OUTPUTS = {
 
 
 def test_ensemble_takes_image_bytes_and_returns_labelled_probabilities_and_embedding() -> None:
-    config = load_config(REPOSITORY_SOURCE / contract.ENSEMBLE_MODEL / "config.pbtxt")
+    config = load_config(TEMPLATE / contract.ENSEMBLE_MODEL / "config.pbtxt")
     assert config.name == contract.ENSEMBLE_MODEL and config.platform == "ensemble"
     assert config.max_batch_size >= 32
     assert tensors(config.input) == {contract.IMAGE_INPUT: (STRING, [1])}
@@ -46,17 +42,17 @@ def test_ensemble_takes_image_bytes_and_returns_labelled_probabilities_and_embed
 
 
 def test_quality_monitor_passes_the_probabilities_through() -> None:
-    config = load_config(REPOSITORY_SOURCE / contract.QUALITY_MONITOR_MODEL / "config.pbtxt")
+    config = load_config(TEMPLATE / contract.QUALITY_MONITOR_MODEL / "config.pbtxt")
     assert config.backend == "python" and config.max_batch_size >= 32
     assert tensors(config.input) == {contract.PROBABILITIES: (FP32, [contract.NUM_CLASSES])}
     assert tensors(config.output) == {contract.MONITORED_PROBABILITIES: (FP32, [contract.NUM_CLASSES])}
-    ensemble = load_config(REPOSITORY_SOURCE / contract.ENSEMBLE_MODEL / "config.pbtxt")
+    ensemble = load_config(TEMPLATE / contract.ENSEMBLE_MODEL / "config.pbtxt")
     (monitor,) = [step for step in ensemble.ensemble_scheduling.step if step.model_name == config.name]
     assert dict(monitor.output_map) == {contract.MONITORED_PROBABILITIES: contract.PROBABILITIES}
 
 
 def test_preprocess_is_a_batched_python_model_from_bytes_to_pixels() -> None:
-    config = load_config(REPOSITORY_SOURCE / contract.PREPROCESS_MODEL / "config.pbtxt")
+    config = load_config(TEMPLATE / contract.PREPROCESS_MODEL / "config.pbtxt")
     assert config.backend == "python" and config.max_batch_size >= 32
     assert config.HasField("dynamic_batching")
     assert tensors(config.input) == {contract.IMAGE_INPUT: (STRING, [1])}
@@ -83,6 +79,6 @@ def test_default_and_cpu_configs_use_native_onnxruntime_and_the_stand_in_the_pyt
 
 @pytest.mark.parametrize("model", [contract.ENSEMBLE_MODEL, contract.RESNET_MODEL])
 def test_labels_are_the_1000_imagenet_classes(model: str) -> None:
-    labels = (REPOSITORY_SOURCE / model / contract.LABELS_FILE).read_text().splitlines()
+    labels = (TEMPLATE / model / contract.LABELS_FILE).read_text().splitlines()
     assert len(labels) == contract.NUM_CLASSES
     assert (labels[0], labels[504], labels[954], labels[999]) == ("tench", "coffee mug", "banana", "toilet tissue")

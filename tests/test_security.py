@@ -14,8 +14,8 @@ from tritonclient.utils import InferenceServerException
 
 import shopvision
 from shopvision import contract
+from shopvision.contract import ADMIN_KEY_HEADER
 from shopvision.samples import product_jpeg
-from shopvision.server import ADMIN_KEY_HEADER
 from tests.conftest import RunningServer, start_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("ignore::shopvision.SyntheticWeightsWarning")]
@@ -51,14 +51,24 @@ def test_the_admin_key_opens_the_repository_api_on_both_protocols(built_reposito
         status, body = repository_index_over_http(server, {ADMIN_KEY_HEADER: "test-admin-key"})
         assert status == 200 and {entry["name"] for entry in json.loads(body)} >= {"shopvision", "resnet50"}
         client = grpcclient.InferenceServerClient(server.grpc_address)
-        index = client.get_model_repository_index(headers={f"triton-grpc-protocol-{ADMIN_KEY_HEADER}": "test-admin-key"})
+        admin = {f"triton-grpc-protocol-{ADMIN_KEY_HEADER}": "test-admin-key"}
+        index = client.get_model_repository_index(headers=admin)
         assert {model.name for model in index.models} == {
             contract.ENSEMBLE_MODEL, contract.PREPROCESS_MODEL, contract.RESNET_MODEL, contract.QUALITY_MONITOR_MODEL}
         assert repository_index_over_http(server, {})[0] == 403
         # Model control mode is "none": even with the key, nothing can be loaded or unloaded.
         with pytest.raises(InferenceServerException, match="explicit model load / unload is not allowed"):
-            client.unload_model("shopvision", headers={f"triton-grpc-protocol-{ADMIN_KEY_HEADER}": "test-admin-key"})
+            client.unload_model("shopvision", headers=admin)
         with shopvision.Client(server.grpc_url) as sdk:
             assert np.isfinite(sdk.embed([product_jpeg(2)])).all()
+            with pytest.raises(shopvision.PermissionDeniedError, match="admin key"):
+                sdk.repository_index()
+        for url in (server.grpc_url, server.http_url):
+            with shopvision.Client(url, admin_key="test-admin-key") as admin_sdk:
+                ready = {entry["name"] for entry in admin_sdk.repository_index() if entry.get("state") == "READY"}
+                assert ready == {contract.ENSEMBLE_MODEL, contract.PREPROCESS_MODEL, contract.RESNET_MODEL,
+                                 contract.QUALITY_MONITOR_MODEL}, url
+                with pytest.raises(shopvision.RequestRejectedError, match="explicit model load / unload"):
+                    admin_sdk.unload_model(contract.ENSEMBLE_MODEL)
     finally:
         server.server.stop()

@@ -35,7 +35,7 @@ def infer_concurrently(triton: RunningServer, requests: list[list[bytes]]) -> li
     """Send every request at once over gRPC; each entry is an InferResult or the exception."""
     client = grpcclient.InferenceServerClient(triton.grpc_address)
     done: queue.Queue = queue.Queue()
-    outputs = [grpcclient.InferRequestedOutput(contract.PROBABILITIES), grpcclient.InferRequestedOutput(contract.EMBEDDING)]
+    outputs = [grpcclient.InferRequestedOutput(name) for name in (contract.PROBABILITIES, contract.EMBEDDING)]
     for position, images in enumerate(requests):
         client.async_infer(
             contract.ENSEMBLE_MODEL, [image_batch("grpc", images)], outputs=outputs,

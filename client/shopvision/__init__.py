@@ -1,7 +1,7 @@
 """shopvision: ResNet50 classification and visual search served by NVIDIA Triton.
 
 The client SDK is exported here and loaded on first use (tritonclient, numpy, Pillow), so
-server-side modules such as ``shopvision.preprocessing`` import without tritonclient.
+server-side modules such as ``shopvision.serving.preprocessing`` import without tritonclient.
 Model tooling, the local server and the catalog live in subpackages with their own extras.
 """
 
@@ -22,6 +22,8 @@ _EXPORTS = {
     "ClientClosedError": "shopvision.errors",
     "InvalidImageError": "shopvision.errors",
     "ModelMismatchError": "shopvision.errors",
+    "PermissionDeniedError": "shopvision.errors",
+    "RequestRejectedError": "shopvision.errors",
     "RequestTimeoutError": "shopvision.errors",
     "ServerError": "shopvision.errors",
     "ServerUnavailableError": "shopvision.errors",
@@ -34,19 +36,31 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
-    from shopvision._protocol import NO_RETRY, RetryPolicy, SyntheticWeightsWarning, Tls
-    from shopvision.aio import AsyncClient
-    from shopvision.client import Client
-    from shopvision.errors import (
-        ClientClosedError,
-        InvalidImageError,
-        ModelMismatchError,
-        RequestTimeoutError,
-        ServerError,
-        ServerUnavailableError,
-        ShopvisionError,
+    from shopvision._protocol import (
+        NO_RETRY as NO_RETRY,
+        RetryPolicy as RetryPolicy,
+        SyntheticWeightsWarning as SyntheticWeightsWarning,
+        Tls as Tls,
     )
-    from shopvision.types import ImageResult, Prediction, ServerInfo, WeightsProvenance
+    from shopvision.aio import AsyncClient as AsyncClient
+    from shopvision.client import Client as Client
+    from shopvision.errors import (
+        ClientClosedError as ClientClosedError,
+        InvalidImageError as InvalidImageError,
+        ModelMismatchError as ModelMismatchError,
+        PermissionDeniedError as PermissionDeniedError,
+        RequestRejectedError as RequestRejectedError,
+        RequestTimeoutError as RequestTimeoutError,
+        ServerError as ServerError,
+        ServerUnavailableError as ServerUnavailableError,
+        ShopvisionError as ShopvisionError,
+    )
+    from shopvision.types import (
+        ImageResult as ImageResult,
+        Prediction as Prediction,
+        ServerInfo as ServerInfo,
+        WeightsProvenance as WeightsProvenance,
+    )
 
 
 def __getattr__(name: str) -> Any:

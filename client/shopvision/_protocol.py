@@ -6,9 +6,11 @@ import random
 import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlparse
 
 import numpy as np
+from numpy.typing import NDArray
 
 from shopvision.contract import (
     EMBEDDING,
@@ -89,6 +91,7 @@ class RetryPolicy:
             backoff = min(backoff * 2, self.max_backoff_s)
 
 
+DEFAULT_RETRY = RetryPolicy()
 NO_RETRY = RetryPolicy(attempts=1)
 
 
@@ -99,7 +102,7 @@ def chunks(count: int, size: int) -> list[range]:
     return [range(start, min(start + size, count)) for start in range(0, count, size)]
 
 
-def decode_predictions(classes: np.ndarray) -> list[list[Prediction]]:
+def decode_predictions(classes: NDArray[Any]) -> list[list[Prediction]]:
     """Triton's classification strings ``b"score:index:label"`` -> predictions per image."""
     decoded = []
     for row in classes.reshape(classes.shape[0], -1):
@@ -111,12 +114,12 @@ def decode_predictions(classes: np.ndarray) -> list[list[Prediction]]:
     return decoded
 
 
-def results_from_outputs(classes: np.ndarray | None, embeddings: np.ndarray) -> list[ImageResult]:
+def results_from_outputs(classes: NDArray[Any] | None, embeddings: NDArray[np.float32]) -> list[ImageResult]:
     predictions = decode_predictions(classes) if classes is not None else [[] for _ in range(len(embeddings))]
-    return [ImageResult(predictions=p, embedding=e) for p, e in zip(predictions, embeddings)]
+    return [ImageResult(predictions=p, embedding=e) for p, e in zip(predictions, embeddings, strict=True)]
 
 
-def check_contract(metadata: Mapping, model: str = ENSEMBLE_MODEL) -> None:
+def check_contract(metadata: Mapping[str, Any], model: str = ENSEMBLE_MODEL) -> None:
     """Fail early, with a clear message, if the model is not shopvision's ensemble."""
     inputs = {tensor["name"]: tensor for tensor in metadata.get("inputs", [])}
     outputs = {tensor["name"]: tensor for tensor in metadata.get("outputs", [])}
@@ -132,7 +135,7 @@ def check_contract(metadata: Mapping, model: str = ENSEMBLE_MODEL) -> None:
         raise ModelMismatchError(f"model '{model}' lacks {', '.join(problems)}; it has {found}")
 
 
-def provenance_from_config(config: Mapping) -> WeightsProvenance:
+def provenance_from_config(config: Mapping[str, Any]) -> WeightsProvenance:
     parameters = {
         key[len(PROVENANCE_PARAMETER_PREFIX):]: value.get("string_value", "")
         for key, value in config.get("parameters", {}).items()

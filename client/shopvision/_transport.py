@@ -13,13 +13,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 from tritonclient.utils import InferenceServerException
 
 from shopvision._protocol import Endpoint, Tls
-from shopvision.contract import EMBEDDING, IMAGE_INPUT, PROBABILITIES
+from shopvision.contract import ADMIN_KEY_HEADER, EMBEDDING, IMAGE_INPUT, PROBABILITIES, REJECTED_IMAGE
 from shopvision.errors import (
     InvalidImageError,
     ModelMismatchError,
+    PermissionDeniedError,
+    RequestRejectedError,
     RequestTimeoutError,
     ServerError,
     ServerUnavailableError,
@@ -30,21 +33,29 @@ _UNAVAILABLE = {"StatusCode.UNAVAILABLE", "StatusCode.CANCELLED", "502", "503"}
 _TIMEOUT = {"StatusCode.DEADLINE_EXCEEDED", "504"}
 _INVALID = {"StatusCode.INVALID_ARGUMENT", "400"}
 _NOT_FOUND = {"StatusCode.NOT_FOUND", "404"}
+_TOO_LARGE = {"StatusCode.RESOURCE_EXHAUSTED", "413"}
+_DENIED = {"StatusCode.PERMISSION_DENIED", "StatusCode.UNAUTHENTICATED", "401", "403"}
+_NUMPY_TYPES = {np.dtype(np.float32): "FP32", np.dtype(np.int64): "INT64", np.dtype(np.int32): "INT32",
+                np.dtype(np.uint8): "UINT8", np.dtype(object): "BYTES"}
 
 
 @dataclass(frozen=True)
 class InferenceOutput:
-    classes: np.ndarray | None
+    classes: NDArray[np.object_] | None
     """Triton classification strings, (n, top_k), or None when top_k is 0."""
-    embeddings: np.ndarray
+    embeddings: NDArray[np.float32]
 
 
 def translate(error: BaseException, *, context: str) -> ShopvisionError:
     """The shopvision error for a failure raised by tritonclient, grpc, aiohttp or the OS."""
     if isinstance(error, InferenceServerException):
         status, message = str(error.status() or ""), error.message() or str(error)
-        if status in _INVALID:
+        if status in _DENIED or "restricted" in message:
+            return PermissionDeniedError(f"{context}: {message} (pass the server's admin key)")
+        if status in _INVALID and REJECTED_IMAGE in message:
             return InvalidImageError(message)
+        if status in _INVALID or status in _TOO_LARGE:
+            return RequestRejectedError(f"{context}: the server refused the request: {message}")
         if status in _UNAVAILABLE or "failed to connect" in message.lower():
             return ServerUnavailableError(f"{context}: server unavailable: {message}")
         if "has no available versions" in message:
@@ -78,9 +89,12 @@ class AsyncTransport:
     """One tritonclient aio client for one endpoint; safe to share between tasks of one loop."""
 
     def __init__(self, endpoint: Endpoint, *, timeout_s: float, max_in_flight: int,
-                 headers: Mapping[str, str] | None = None, tls: Tls | None = None) -> None:
+                 headers: Mapping[str, str] | None = None, tls: Tls | None = None,
+                 admin_key: str | None = None) -> None:
         self.endpoint = endpoint
         self._headers = dict(headers or {})
+        admin_header = f"triton-grpc-protocol-{ADMIN_KEY_HEADER}" if endpoint.protocol == "grpc" else ADMIN_KEY_HEADER
+        self._admin_headers = {**self._headers, **({admin_header: admin_key} if admin_key else {})}
         self._translatable = _transient_types()
         if endpoint.protocol == "grpc":
             import tritonclient.grpc.aio as lib
@@ -117,25 +131,53 @@ class AsyncTransport:
         classes = result.as_numpy(PROBABILITIES) if top_k > 0 else None
         return InferenceOutput(classes=classes, embeddings=result.as_numpy(EMBEDDING))
 
-    async def is_model_ready(self, model: str) -> bool:
+    async def infer_tensors(self, model: str, inputs: Mapping[str, NDArray[Any]], outputs: list[str], *,
+                            version: str = "") -> dict[str, NDArray[Any]]:
+        tensors = []
+        for name, array in inputs.items():
+            tensor = self._lib.InferInput(name, list(array.shape), _NUMPY_TYPES[array.dtype])
+            tensor.set_data_from_numpy(array)
+            tensors.append(tensor)
+        result = await self._call(
+            f"infer {model}", self._client.infer, model, tensors, model_version=version,
+            outputs=[self._requested_output(name) for name in outputs], headers=self._headers, **self._timeout,
+        )
+        return {name: result.as_numpy(name) for name in outputs}
+
+    async def is_model_ready(self, model: str, version: str = "") -> bool:
         try:
-            return bool(await self._call("model ready", self._client.is_model_ready, model, headers=self._headers))
+            return bool(await self._call("model ready", self._client.is_model_ready, model, version,
+                                         headers=self._headers))
         except ShopvisionError:
             return False
 
-    async def server_metadata(self) -> dict:
-        return await self._call("server metadata", self._client.get_server_metadata, headers=self._headers,
-                                **self._as_json)
+    async def repository_index(self) -> list[dict[str, Any]]:
+        index = await self._call("model repository index", self._client.get_model_repository_index,
+                                 headers=self._admin_headers, **self._as_json)
+        # gRPC wraps the list in {"models": [...]}; HTTP returns it bare.
+        return list(index.get("models", [])) if isinstance(index, dict) else list(index)
 
-    async def model_metadata(self, model: str) -> dict:
-        return await self._call(f"metadata of {model}", self._client.get_model_metadata, model,
-                                headers=self._headers, **self._as_json)
+    async def load_model(self, model: str) -> None:
+        await self._call(f"load {model}", self._client.load_model, model, headers=self._admin_headers)
 
-    async def model_config(self, model: str) -> dict:
+    async def unload_model(self, model: str) -> None:
+        await self._call(f"unload {model}", self._client.unload_model, model, headers=self._admin_headers)
+
+    async def server_metadata(self) -> dict[str, Any]:
+        metadata: dict[str, Any] = await self._call("server metadata", self._client.get_server_metadata,
+                                                    headers=self._headers, **self._as_json)
+        return metadata
+
+    async def model_metadata(self, model: str) -> dict[str, Any]:
+        metadata: dict[str, Any] = await self._call(f"metadata of {model}", self._client.get_model_metadata, model,
+                                                    headers=self._headers, **self._as_json)
+        return metadata
+
+    async def model_config(self, model: str) -> dict[str, Any]:
         config = await self._call(f"config of {model}", self._client.get_model_config, model,
                                   headers=self._headers, **self._as_json)
         # gRPC wraps the config in {"config": ...}; HTTP returns it bare.
-        return config.get("config", config)
+        return dict(config.get("config", config))
 
     async def close(self) -> None:
         await self._client.close()

@@ -7,12 +7,14 @@ import itertools
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import numpy as np
+from numpy.typing import NDArray
 
 from shopvision import images as image_inputs
 from shopvision._protocol import (
+    DEFAULT_RETRY,
     Endpoint,
     RetryPolicy,
     Tls,
@@ -51,7 +53,8 @@ class AsyncClient:
     """Classify and embed images with a shopvision server, over gRPC or HTTP.
 
     ``url`` picks the transport: ``grpc://host:8001`` or ``http://host:8000`` (``grpcs://`` and
-    ``https://`` for TLS). A bare ``host:port`` means gRPC, or HTTP on port 8000.
+    ``https://`` for TLS). A bare ``host:port`` means gRPC, or HTTP on port 8000. ``admin_key``
+    opens the server's restricted APIs (model load/unload, repository index) for this client.
     """
 
     def __init__(
@@ -62,9 +65,10 @@ class AsyncClient:
         timeout_s: float = 60.0,
         max_in_flight: int = 4,
         batch_size: int | None = None,
-        retry: RetryPolicy = RetryPolicy(),
+        retry: RetryPolicy = DEFAULT_RETRY,
         headers: Mapping[str, str] | None = None,
         tls: Tls | None = None,
+        admin_key: str | None = None,
     ) -> None:
         if max_in_flight < 1:
             raise ValueError("max_in_flight must be at least 1")
@@ -74,7 +78,7 @@ class AsyncClient:
         self._batch_size = batch_size
         self._retry = retry
         self._transport = AsyncTransport(self._endpoint, timeout_s=timeout_s, max_in_flight=max_in_flight,
-                                         headers=headers, tls=tls)
+                                         headers=headers, tls=tls, admin_key=admin_key)
         self._session: _Session | None = None
         self._closed = False
 
@@ -121,12 +125,13 @@ class AsyncClient:
         results = await self.analyze(images, top_k=top_k, progress=progress)
         return [result.predictions for result in results]
 
-    async def embed(self, images: Sequence[ImageInput], *, progress: Progress | None = None) -> np.ndarray:
+    async def embed(self, images: Sequence[ImageInput], *, progress: Progress | None = None) -> NDArray[np.float32]:
         """L2-normalised embeddings, float32 (n, 2048), in input order. Raises on the first bad image."""
         results = await self.analyze(images, top_k=0, progress=progress)
         if not results:
             return np.empty((0, EMBEDDING_DIM), dtype=np.float32)
-        return np.stack([result.embedding for result in results]).astype(np.float32, copy=False)
+        return np.stack([result.embedding for result in results if result.embedding is not None]).astype(
+            np.float32, copy=False)
 
     async def analyze(self, images: Sequence[ImageInput], *, top_k: int = 5, on_error: OnError = "raise",
                       progress: Progress | None = None) -> list[ImageResult]:
@@ -149,7 +154,7 @@ class AsyncClient:
             nonlocal done
             async with slots:
                 chunk_results = await self._analyze_chunk(items, indices, top_k=top_k)
-            for index, result in zip(indices, chunk_results):
+            for index, result in zip(indices, chunk_results, strict=True):
                 if result.error is not None and on_error == "raise":
                     raise result.error
                 results[index] = result
@@ -160,6 +165,37 @@ class AsyncClient:
         await _gather_or_cancel([run(indices) for indices in chunks(len(items), self._batch_size or
                                                                      session.max_batch_size)])
         return [result for result in results if result is not None]
+
+    async def model_config(self, model: str) -> dict[str, Any]:
+        """Any model's configuration as Triton serves it (JSON form of ``config.pbtxt``)."""
+        self._ensure_open()
+        return await self._with_retry(lambda: self._transport.model_config(model))
+
+    async def is_model_ready(self, model: str, *, version: int | None = None) -> bool:
+        self._ensure_open()
+        return await self._transport.is_model_ready(model, "" if version is None else str(version))
+
+    async def infer_tensors(self, model: str, inputs: Mapping[str, NDArray[Any]], outputs: Sequence[str], *,
+                            version: int | None = None) -> dict[str, NDArray[Any]]:
+        """One request with named tensors to any model (a composing step or a pinned version); not retried."""
+        self._ensure_open()
+        return await self._transport.infer_tensors(model, inputs, list(outputs),
+                                                   version="" if version is None else str(version))
+
+    async def repository_index(self) -> list[dict[str, Any]]:
+        """Every model and version in the server's repository, with its state. Needs ``admin_key``."""
+        self._ensure_open()
+        return await self._transport.repository_index()
+
+    async def load_model(self, model: str) -> None:
+        """(Re)load a model from the server's repository (explicit model control). Needs ``admin_key``."""
+        self._ensure_open()
+        await self._transport.load_model(model)
+
+    async def unload_model(self, model: str) -> None:
+        """Unload a model (explicit model control). Needs ``admin_key``."""
+        self._ensure_open()
+        await self._transport.unload_model(model)
 
     async def close(self) -> None:
         if not self._closed:
@@ -184,7 +220,7 @@ class AsyncClient:
             try:
                 output = await self._with_retry(lambda: self._transport.infer(self._model, list(encoded.values()),
                                                                               top_k=top_k))
-                results.update(zip(encoded, results_from_outputs(output.classes, output.embeddings)))
+                results.update(zip(encoded, results_from_outputs(output.classes, output.embeddings), strict=True))
             except InvalidImageError as rejection:
                 results.update(await self._isolate_rejected(encoded, top_k=top_k, rejection=rejection))
         return [results[index] for index in indices]
@@ -204,7 +240,7 @@ class AsyncClient:
             return results_from_outputs(output.classes, output.embeddings)[0]
 
         singles = await asyncio.gather(*(single(index, data) for index, data in encoded.items()))
-        return dict(zip(encoded, singles))
+        return dict(zip(encoded, singles, strict=True))
 
     async def _connect(self) -> _Session:
         self._ensure_open()

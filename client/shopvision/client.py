@@ -8,8 +8,9 @@ from collections.abc import Coroutine, Mapping, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
+from numpy.typing import NDArray
 
-from shopvision._protocol import RetryPolicy, Tls
+from shopvision._protocol import DEFAULT_RETRY, RetryPolicy, Tls
 from shopvision.aio import AsyncClient, OnError, Progress
 from shopvision.contract import ENSEMBLE_MODEL
 from shopvision.errors import ClientClosedError
@@ -39,9 +40,10 @@ class Client:
         timeout_s: float = 60.0,
         max_in_flight: int = 4,
         batch_size: int | None = None,
-        retry: RetryPolicy = RetryPolicy(),
+        retry: RetryPolicy = DEFAULT_RETRY,
         headers: Mapping[str, str] | None = None,
         tls: Tls | None = None,
+        admin_key: str | None = None,
     ) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="shopvision-client", daemon=True)
@@ -50,7 +52,8 @@ class Client:
 
         async def create() -> AsyncClient:
             return AsyncClient(url, model=model, timeout_s=timeout_s, max_in_flight=max_in_flight,
-                               batch_size=batch_size, retry=retry, headers=headers, tls=tls)
+                               batch_size=batch_size, retry=retry, headers=headers, tls=tls,
+                               admin_key=admin_key)
 
         self._async = self._run(create())
 
@@ -77,7 +80,7 @@ class Client:
         """Top-k ImageNet predictions per image, in input order. Raises on the first bad image."""
         return self._run(self._async.classify(images, top_k=top_k, progress=progress))
 
-    def embed(self, images: Sequence[ImageInput], *, progress: Progress | None = None) -> np.ndarray:
+    def embed(self, images: Sequence[ImageInput], *, progress: Progress | None = None) -> NDArray[np.float32]:
         """L2-normalised embeddings, float32 (n, 2048), in input order. Raises on the first bad image."""
         return self._run(self._async.embed(images, progress=progress))
 
@@ -85,6 +88,30 @@ class Client:
                 progress: Progress | None = None) -> list[ImageResult]:
         """Predictions and embedding per image from one pass; see :meth:`AsyncClient.analyze`."""
         return self._run(self._async.analyze(images, top_k=top_k, on_error=on_error, progress=progress))
+
+    def model_config(self, model: str) -> dict[str, Any]:
+        """Any model's configuration as Triton serves it (JSON form of ``config.pbtxt``)."""
+        return self._run(self._async.model_config(model))
+
+    def is_model_ready(self, model: str, *, version: int | None = None) -> bool:
+        return self._run(self._async.is_model_ready(model, version=version))
+
+    def infer_tensors(self, model: str, inputs: Mapping[str, NDArray[Any]], outputs: Sequence[str], *,
+                      version: int | None = None) -> dict[str, NDArray[Any]]:
+        """One request with named tensors to any model (a composing step or a pinned version); not retried."""
+        return self._run(self._async.infer_tensors(model, inputs, outputs, version=version))
+
+    def repository_index(self) -> list[dict[str, Any]]:
+        """Every model and version in the server's repository, with its state. Needs ``admin_key``."""
+        return self._run(self._async.repository_index())
+
+    def load_model(self, model: str) -> None:
+        """(Re)load a model from the server's repository (explicit model control). Needs ``admin_key``."""
+        self._run(self._async.load_model(model))
+
+    def unload_model(self, model: str) -> None:
+        """Unload a model (explicit model control). Needs ``admin_key``."""
+        self._run(self._async.unload_model(model))
 
     def close(self) -> None:
         if self._closed:

@@ -44,6 +44,12 @@ PROVENANCE_FILE: Final = "provenance.json"
 PROVENANCE_PARAMETER_PREFIX: Final = "weights_"
 """Model-config ``parameters`` keys that expose the served weights' provenance."""
 
+ADMIN_KEY_ENV: Final = "SHOPVISION_ADMIN_KEY"
+ADMIN_KEY_HEADER: Final = "shopvision-admin-key"
+"""HTTP header for Triton's restricted APIs; over gRPC Triton expects ``triton-grpc-protocol-`` + this."""
+REJECTED_IMAGE: Final = "invalid image"
+"""Every refusal of one image by preprocess says this, so a client can tell it from a refused request."""
+
 CONFIDENCE_METRIC: Final = "shopvision_top1_confidence"
 """Prometheus histogram (``_bucket``/``_sum``/``_count``) of each served image's top-1 probability."""
 CONFIDENCE_BUCKETS: Final = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)

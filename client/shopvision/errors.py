@@ -8,7 +8,7 @@ class ShopvisionError(Exception):
 
 
 class InvalidImageError(ShopvisionError):
-    """An image could not be read locally or was rejected by the server (INVALID_ARG).
+    """An image could not be read locally or preprocessing refused it (INVALID_ARG, "invalid image ...").
 
     ``index`` is the image's position in the call's input, when known. Never retried.
     """
@@ -17,6 +17,14 @@ class InvalidImageError(ShopvisionError):
         super().__init__(message if index is None else f"image #{index}: {message}")
         self.index = index
         self.reason = message
+
+
+class RequestRejectedError(ShopvisionError):
+    """The server refused the request as a whole (its size, shape or batch), not one image in it. Never retried."""
+
+
+class PermissionDeniedError(ShopvisionError):
+    """An admin API (model load/unload, repository index) was called without the right admin key."""
 
 
 class ServerUnavailableError(ShopvisionError):

@@ -175,13 +175,13 @@ def evaluate(client: Client, dataset: list[LabelledImage], *, label_map: Mapping
     elapsed = time.perf_counter() - started
     per_class: dict[str, ClassResult] = {}
     failed, embeddings = [], []
-    for item, expected, result in zip(dataset, truth, results):
+    for item, expected, result in zip(dataset, truth, results, strict=True):
         stats = per_class.setdefault(names[expected], ClassResult())
         stats.images += 1
         if result.error is not None:
             failed.append((str(item.path), result.error.reason))
             continue
-        embeddings.append(result.embedding)
+        embeddings.append(result.vector)
         predicted = [prediction.index for prediction in result.predictions]
         stats.top1 += predicted[0] == expected
         stats.top5 += expected in predicted

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from shopvision.errors import InvalidImageError
 
@@ -23,13 +25,20 @@ class ImageResult:
     """Everything one pass of the model says about one image, or why it failed."""
 
     predictions: list[Prediction] = field(default_factory=list)
-    embedding: np.ndarray | None = None
+    embedding: NDArray[np.float32] | None = None
     """L2-normalised float32 vector of 2048 values."""
     error: InvalidImageError | None = None
 
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    @property
+    def vector(self) -> NDArray[np.float32]:
+        """The embedding of an image that succeeded; raises the image's error for one that failed."""
+        if self.embedding is None:
+            raise self.error or InvalidImageError("no embedding")
+        return self.embedding
 
 
 @dataclass(frozen=True)
@@ -50,5 +59,5 @@ class ServerInfo:
     model_versions: list[str]
     max_batch_size: int
     provenance: WeightsProvenance
-    dynamic_batching: dict
+    dynamic_batching: dict[str, Any]
     """The resnet50 model's dynamic-batching settings as its config states them."""

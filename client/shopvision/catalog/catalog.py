@@ -112,12 +112,11 @@ class Catalog:
             raise ValueError("k must be at least 1")
         if not queries:
             return []
-        vectors = [query if isinstance(query, np.ndarray) else None for query in queries]
-        photos = [index for index, vector in enumerate(vectors) if vector is None]
+        photos = {index: query for index, query in enumerate(queries) if not isinstance(query, np.ndarray)}
+        embedded: dict[int, np.ndarray] = {}
         if photos:
-            embedded = self._require_client().embed([queries[index] for index in photos])
-            for index, vector in zip(photos, embedded):
-                vectors[index] = vector
+            embedded = dict(zip(photos, self._require_client().embed(list(photos.values())), strict=True))
+        vectors = [query if isinstance(query, np.ndarray) else embedded[index] for index, query in enumerate(queries)]
         return self._store.search(np.stack(vectors), k=k, labels=labels)
 
     def stats(self) -> CatalogStats:
@@ -155,13 +154,13 @@ class Catalog:
             return
         results = self._require_client().analyze([data for _, data, _ in pending], top_k=1, on_error="report")
         products, vectors = [], []
-        for (item, _, digest), result in zip(pending, results):
+        for (item, _, digest), result in zip(pending, results, strict=True):
             if result.error is not None:
                 report.failed.append((item.product_id, result.error.reason))
                 continue
             products.append(Product(product_id=item.product_id, path=str(item.path), content_sha256=digest,
                                     label=result.predictions[0].label, extra=dict(item.extra)))
-            vectors.append(result.embedding)
+            vectors.append(result.vector)
         if not products:
             return
         self._store.upsert(products, np.stack(vectors))

@@ -14,6 +14,7 @@ import os
 import sqlite3
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -63,12 +64,13 @@ class FaissStore:
 
         if index not in INDEX_KINDS:
             raise CatalogError(f"index must be one of {', '.join(INDEX_KINDS)}, not {index!r}")
-        self._faiss = faiss
+        self._faiss: Any = faiss  # its generated stubs lack the HNSW search parameters
         self._directory = Path(directory)
         self.location = str(self._directory)
         self._directory.mkdir(parents=True, exist_ok=True)
         self._requested_kind = index
         self._hnsw_threshold = hnsw_threshold
+        self._closed = False
         self._db = sqlite3.connect(self._directory / DATABASE_FILE, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
@@ -106,7 +108,7 @@ class FaissStore:
             self._db.executemany(
                 "INSERT OR REPLACE INTO products VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [(int(key), p.product_id, p.path, p.content_sha256, p.label, json.dumps(p.extra), vector.tobytes())
-                 for key, p, vector in zip(keys, products, vectors)],
+                 for key, p, vector in zip(keys, products, vectors, strict=True)],
             )
             self._bump_generation()
         self._index_remove(replaced)
@@ -128,7 +130,8 @@ class FaissStore:
         return self._db.execute("SELECT COUNT(*) FROM products").fetchone()[0]
 
     def label_counts(self) -> dict[str, int]:
-        rows = self._db.execute("SELECT label, COUNT(*) AS n FROM products GROUP BY label ORDER BY n DESC, label LIMIT 20")
+        rows = self._db.execute(
+            "SELECT label, COUNT(*) AS n FROM products GROUP BY label ORDER BY n DESC, label LIMIT 20")
         return dict(rows.fetchall())
 
     # -- search ----------------------------------------------------------------------------------
@@ -146,19 +149,20 @@ class FaissStore:
             return [[] for _ in queries]
         scores, keys = index.search(queries, min(k, index.ntotal), params=self._search_parameters(allowed))
         rows = self._rows_by_key({int(key) for key in keys.ravel() if key >= 0})
-        return [[self._hit(rows[int(key)], float(score)) for score, key in zip(score_row, key_row) if key >= 0]
-                for score_row, key_row in zip(scores, keys)]
+        return [[self._hit(rows[int(key)], float(score))
+                 for score, key in zip(score_row, key_row, strict=True) if key >= 0]
+                for score_row, key_row in zip(scores, keys, strict=True)]
 
     def flush(self) -> None:
         if self._saved_generation != self._generation():
             self._save_index(self._current_index())
 
     def close(self) -> None:
-        if self._db is None:
+        if self._closed:
             return
         self.flush()
         self._db.close()
-        self._db = None
+        self._closed = True
 
     # -- internals -------------------------------------------------------------------------------
 
@@ -241,14 +245,14 @@ class FaissStore:
     def _index_path(self, generation: int) -> Path:
         return self._directory / INDEX_FILE.format(generation=generation)
 
-    def _load_index(self):  # noqa: ANN202
+    def _load_index(self) -> tuple[Any, int]:
         generation = self._generation()
         path = self._index_path(generation)
         if not path.exists():
             return None, -1  # missing or written before the last committed change: rebuilt on first use
         return self._faiss.read_index(str(path)), generation
 
-    def _save_index(self, index) -> None:  # noqa: ANN001
+    def _save_index(self, index: Any) -> None:
         generation = self._generation()
         path = self._index_path(generation)
         partial = path.with_name(path.name + ".partial")

@@ -90,7 +90,7 @@ class MilvusStore:
     def upsert(self, products: Sequence[Product], vectors: np.ndarray) -> None:
         rows = [{"key": p.key, "vector": vector.tolist(), "product_id": p.product_id, "path": p.path,
                  "content_sha256": p.content_sha256, "label": p.label, "extra": p.extra}
-                for p, vector in zip(products, np.asarray(vectors, dtype=np.float32))]
+                for p, vector in zip(products, np.asarray(vectors, dtype=np.float32), strict=True)]
         if rows:
             self._client.upsert(self._collection, rows)
 

@@ -12,7 +12,7 @@ from shopvision.contract import STAND_IN_CONFIG_NAME
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    from shopvision.native_backend import MIRROR_ENV, ONNXRUNTIME_VERSION, TRITON_BRANCH
+    from shopvision.serving.native_backend import MIRROR_ENV, ONNXRUNTIME_VERSION, TRITON_BRANCH
 
     backend = commands.add_parser("backend", help="build Triton's ONNX Runtime backend for `shopvision serve`")
     actions = backend.add_subparsers(dest="backend_command", required=True, metavar="ACTION")
@@ -34,7 +34,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run_build(args: argparse.Namespace) -> int:
-    from shopvision.native_backend import BackendBuildError, build_native_backend
+    from shopvision.serving.native_backend import BackendBuildError, build_native_backend
 
     try:
         directory = build_native_backend(mirror=args.mirror)

@@ -93,7 +93,8 @@ def markdown(dataset: str, reports: list[EvalReport], drift: dict | None) -> str
     for label, stats in reports[0].per_class.items():
         worst = sorted(stats.confused_with.items(), key=lambda item: (-item[1], item[0]))[:3]
         confused = ", ".join(f"{name} ({count})" for name, count in worst)
-        lines.append(f"| {label} | {stats.images} | {stats.top1 / stats.images:.0%} | {stats.top5 / stats.images:.0%} | "
+        lines.append(f"| {label} | {stats.images} | {stats.top1 / stats.images:.0%} | "
+                     f"{stats.top5 / stats.images:.0%} | "
                      f"{confused or '–'} |")
     if drift is not None:
         lines += ["", "## Embedding drift against the reference", "",

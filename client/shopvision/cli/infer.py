@@ -78,7 +78,7 @@ def run_classify(args: argparse.Namespace) -> int:
         print("no images found", file=sys.stderr)
         return EXIT_USAGE
     failures = 0
-    for path, result in zip(paths, results):
+    for path, result in zip(paths, results, strict=True):
         if result.error is not None:
             failures += 1
             print(f"{path}: FAILED: {result.error.reason}", file=sys.stderr)
@@ -98,8 +98,9 @@ def run_embed(args: argparse.Namespace) -> int:
     if not paths:
         print("no images found", file=sys.stderr)
         return EXIT_USAGE
-    kept = [(path, result.embedding) for path, result in zip(paths, results) if result.ok]
-    for path, result in zip(paths, results):
+    kept = [(path, result.embedding) for path, result in zip(paths, results, strict=True)
+            if result.embedding is not None]
+    for path, result in zip(paths, results, strict=True):
         if result.error is not None:
             print(f"{path}: FAILED: {result.error.reason}", file=sys.stderr)
     out = args.out if args.out.suffix == ".npy" else args.out.with_suffix(".npy")

@@ -1,4 +1,4 @@
-"""``shopvision model build``: put ResNet50 weights into the model repository."""
+"""``shopvision model build|promote|rollback``: assemble the served repository, swap versions live."""
 
 from __future__ import annotations
 
@@ -7,30 +7,39 @@ import sys
 from pathlib import Path
 
 from shopvision.cli._common import EXIT_OK
-from shopvision.modeltools.sources import DEFAULT_ZOO_MODEL, ZOO_MODELS
+from shopvision.serving.repository import DEFAULT_TEMPLATE, REPOSITORY_ENV, default_repository
+from shopvision.serving.weights import DEFAULT_ZOO_MODEL, ZOO_MODELS
 
-DEFAULT_REPOSITORY = Path("model_repository")
+
+def add_repository_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--repository", type=Path, default=None, metavar="DIR",
+                        help=f"the built model repository (default: ${REPOSITORY_ENV} or {default_repository()})")
 
 
 def register(commands: argparse._SubParsersAction) -> None:
     model = commands.add_parser("model", help="build model versions, promote them on a running server, roll back")
     actions = model.add_subparsers(dest="model_command", required=True, metavar="ACTION")
     build = actions.add_parser(
-        "build", help="write resnet50/<version>/model.onnx",
-        description="Download or generate ResNet50 weights, add the softmax and L2-normalised embedding "
-                    "outputs, and write them with their provenance into the model repository.",
+        "build", help="assemble the served model repository from the template, with weights",
+        description="Assemble the model repository tritonserver serves from the template in git (configs, "
+                    "Python models, labels; the template is never written), then download or generate ResNet50 "
+                    "weights, add the softmax and L2-normalised embedding outputs, and write them with their "
+                    "provenance. Rerun it after editing the template: built weights and promotions are kept.",
         epilog="weights:\n"
                f"  auto                  {DEFAULT_ZOO_MODEL} when the network allows, else synthetic (with a warning)\n"
                + "".join(f"  {name:<21} ONNX Model Zoo, top-1 {zoo.top1} published, sha256-verified\n"
                          for name, zoo in ZOO_MODELS.items())
                + "  synthetic             exact ResNet50 v1.5 architecture, seeded random weights: TESTS ONLY\n"
                "  PATH                  any local ResNet50 ONNX export (torchvision, timm, zoo)\n"
-               "examples:\n  shopvision model build --weights auto\n"
+               "  (none)                keep the built weights; build version 1 with auto if none is built\n"
+               "examples:\n  shopvision model build\n  shopvision model build --weights auto\n"
                "  shopvision model build --weights ./resnet50_torchvision.onnx --version 2",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    build.add_argument("--weights", required=True, metavar="SOURCE")
-    build.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY)
+    build.add_argument("--weights", metavar="SOURCE")
+    build.add_argument("--template", type=Path, default=DEFAULT_TEMPLATE,
+                       help=f"the repository template (default: ./{DEFAULT_TEMPLATE})")
+    add_repository_argument(build)
     build.add_argument("--version", type=int, default=1)
     build.add_argument("--seed", type=int, default=0, help="seed of synthetic weights")
     build.set_defaults(handler=run_build)
@@ -38,9 +47,15 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run_build(args: argparse.Namespace) -> int:
-    from shopvision.modeltools.build import build_model
+    from shopvision.serving.build import AUTO, build_model
+    from shopvision.serving.repository import assemble
 
-    result = build_model(args.weights, args.repository, version=args.version, seed=args.seed)
+    repository = args.repository or default_repository()
+    files = assemble(args.template, repository)
+    if args.weights is None and files.built_versions():
+        print(f"assembled {repository} from {args.template} (built versions kept: {files.built_versions()})")
+        return EXIT_OK
+    result = build_model(args.weights or AUTO, repository, version=args.version, seed=args.seed)
     provenance = result.provenance
     if result.fallback_reason:
         print(f"WARNING: real weights unavailable ({result.fallback_reason})", file=sys.stderr)
@@ -60,14 +75,14 @@ def register_lifecycle(actions: argparse._SubParsersAction) -> None:
                         "key in $SHOPVISION_ADMIN_KEY and the server's model repository on this filesystem. "
                         "No request is dropped; a failed check leaves the current version serving.",
             epilog="examples:\n  shopvision model build --weights resnet50-v1-12-int8 --version 2\n"
-                   "  shopvision model promote 2 --url http://localhost:8000\n"
-                   "  shopvision model rollback --url http://localhost:8000",
+                   "  shopvision model promote 2 --url grpc://localhost:8001\n"
+                   "  shopvision model rollback --url grpc://localhost:8001",
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         if name == "promote":
             action.add_argument("version", type=int)
-        action.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY)
-        action.add_argument("--url", default="http://localhost:8000", help="the server's HTTP endpoint")
+        add_repository_argument(action)
+        action.add_argument("--url", default="grpc://localhost:8001", help="the server (gRPC or HTTP URL)")
         action.set_defaults(handler=run_lifecycle)
 
 
@@ -76,17 +91,17 @@ def run_lifecycle(args: argparse.Namespace) -> int:
     import os
 
     from shopvision.cli._common import EXIT_SOME_FAILED
-    from shopvision.modeltools.lifecycle import PromotionError, promote, rollback
-    from shopvision.server import ADMIN_KEY_ENV, ADMIN_KEY_HEADER
+    from shopvision.contract import ADMIN_KEY_ENV
+    from shopvision.serving.lifecycle import PromotionError, promote, rollback
 
     key = os.environ.get(ADMIN_KEY_ENV)
     if not key:
         raise PromotionError(f"set ${ADMIN_KEY_ENV} to the server's admin key: loading models is an admin API")
-    common = {"url": args.url, "admin_key": key, "headers_key": ADMIN_KEY_HEADER}
+    repository = args.repository or default_repository()
     if args.model_command == "promote":
-        report = promote(args.repository, args.version, **common)
+        report = promote(repository, args.version, url=args.url, admin_key=key)
     else:
-        report = rollback(args.repository, **common)
+        report = rollback(repository, url=args.url, admin_key=key)
     print(json.dumps(report.checks, indent=2))
     if report.promoted:
         print(f"resnet50 version {report.version} is serving (was {report.previous})")

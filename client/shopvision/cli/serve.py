@@ -6,12 +6,11 @@ import argparse
 import os
 import signal
 import sys
-from pathlib import Path
 
 from shopvision.cli._common import EXIT_OK, EXIT_USAGE
-from shopvision.cli.model import DEFAULT_REPOSITORY
-from shopvision.container import AUTO_CONFIG, DEFAULT_CONFIG
+from shopvision.cli.model import add_repository_argument
 from shopvision.contract import CPU_CONFIG_NAME, MODEL_FILE, RESNET_MODEL, STAND_IN_CONFIG_NAME
+from shopvision.serving.container import AUTO_CONFIG, DEFAULT_CONFIG
 
 
 class _Terminated(Exception):
@@ -26,7 +25,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         epilog="example:\n  shopvision serve --http-port 8000 --grpc-port 8001 --metrics-port 8002",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    serve.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY)
+    add_repository_argument(serve)
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 for all)")
     serve.add_argument("--http-port", type=int, default=8000)
     serve.add_argument("--grpc-port", type=int, default=8001)
@@ -44,20 +43,19 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from shopvision.modeltools.build import read_provenance
-    from shopvision.server import (
-        ADMIN_KEY_ENV,
-        ADMIN_KEY_HEADER,
+    from shopvision.contract import ADMIN_KEY_ENV, ADMIN_KEY_HEADER
+    from shopvision.serving.repository import default_repository, read_provenance
+    from shopvision.serving.server import (
         RESTRICTED_APIS,
         LocalTritonServer,
         ServerOptions,
         TritonInstallation,
     )
 
-    repository = args.repository.resolve()
+    repository = (args.repository or default_repository()).resolve()
     versions = sorted((repository / RESNET_MODEL).glob(f"[0-9]*/{MODEL_FILE}"))
     if not versions:
-        print(f"no model built in {repository}: run `shopvision model build --weights auto` first", file=sys.stderr)
+        print(f"no model built in {repository}: run `shopvision model build` first", file=sys.stderr)
         return EXIT_USAGE
     admin_key = os.environ.get(ADMIN_KEY_ENV) or None
     installation = TritonInstallation.from_wheel()
@@ -82,7 +80,8 @@ def run_serve(args: argparse.Namespace) -> int:
         for model_file in versions:
             provenance = read_provenance(model_file.parent)
             source = provenance.source if provenance else "unknown provenance"
-            banner = "  <<< SYNTHETIC WEIGHTS: outputs are meaningless >>>" if provenance and provenance.synthetic else ""
+            synthetic = provenance is not None and provenance.synthetic
+            banner = "  <<< SYNTHETIC WEIGHTS: outputs are meaningless >>>" if synthetic else ""
             print(f"resnet50 version {model_file.parent.name}: {source}{banner}", flush=True)
         runner = "Python-backend stand-in" if config_name == STAND_IN_CONFIG_NAME else "native ONNX Runtime backend"
         print(f"resnet50 configuration: {config_name or 'config.pbtxt'} ({runner})", flush=True)

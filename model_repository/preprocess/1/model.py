@@ -7,7 +7,8 @@ import json
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from shopvision.preprocessing import DecodeLimits, ImageRejected, Preprocessor
+from shopvision.contract import REJECTED_IMAGE
+from shopvision.serving.preprocessing import DecodeLimits, ImageRejected, Preprocessor
 
 
 class TritonPythonModel:
@@ -54,6 +55,6 @@ class TritonPythonModel:
             try:
                 crops.append(self._preprocessor.crop(bytes(data)))
             except ImageRejected as rejection:
-                where = f"image {position + 1} of {len(images)}: " if len(images) > 1 else ""
-                return f"{where}{rejection}"
+                where = f" {position + 1} of {len(images)}" if len(images) > 1 else ""
+                return f"{REJECTED_IMAGE}{where}: {rejection}"
         return np.stack(crops)

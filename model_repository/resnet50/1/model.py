@@ -27,6 +27,7 @@ import triton_python_backend_utils as pb_utils
 
 from shopvision.contract import MODEL_FILE
 
+
 def _session(model_file: str, *, threads: int, spinning: str) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
@@ -78,7 +79,7 @@ class TritonPythonModel:
             count = len(batch)
             tensors = [
                 pb_utils.Tensor(name, values[offset : offset + count])
-                for name, values in zip(self._output_names, outputs)
+                for name, values in zip(self._output_names, outputs, strict=True)
             ]
             responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
             offset += count

@@ -24,8 +24,8 @@ import os
 import sys
 from pathlib import Path
 
-from shopvision.contract import CPU_CONFIG_NAME
-from shopvision.server import ADMIN_KEY_ENV, GrpcTls, ServerOptions, triton_arguments
+from shopvision.contract import ADMIN_KEY_ENV, CPU_CONFIG_NAME
+from shopvision.serving.server import GrpcTls, ServerOptions, triton_arguments
 
 DEFAULT_REPOSITORY = "/models"
 AUTO_CONFIG = "auto"
@@ -54,7 +54,9 @@ def options_from_environment(environ: dict[str, str], extra_args: list[str], *, 
     if bool(certificate) != bool(private_key):
         raise SystemExit("SHOPVISION_GRPC_TLS_CERT and SHOPVISION_GRPC_TLS_KEY must be set together")
     client_ca = environ.get("SHOPVISION_GRPC_TLS_CLIENT_CA")
-    tls = GrpcTls(Path(certificate), Path(private_key), Path(client_ca) if client_ca else None) if certificate else None
+    tls = None
+    if certificate and private_key:
+        tls = GrpcTls(Path(certificate), Path(private_key), Path(client_ca) if client_ca else None)
     return ServerOptions(
         model_repository=environ.get("SHOPVISION_MODEL_REPOSITORY") or DEFAULT_REPOSITORY,
         host="0.0.0.0",

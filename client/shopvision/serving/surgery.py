@@ -17,7 +17,8 @@ from shopvision.contract import EMBEDDING, EMBEDDING_DIM, NUM_CLASSES, PIXELS, P
 BATCH_DIM = "batch"
 _FULLY_CONNECTED = frozenset({"Gemm", "MatMul", "QGemm", "QLinearMatMul", "MatMulInteger"})
 # Ops that may sit between the final FC and the logits output without changing their meaning.
-_PASS_THROUGH = frozenset({"Add", "Identity", "Reshape", "Flatten", "Squeeze", "QuantizeLinear", "DequantizeLinear", "Cast"})
+_PASS_THROUGH = frozenset({"Add", "Identity", "Reshape", "Flatten", "Squeeze", "QuantizeLinear", "DequantizeLinear",
+                           "Cast"})
 _L2_EPSILON = 1e-12
 
 

@@ -1,7 +1,7 @@
 """Run a real tritonserver locally: the binary inside the ``nvidia-pytriton`` wheel (CPU only).
 
 That build has the Python backend but no ONNX Runtime backend. With the native backend built
-into the cache (``shopvision backend build``, see :mod:`shopvision.native_backend`) it serves
+into the cache (``shopvision backend build``, see :mod:`shopvision.serving.native_backend`) it serves
 the repository as the official container does on a CPU node (``--model-config-name=cpu``);
 without it, with the ``python_ort`` stand-in. Used by ``shopvision serve``, the tests and the
 benchmarks.
@@ -22,13 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from shopvision.contract import CPU_CONFIG_NAME, STAND_IN_CONFIG_NAME
-from shopvision.native_backend import find_native_backend
+from shopvision.contract import ADMIN_KEY_HEADER, CPU_CONFIG_NAME, STAND_IN_CONFIG_NAME
+from shopvision.serving.native_backend import find_native_backend
 
 _STUB = "triton_python_backend_stub"
-ADMIN_KEY_ENV = "SHOPVISION_ADMIN_KEY"
-ADMIN_KEY_HEADER = "shopvision-admin-key"
-"""HTTP header for the restricted APIs; over gRPC Triton expects ``triton-grpc-protocol-`` + this."""
 RESTRICTED_APIS = ("model-repository", "shared-memory", "trace", "logging")
 """Closed unless the request carries the admin key. Inference, health, metadata, config and
 statistics stay open: they are what clients, probes and dashboards use."""
@@ -52,7 +49,7 @@ class ServerOptions:
     log_verbose: int = 0
     admin_key: str | None = None
     """Key for RESTRICTED_APIS; None closes them with a random key nobody knows. Triton takes it only on
-    its command line, where local users can read it (README "Security defaults")."""
+    its command line, where local users can read it (docs/security.md)."""
     grpc_tls: GrpcTls | None = None
     model_control: str = "none"
     """``none`` (production default: the repository cannot change under a running server) or
@@ -121,7 +118,7 @@ class TritonInstallation:
         except ImportError as error:
             raise ServerError(
                 "no tritonserver found: install the server extra (`pip install 'shopvision[server]'`), "
-                "or run the official nvcr.io/nvidia/tritonserver container (see README)"
+                "or run the official nvcr.io/nvidia/tritonserver container (see docs/serving-modes.md)"
             ) from error
         root = Path(pytriton.__file__).parent / "tritonserver"
         version = f"{sys.version_info.major}.{sys.version_info.minor}"

@@ -97,7 +97,7 @@ class Preprocessor:
             return np.asarray(cropped, dtype=np.uint8)
         except ImageRejected:
             raise
-        except Exception as error:  # noqa: BLE001 - any decoder failure on untrusted bytes is the input's fault
+        except Exception as error:  # any decoder failure on untrusted bytes is the input's fault
             raise ImageRejected(f"cannot decode {image.format} image: {error}") from error
 
     def normalise(self, crops: np.ndarray) -> np.ndarray:
@@ -134,7 +134,7 @@ class Preprocessor:
                 f"not a supported image ({len(data)} bytes starting {data[:8]!r}); "
                 f"expected one of {', '.join(SUPPORTED_FORMATS)}"
             ) from error
-        except Exception as error:  # noqa: BLE001 - malformed headers raise many types
+        except Exception as error:  # malformed headers raise many types
             raise ImageRejected(f"cannot read image header: {error}") from error
         width, height = image.size
         if width < 1 or height < 1:

@@ -1,1 +1,0 @@
-"""Model tooling: build ``model.onnx`` for the repository (needs the ``model`` extra: onnx)."""

@@ -1,0 +1,97 @@
+"""``shopvision model build``: ResNet50 weights (zoo, local file or synthetic) into the built repository."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import onnx
+
+from shopvision.contract import MODEL_FILE, PROVENANCE_FILE
+from shopvision.serving.configs import atomic_write
+from shopvision.serving.repository import ModelRepository, Provenance, assemble, ensure_python_runner
+from shopvision.serving.surgery import canonicalize
+from shopvision.serving.synthetic import build_synthetic_resnet50
+from shopvision.serving.weights import (
+    DEFAULT_ZOO_MODEL,
+    SYNTHETIC,
+    ZOO_MODELS,
+    WeightsUnavailable,
+    fetch_zoo_model,
+    sha256_of,
+)
+
+AUTO = "auto"
+"""Real zoo weights when the network allows, synthetic ones (with a warning) when not."""
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    model_path: Path
+    provenance: Provenance
+    fallback_reason: str | None = None
+    """Why ``auto`` fell back to synthetic weights, if it did."""
+
+
+def build_model(weights: str, repository: Path, *, template: Path | None = None, version: int = 1,
+                seed: int = 0) -> BuildResult:
+    """Build ``repository/resnet50/<version>/model.onnx`` from ``weights`` atomically.
+
+    With ``template``, the repository is (re)assembled from it first; without, it must be built already.
+    """
+    files = assemble(template, repository) if template is not None else ModelRepository(repository)
+    source_model, provenance_source, source_sha, fallback_reason = _resolve_source(weights, seed=seed)
+    served = canonicalize(source_model)
+    version_dir = files.model_dir / str(version)
+    version_dir.mkdir(parents=True, exist_ok=True)
+    ensure_python_runner(files.model_dir, version_dir)
+    model_path = version_dir / MODEL_FILE
+    atomic_write(model_path, served.SerializeToString())
+    provenance = Provenance(
+        source=provenance_source,
+        source_sha256=source_sha,
+        model_sha256=sha256_of(model_path),
+        synthetic=provenance_source == SYNTHETIC,
+        built_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        seed=seed if provenance_source == SYNTHETIC else None,
+    )
+    atomic_write(version_dir / PROVENANCE_FILE, (json.dumps(asdict(provenance), indent=2) + "\n").encode())
+    # Under `latest` the newest build is what serves; under `specific` (after a promotion) a new
+    # version serves only once `shopvision model promote` has checked it.
+    files.restore_serving_state()
+    return BuildResult(model_path, provenance, fallback_reason)
+
+
+def _resolve_source(weights: str, *, seed: int) -> tuple[onnx.ModelProto, str, str, str | None]:
+    if weights == AUTO:
+        try:
+            return (*_load_zoo(DEFAULT_ZOO_MODEL), None)
+        except WeightsUnavailable as error:
+            return (*_synthetic(seed), str(error))
+    if weights == SYNTHETIC:
+        return (*_synthetic(seed), None)
+    if weights in ZOO_MODELS:
+        return (*_load_zoo(weights), None)
+    return (*_load_local(Path(weights)), None)
+
+
+def _synthetic(seed: int) -> tuple[onnx.ModelProto, str, str]:
+    model = build_synthetic_resnet50(seed=seed)
+    return model, SYNTHETIC, hashlib.sha256(model.SerializeToString()).hexdigest()
+
+
+def _load_zoo(name: str) -> tuple[onnx.ModelProto, str, str]:
+    path = fetch_zoo_model(ZOO_MODELS[name])
+    return onnx.load(str(path)), name, ZOO_MODELS[name].sha256
+
+
+def _load_local(path: Path) -> tuple[onnx.ModelProto, str, str]:
+    if not path.is_file():
+        known = ", ".join([AUTO, SYNTHETIC, *ZOO_MODELS])
+        raise FileNotFoundError(f"--weights {path}: no such file (or use one of: {known})")
+    return onnx.load(str(path)), str(path.resolve()), sha256_of(path)
+
+

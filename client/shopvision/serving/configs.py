@@ -1,0 +1,41 @@
+"""Read and write Triton model configurations through Triton's own protobuf schema, never as text."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
+
+ModelConfig = Any
+"""``model_config_pb2.ModelConfig``: generated protobuf code without type information."""
+
+
+def read_config(path: Path) -> ModelConfig:
+    return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+
+
+def edit_config(path: Path, edit: Callable[[ModelConfig], None]) -> None:
+    """Parse, change and rewrite a config. Comments do not survive: edit built copies, never the template.
+
+    A link (``configs/python_ort.pbtxt``) becomes a file of its own, leaving its target alone.
+    """
+    config = read_config(path)
+    edit(config)
+    atomic_write(path, text_format.MessageToString(config).encode())
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Replace ``path`` so that a reader (or a crash) sees the old file or the new one, never half of one."""
+    handle, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        os.fchmod(handle, 0o644)  # mkstemp makes 0600 files; the server may run as another user
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+        os.replace(partial, path)
+    finally:
+        Path(partial).unlink(missing_ok=True)
