@@ -42,8 +42,9 @@ backend: venv
 backend-required: system-deps venv
 	$(BIN)/shopvision backend build --require
 
+# Triton (8000 HTTP, 8001 gRPC, 8002 metrics), then the search API and page on 8080.
 serve: venv model backend
-	$(BIN)/shopvision serve --repository $(BUILD_DIR) $(SERVE_ARGS)
+	$(BIN)/shopvision serve --repository $(BUILD_DIR) --api $(SERVE_ARGS)
 
 system-deps:
 	scripts/install-system-deps.sh

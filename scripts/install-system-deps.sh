@@ -5,8 +5,10 @@
 #   cmake g++ make git rapidjson-dev googletest npm
 #                `shopvision backend build`: Triton's native ONNX Runtime backend (googletest
 #                only spares the build a download; npm fetches ONNX Runtime's library)
+#   chromium chromium-driver
+#                the search page's tests drive a real headless Chromium through Selenium
 set -euo pipefail
-packages=(libb64-0d prometheus cmake g++ make git rapidjson-dev googletest)
+packages=(libb64-0d prometheus cmake g++ make git rapidjson-dev googletest chromium chromium-driver)
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

@@ -8,11 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from shopvision.api.settings import ApiSettings
 from shopvision.serving.build import build_model
 from shopvision.serving.repository import assemble
 from shopvision.serving.server import LocalTritonServer, ServerOptions, free_ports
+from tests.search_service import ServiceThread, index_photos
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "model_repository"
+API_KEY = "test-key"
 
 
 def copy_repository(target: Path) -> Path:
@@ -82,3 +85,22 @@ def triton(built_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 @pytest.fixture(scope="session")
 def resnet_onnx(built_repository: Path) -> Path:
     return built_repository / "resnet50" / "1" / "model.onnx"
+
+
+@pytest.fixture(scope="session")
+def catalog_photos(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Generated product photos, 24 of them, as a shop's photo folder."""
+    from shopvision.samples import write_catalog
+
+    return write_catalog(tmp_path_factory.mktemp("shop") / "photos", 24, size=(400, 400), seed=500)
+
+
+@pytest.fixture(scope="module")
+def search_service(triton: RunningServer, catalog_photos: list[Path], tmp_path_factory: pytest.TempPathFactory
+                   ) -> Iterator[ServiceThread]:
+    """The search service over the session's Triton and a catalog of ``catalog_photos`` (key ``test-key``)."""
+    catalog = tmp_path_factory.mktemp("api") / "catalog"
+    index_photos(catalog, catalog_photos, triton.grpc_url)
+    settings = ApiSettings(triton_url=triton.grpc_url, catalog=str(catalog), api_key=API_KEY)
+    with ServiceThread(settings) as service:
+        yield service

@@ -170,3 +170,37 @@ def test_csv_and_folder_sources(tmp_path) -> None:
             read_source(table)
     with pytest.raises(CatalogSourceError, match="not a folder"):
         read_source(tmp_path / "missing")
+
+
+def test_get_similar_and_metadata_filters(location) -> None:
+    vectors = clustered_vectors(60)
+    items = [Product(product_id=f"sku-{i}", path="", content_sha256=f"{i:064x}", label=("shoe", "bag")[i % 2],
+                     extra={"colour": ("red", "blue", "green")[i % 3], "note": "it's \"quoted\""}) for i in range(60)]
+    with Catalog.open(location) as catalog:
+        catalog.upsert(items, vectors)
+        catalog.flush()
+        assert catalog.get("sku-7") == items[7] and catalog.get("sku-x") is None
+        similar = catalog.similar("sku-7", k=5)
+        assert similar is not None and len(similar) == 5 and "sku-7" not in {hit.product_id for hit in similar}
+        assert catalog.similar("sku-x") is None
+        red = catalog.search(vectors[0], k=60, where={"colour": "red"})
+        assert len(red) == 20 and {hit.extra["colour"] for hit in red} == {"red"}
+        red_shoes = catalog.search(vectors[0], k=60, labels=["shoe"], where={"colour": "red"})
+        assert len(red_shoes) == 10 and {(h.label, h.extra["colour"]) for h in red_shoes} == {("shoe", "red")}
+        assert len(catalog.search(vectors[0], k=60, where={"note": 'it\'s "quoted"'})) == 60  # values are data
+        assert catalog.search(vectors[0], k=5, where={"colour": "' OR 1=1 --"}) == []
+        columns = catalog.extra_columns()
+        assert columns is None or columns == {"colour", "note"}  # Milvus cannot list a JSON field's keys
+
+
+def test_an_index_another_writer_saved_is_picked_up(tmp_path) -> None:
+    vectors = clustered_vectors(40)
+    location = tmp_path / "catalog"
+    with Catalog.open(location) as reader:
+        reader.upsert(products(20), vectors[:20])
+        reader.flush()
+        assert reader.search(vectors[30], k=1)[0].product_id != "sku-30"
+        with Catalog.open(location) as writer:  # another process, as far as SQLite is concerned
+            writer.upsert(products(20, start=20), vectors[20:])
+        assert reader.search(vectors[30], k=1)[0].product_id == "sku-30"
+        assert reader.stats().products == 40

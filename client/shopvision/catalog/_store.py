@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 import numpy as np
@@ -33,8 +33,16 @@ class VectorStore(Protocol):
     def remove(self, product_ids: Sequence[str]) -> int:
         """Delete products; returns how many existed."""
 
-    def search(self, queries: np.ndarray, *, k: int, labels: Sequence[str] | None) -> list[list[SearchHit]]:
-        """The k best products per query row by inner product, optionally only those with these labels."""
+    def get(self, product_id: str) -> tuple[Product, np.ndarray] | None:
+        """A stored product and its vector, or None."""
+
+    def extra_columns(self) -> frozenset[str] | None:
+        """The metadata columns products have (for filters), or None where the engine cannot list them."""
+
+    def search(self, queries: np.ndarray, *, k: int, labels: Sequence[str] | None,
+               where: Mapping[str, str] | None = None) -> list[list[SearchHit]]:
+        """The k best products per query row by inner product, optionally only those with these labels
+        and whose metadata has every ``column: value`` of ``where``."""
 
     def count(self) -> int: ...
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,6 +19,7 @@ from shopvision.images import ImageInput
 
 if TYPE_CHECKING:
     from shopvision.client import Client
+    from shopvision.types import WeightsProvenance
 
 Progress = Callable[[int, int], None]
 BUILD_BATCH = 128
@@ -98,16 +99,36 @@ class Catalog:
         """Delete products by id; returns how many were in the catalog."""
         return self._store.remove(list(product_ids))
 
-    def search(self, query: ImageInput | np.ndarray, *, k: int = 10,
-               labels: Sequence[str] | None = None) -> list[SearchHit]:
+    def search(self, query: ImageInput | np.ndarray, *, k: int = 10, labels: Sequence[str] | None = None,
+               where: Mapping[str, str] | None = None) -> list[SearchHit]:
         """The ``k`` most similar products to a photo (or a 2048-d vector), best first.
 
-        ``labels`` keeps only products whose top-1 ImageNet label is one of these.
+        ``labels`` keeps only products whose top-1 ImageNet label is one of these; ``where`` only
+        those whose metadata has each ``column: value`` (columns from :meth:`extra_columns`).
         """
-        return self.search_many([query], k=k, labels=labels)[0]
+        return self.search_many([query], k=k, labels=labels, where=where)[0]
+
+    def similar(self, product_id: str, *, k: int = 10, labels: Sequence[str] | None = None,
+                where: Mapping[str, str] | None = None) -> list[SearchHit] | None:
+        """"More like this": the ``k`` products nearest a stored one's vector (itself left out), or None
+        when the product is not in the catalog. Nothing is embedded again."""
+        stored = self._store.get(product_id)
+        if stored is None:
+            return None
+        hits = self._store.search(stored[1], k=k + 1, labels=labels, where=where)[0]
+        return [hit for hit in hits if hit.product_id != product_id][:k]
+
+    def get(self, product_id: str) -> Product | None:
+        stored = self._store.get(product_id)
+        return None if stored is None else stored[0]
+
+    def extra_columns(self) -> frozenset[str] | None:
+        """The metadata columns products have, or None where the engine cannot list them (Milvus)."""
+        return self._store.extra_columns()
 
     def search_many(self, queries: Sequence[ImageInput | np.ndarray], *, k: int = 10,
-                    labels: Sequence[str] | None = None) -> list[list[SearchHit]]:
+                    labels: Sequence[str] | None = None,
+                    where: Mapping[str, str] | None = None) -> list[list[SearchHit]]:
         if k < 1:
             raise ValueError("k must be at least 1")
         if not queries:
@@ -117,7 +138,7 @@ class Catalog:
         if photos:
             embedded = dict(zip(photos, self._require_client().embed(list(photos.values())), strict=True))
         vectors = [query if isinstance(query, np.ndarray) else embedded[index] for index, query in enumerate(queries)]
-        return self._store.search(np.stack(vectors), k=k, labels=labels)
+        return self._store.search(np.stack(vectors), k=k, labels=labels, where=where)
 
     def stats(self) -> CatalogStats:
         metadata = self._store.metadata()
@@ -175,13 +196,13 @@ class Catalog:
         if self._client is None:
             raise CatalogError("embedding photos needs a server: open the catalog with client=shopvision.Client(...)")
         if not self._checked_model:
-            self._check_model(self._client)
+            self.check_model(self._client.provenance(), url=self._client.url)
             self._checked_model = True
         return self._client
 
-    def _check_model(self, client: Client) -> None:
-        """Vectors from different weights are not comparable: refuse to mix them."""
-        served = client.provenance()
+    def check_model(self, served: WeightsProvenance, *, url: str) -> None:
+        """Vectors from different weights are not comparable: refuse to mix them (an empty catalog
+        takes the served model as its own)."""
         metadata = self._store.metadata()
         indexed = metadata.get("model_sha256")
         if indexed is None:
@@ -189,5 +210,5 @@ class Catalog:
         elif indexed != (served.model_sha256 or "unknown"):
             raise CatalogError(
                 f"{self._store.location} was indexed with model sha256 {indexed} ({metadata.get('model_source')}), "
-                f"but {client.url} serves {served.model_sha256} ({served.source}); "
+                f"but {url} serves {served.model_sha256} ({served.source}); "
                 "rebuild the catalog into a new location with the served model")

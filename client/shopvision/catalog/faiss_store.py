@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +84,8 @@ class FaissStore:
             raise CatalogError(f"{self.location}: holds {self._dimension}-d vectors, not {dimension}-d")
         self.set_metadata({"schema_version": SCHEMA_VERSION, "dimension": str(dimension)})
         self._index, self._saved_generation = self._load_index()
+        self._index_generation = self._saved_generation
+        self._columns: tuple[int, frozenset[str]] | None = None
 
     # -- records ---------------------------------------------------------------------------------
 
@@ -102,7 +104,7 @@ class FaissStore:
         if vectors.shape != (len(products), self._dimension):
             raise CatalogError(f"expected vectors of shape ({len(products)}, {self._dimension}), got {vectors.shape}")
         keys = np.array([product.key for product in products], dtype=np.int64)
-        index = self._current_index()
+        index = self._current_index(for_write=True)
         with self._transaction():
             replaced = self._existing_keys(keys)
             self._db.executemany(
@@ -110,21 +112,40 @@ class FaissStore:
                 [(int(key), p.product_id, p.path, p.content_sha256, p.label, json.dumps(p.extra), vector.tobytes())
                  for key, p, vector in zip(keys, products, vectors, strict=True)],
             )
-            self._bump_generation()
+            generation = self._bump_generation()
         self._index_remove(replaced)
         if self._index is index:
             index.add_with_ids(vectors, keys)
+            self._index_generation = generation
 
     def remove(self, product_ids: Sequence[str]) -> int:
         keys = np.array([product_key(pid) for pid in product_ids], dtype=np.int64)
-        self._current_index()
+        self._current_index(for_write=True)
         with self._transaction():
             existing = self._existing_keys(keys)
             self._db.executemany("DELETE FROM products WHERE key = ?", [(int(key),) for key in existing])
-            if len(existing):
-                self._bump_generation()
+            generation = self._bump_generation() if len(existing) else self._generation()
         self._index_remove(existing)
+        if self._index is not None:
+            self._index_generation = generation
         return len(existing)
+
+    def get(self, product_id: str) -> tuple[Product, np.ndarray] | None:
+        row = self._db.execute("SELECT product_id, path, content_sha256, label, extra, vector FROM products "
+                               "WHERE key = ? AND product_id = ?", (product_key(product_id), product_id)).fetchone()
+        if row is None:
+            return None
+        stored_id, path, content_sha256, label, extra, vector = row
+        product = Product(product_id=stored_id, path=path, content_sha256=content_sha256, label=label,
+                          extra=json.loads(extra))
+        return product, np.frombuffer(vector, dtype=np.float32).copy()
+
+    def extra_columns(self) -> frozenset[str]:
+        generation = self._generation()
+        if self._columns is None or self._columns[0] != generation:
+            rows = self._db.execute("SELECT DISTINCT json_each.key FROM products, json_each(products.extra)")
+            self._columns = (generation, frozenset(key for (key,) in rows))
+        return self._columns[1]
 
     def count(self) -> int:
         return self._db.execute("SELECT COUNT(*) FROM products").fetchone()[0]
@@ -141,16 +162,17 @@ class FaissStore:
             return self._requested_kind
         return "hnsw" if self.count() >= self._hnsw_threshold else "exact"
 
-    def search(self, queries: np.ndarray, *, k: int, labels: Sequence[str] | None) -> list[list[SearchHit]]:
+    def search(self, queries: np.ndarray, *, k: int, labels: Sequence[str] | None,
+               where: Mapping[str, str] | None = None) -> list[list[SearchHit]]:
         index = self._current_index()
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
-        allowed = None if labels is None else self._keys_with_labels(labels)
+        allowed = None if labels is None and not where else self._allowed_keys(labels, where or {})
         if index.ntotal == 0 or (allowed is not None and not len(allowed)):
             return [[] for _ in queries]
         scores, keys = index.search(queries, min(k, index.ntotal), params=self._search_parameters(allowed))
         rows = self._rows_by_key({int(key) for key in keys.ravel() if key >= 0})
         return [[self._hit(rows[int(key)], float(score))
-                 for score, key in zip(score_row, key_row, strict=True) if key >= 0]
+                 for score, key in zip(score_row, key_row, strict=True) if int(key) in rows]
                 for score_row, key_row in zip(scores, keys, strict=True)]
 
     def flush(self) -> None:
@@ -173,8 +195,10 @@ class FaissStore:
         row = self._db.execute("SELECT value FROM metadata WHERE name = 'generation'").fetchone()
         return int(row[0]) if row else 0
 
-    def _bump_generation(self) -> None:
-        self._db.execute("INSERT OR REPLACE INTO metadata VALUES ('generation', ?)", (str(self._generation() + 1),))
+    def _bump_generation(self) -> int:
+        generation = self._generation() + 1
+        self._db.execute("INSERT OR REPLACE INTO metadata VALUES ('generation', ?)", (str(generation),))
+        return generation
 
     def _existing_keys(self, keys: np.ndarray) -> np.ndarray:
         found = [int(key) for key in keys
@@ -194,9 +218,17 @@ class FaissStore:
         _, product_id, path, label, extra = row
         return SearchHit(product_id=product_id, score=score, path=path, label=label, extra=json.loads(extra))
 
-    def _keys_with_labels(self, labels: Sequence[str]) -> np.ndarray:
-        marks = ",".join("?" * len(labels))
-        rows = self._db.execute(f"SELECT key FROM products WHERE label IN ({marks})", list(labels))
+    def _allowed_keys(self, labels: Sequence[str] | None, where: Mapping[str, str]) -> np.ndarray:
+        # Every value is a bound parameter: labels, column names and values are data, never SQL.
+        queries, parameters = [], []
+        if labels is not None:
+            queries.append(f"SELECT key FROM products WHERE label IN ({','.join('?' * len(labels))})")
+            parameters += list(labels)
+        for column, value in where.items():
+            queries.append("SELECT products.key FROM products, json_each(products.extra) "
+                           "WHERE json_each.key = ? AND json_each.value = ?")
+            parameters += [column, value]
+        rows = self._db.execute(" INTERSECT ".join(queries), parameters)
         return np.array([key for (key,) in rows], dtype=np.int64)
 
     def _search_parameters(self, allowed: np.ndarray | None):
@@ -217,10 +249,24 @@ class FaissStore:
         else:
             self._index.remove_ids(keys)
 
-    def _current_index(self):
+    def _current_index(self, *, for_write: bool = False) -> Any:
+        """The index to search, or (``for_write``) one that holds every stored vector, to update in place.
+
+        When another process (``shopvision index build``) changed the catalog, searches switch to the
+        index it saved once it has saved one, and meanwhile keep the last complete one; a write first
+        rebuilds from SQLite, so that it never updates an index that lacks the other process's rows.
+        """
+        generation = self._generation()
+        if self._index is not None and self._index_generation != generation:
+            saved, saved_generation = self._load_index()
+            if saved is not None:
+                self._index, self._saved_generation, self._index_generation = saved, saved_generation, generation
+            elif for_write:
+                self._index = None
         wanted_hnsw = self.index_kind() == "hnsw"
         if self._index is None or self._is_hnsw() != wanted_hnsw:
             self._index = self._build_index(wanted_hnsw)
+            self._index_generation = generation
         return self._index
 
     def _build_index(self, hnsw: bool):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -103,11 +103,28 @@ class MilvusStore:
             self._client.delete(self._collection, ids=[row["key"] for row in existing])
         return len(existing)
 
-    def search(self, queries: np.ndarray, *, k: int, labels: Sequence[str] | None) -> list[list[SearchHit]]:
+    def get(self, product_id: str) -> tuple[Product, np.ndarray] | None:
+        rows = self._client.query(self._collection, ids=[product_key(product_id)],
+                                  output_fields=[*_FIELDS, "content_sha256", "vector"])
+        if not rows or rows[0]["product_id"] != product_id:
+            return None
+        row = rows[0]
+        product = Product(product_id=row["product_id"], path=row["path"], content_sha256=row["content_sha256"],
+                          label=row["label"], extra=dict(row["extra"] or {}))
+        return product, np.asarray(row["vector"], dtype=np.float32)
+
+    def extra_columns(self) -> None:
+        return None  # a JSON field has no schema to list; any column may be filtered on
+
+    def search(self, queries: np.ndarray, *, k: int, labels: Sequence[str] | None,
+               where: Mapping[str, str] | None = None) -> list[list[SearchHit]]:
         queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
+        # Milvus string literals escape like JSON strings, so json.dumps quotes labels, columns and values.
+        conditions = [] if labels is None else [f"label in {json.dumps(list(labels))}"]
+        conditions += [f"extra[{json.dumps(column)}] == {json.dumps(value)}" for column, value in (where or {}).items()]
         results = self._client.search(
             self._collection, data=queries.tolist(), limit=k, output_fields=_FIELDS,
-            filter="" if labels is None else f"label in {json.dumps(list(labels))}",
+            filter=" and ".join(conditions),
             search_params={"metric_type": "IP", "params": SEARCH_PARAMS},
         )
         return [[SearchHit(product_id=hit["entity"]["product_id"], score=float(hit["distance"]),

@@ -8,6 +8,7 @@ import signal
 import sys
 
 from shopvision.cli._common import EXIT_OK, EXIT_USAGE
+from shopvision.cli.api import add_api_arguments, serve_api
 from shopvision.cli.model import add_repository_argument
 from shopvision.contract import CPU_CONFIG_NAME, MODEL_FILE, RESNET_MODEL, STAND_IN_CONFIG_NAME
 from shopvision.serving.container import AUTO_CONFIG, DEFAULT_CONFIG
@@ -39,6 +40,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--model-control", choices=["none", "explicit"], default="none",
                        help="explicit lets `shopvision model promote/rollback` swap versions live "
                             "(through the admin API, so set $SHOPVISION_ADMIN_KEY)")
+    serve.add_argument("--api", action="store_true",
+                       help="also serve the visual search API and page (`shopvision api`) once Triton is ready")
+    add_api_arguments(serve, prefix="api-")
     serve.set_defaults(handler=run_serve)
 
 
@@ -90,6 +94,9 @@ def run_serve(args: argparse.Namespace) -> int:
                   else f"closed (set ${ADMIN_KEY_ENV} to open them with header '{ADMIN_KEY_HEADER}')")
         print(f"admin APIs ({', '.join(RESTRICTED_APIS)}): {access}", flush=True)
         print("Ctrl-C to stop", flush=True)
+        if args.api:
+            serve_api(args, triton_url=server.grpc_url)  # returns on Ctrl-C or SIGTERM, then Triton stops
+            return EXIT_OK
         return server.wait()
     except (KeyboardInterrupt, _Terminated):
         print("stopping (finishing in-flight requests)...", file=sys.stderr, flush=True)

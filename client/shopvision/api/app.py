@@ -1,0 +1,342 @@
+"""The HTTP API and the page: ``create_app(settings)`` builds the ASGI app ``shopvision api`` serves."""
+
+from __future__ import annotations
+
+import hmac
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from importlib import resources
+from typing import Annotated
+from urllib.parse import quote, unquote_to_bytes
+
+from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from shopvision import __version__
+from shopvision._protocol import RetryPolicy
+from shopvision.aio import AsyncClient
+from shopvision.api import problems
+from shopvision.api.catalog_access import THUMBNAIL_SIZES, CatalogAccess
+from shopvision.api.metrics import ApiMetrics
+from shopvision.api.problems import Problem
+from shopvision.api.schemas import (
+    CatalogSummary,
+    Classification,
+    ClassScore,
+    ProductHit,
+    ProductRecord,
+    Provenance,
+    Readiness,
+    SearchResult,
+    WriteResult,
+)
+from shopvision.api.settings import ApiSettings
+from shopvision.api.uploads import Upload, read_image
+from shopvision.catalog import Product, SearchHit
+from shopvision.errors import ShopvisionError
+from shopvision.types import ImageResult, Prediction
+
+MAX_K = 100
+MAX_TOP_K = 20
+MAX_PRODUCT_ID_CHARS = 1024
+QUERY_CLASSES = 5
+_STATIC = resources.files("shopvision.api") / "static"
+
+
+@dataclass
+class Services:
+    """What every request shares, made once in the app's lifespan."""
+
+    settings: ApiSettings
+    client: AsyncClient
+    catalog: CatalogAccess | None
+    metrics: ApiMetrics
+
+
+def create_app(settings: ApiSettings) -> FastAPI:
+    metrics = ApiMetrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # A short retry: a shopper waits on this request, and a 503 with Retry-After says more than a hang.
+        client = AsyncClient(settings.triton_url, max_in_flight=settings.max_in_flight, timeout_s=settings.timeout_s,
+                             retry=RetryPolicy(attempts=2, initial_backoff_s=0.2))
+        catalog = None
+        if settings.catalog:
+            catalog = await CatalogAccess.open(settings.catalog, photos=settings.photo_directory())
+            metrics.catalog_products.set((await catalog.stats()).products)
+        app.state.services = Services(settings, client, catalog, metrics)
+        try:
+            yield
+        finally:
+            await client.close()
+            if catalog is not None:
+                await catalog.close()
+
+    app = FastAPI(title="shopvision", version=__version__, lifespan=lifespan,
+                  description="Visual search for a shop: classify a product photo, find the catalog products "
+                              "that look alike, keep the catalog up to date.")
+    problems.install(app, retry_after_s=settings.retry_after_s)
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["*"],
+                           allow_headers=["*"])
+
+    @app.middleware("http")
+    async def measure(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = getattr(request.scope.get("route"), "path", "unmatched")
+        metrics.latency.labels(route, request.method).observe(time.perf_counter() - started)
+        metrics.requests.labels(route, request.method, str(response.status_code)).inc()
+        return response
+
+    app.include_router(_routes())
+    app.mount("/static", StaticFiles(directory=str(_STATIC)), name="static")
+    return app
+
+
+def services(request: Request) -> Services:
+    found: Services = request.app.state.services
+    return found
+
+
+ServicesDep = Annotated[Services, Depends(services)]
+
+
+def _key_matches(request: Request, expected: str) -> bool | None:
+    """None without a key in the request; else whether it is the right one (compared in constant time)."""
+    given = request.headers.get("x-api-key") or request.headers.get("authorization", "").removeprefix("Bearer ")
+    if not given:
+        return None
+    return hmac.compare_digest(given.encode(), expected.encode())
+
+
+def require_write_key(request: Request, shared: ServicesDep) -> None:
+    expected = shared.settings.api_key
+    if expected is None:
+        raise Problem(403, "Writes are disabled", "this service has no API key (SHOPVISION_API_KEY), so it takes "
+                      "no catalog writes")
+    matches = _key_matches(request, expected)
+    if matches is None:
+        raise Problem(401, "API key required", "send the key as 'Authorization: Bearer <key>' or 'X-API-Key'",
+                      headers={"WWW-Authenticate": "Bearer"})
+    if not matches:
+        raise Problem(403, "Wrong API key", "the API key is not this service's")
+
+
+def require_read_key(request: Request, shared: ServicesDep) -> None:
+    if shared.settings.read_key_required:
+        require_write_key(request, shared)
+
+
+def catalog_of(shared: ServicesDep) -> CatalogAccess:
+    if shared.catalog is None:
+        raise Problem(404, "No catalog", "this service has no catalog (SHOPVISION_CATALOG): only /v1/classify works")
+    return shared.catalog
+
+
+def product_id_of(request: Request, product_id: str) -> str:
+    """The product id exactly as sent: data, never a path; UTF-8, not empty, at most 1,024 characters."""
+    try:
+        unquote_to_bytes(request.scope.get("raw_path", b"").decode("ascii")).decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise Problem(400, "Invalid product id", "product ids must be UTF-8") from error
+    if not product_id or len(product_id) > MAX_PRODUCT_ID_CHARS:
+        raise Problem(422, "Invalid product id", f"a product id has 1 to {MAX_PRODUCT_ID_CHARS} characters, "
+                      f"not {len(product_id)}")
+    return product_id
+
+
+Reads = Depends(require_read_key)
+CatalogDep = Annotated[CatalogAccess, Depends(catalog_of)]
+ProductId = Annotated[str, Depends(product_id_of)]
+K = Annotated[int, Query(ge=1, le=MAX_K, description="How many products")]
+Labels = Annotated[list[str] | None, Query(alias="label", description="Keep products with one of these labels")]
+Where = Annotated[list[str] | None, Query(description="column=value: keep products whose metadata has it")]
+
+
+async def image_upload(request: Request, shared: ServicesDep) -> Upload:
+    limits = shared.settings
+    return await read_image(request, max_image_bytes=limits.max_image_bytes,
+                            max_request_bytes=limits.max_request_bytes)
+
+
+UploadDep = Annotated[Upload, Depends(image_upload)]
+
+
+async def analyze(shared: Services, data: bytes, *, top_k: int) -> ImageResult:
+    started = time.perf_counter()
+    try:
+        (result,) = await shared.client.analyze([data], top_k=top_k)
+    finally:
+        shared.metrics.triton.observe(time.perf_counter() - started)
+    return result
+
+
+async def provenance(shared: Services) -> Provenance:
+    served = await shared.client.provenance()
+    return Provenance(source=served.source, synthetic=served.synthetic, model_sha256=served.model_sha256)
+
+
+async def parse_where(catalog: CatalogAccess, where: list[str] | None) -> dict[str, str]:
+    conditions: dict[str, str] = {}
+    for condition in where or []:
+        column, separator, value = condition.partition("=")
+        if not separator or not column:
+            raise Problem(422, "Invalid parameters", f"where: '{condition}' is not column=value")
+        conditions[column] = value
+    known = await catalog.extra_columns()
+    unknown = sorted(set(conditions) - known) if known is not None else []
+    if unknown:
+        raise Problem(422, "Invalid parameters", f"where: no products have the column(s) {', '.join(unknown)}; "
+                      f"known: {', '.join(sorted(known or [])) or 'none'}")
+    return conditions
+
+
+def image_url(product_id: str) -> str:
+    return f"/v1/products/{quote(product_id, safe='')}/image"
+
+
+def hits(found: list[SearchHit]) -> list[ProductHit]:
+    return [ProductHit(product_id=hit.product_id, score=round(hit.score, 6), label=hit.label, extra=hit.extra,
+                       image_url=image_url(hit.product_id)) for hit in found]
+
+
+def scores(predictions: list[Prediction]) -> list[ClassScore]:
+    return [ClassScore(label=p.label, index=p.index, score=round(p.score, 6)) for p in predictions]
+
+
+def record(product: Product) -> ProductRecord:
+    return ProductRecord(product_id=product.product_id, label=product.label, extra=product.extra,
+                         content_sha256=product.content_sha256, image_url=image_url(product.product_id))
+
+
+async def timed_search(shared: Services, search: Awaitable[list[SearchHit] | None]) -> list[SearchHit] | None:
+    started = time.perf_counter()
+    try:
+        return await search
+    finally:
+        shared.metrics.vector_search.observe(time.perf_counter() - started)
+
+
+def _routes() -> APIRouter:
+    router = APIRouter()
+
+    @router.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(str(_STATIC / "index.html"), media_type="text/html")
+
+    @router.post("/v1/classify", response_model=Classification, dependencies=[Reads], tags=["inference"],
+                 summary="Top-k ImageNet classes of a photo")
+    async def classify(shared: ServicesDep, upload: UploadDep,
+                       k: Annotated[int, Query(ge=1, le=MAX_TOP_K)] = 5) -> Classification:
+        result = await analyze(shared, upload.data, top_k=k)
+        return Classification(predictions=scores(result.predictions), provenance=await provenance(shared))
+
+    @router.post("/v1/search", response_model=SearchResult, dependencies=[Reads], tags=["search"],
+                 summary="The catalog products that look most like a photo")
+    async def search(shared: ServicesDep, catalog: CatalogDep, upload: UploadDep, k: K = 12,
+                     label: Labels = None, where: Where = None) -> SearchResult:
+        conditions = await parse_where(catalog, where)
+        result = await analyze(shared, upload.data, top_k=QUERY_CLASSES)
+        found = await timed_search(shared, catalog.search(result.vector, k=k, labels=label, where=conditions))
+        return SearchResult(query=scores(result.predictions), results=hits(found or []),
+                            provenance=await provenance(shared))
+
+    @router.get("/v1/products/{product_id:path}/similar", response_model=SearchResult, dependencies=[Reads],
+                tags=["search"], summary="More like this: products near a catalog product (no re-embedding)")
+    async def similar(shared: ServicesDep, catalog: CatalogDep, product_id: ProductId, k: K = 12,
+                      label: Labels = None, where: Where = None) -> SearchResult:
+        conditions = await parse_where(catalog, where)
+        found = await timed_search(shared, catalog.similar(product_id, k=k, labels=label, where=conditions))
+        if found is None:
+            raise Problem(404, "Unknown product", f"no product {product_id!r} in the catalog")
+        return SearchResult(query=[], results=hits(found), provenance=await provenance(shared))
+
+    @router.get("/v1/products/{product_id:path}/image", dependencies=[Reads], tags=["catalog"],
+                summary="The product's photo, or a JPEG thumbnail (size=128, 256 or 512)",
+                response_class=Response)
+    async def product_image(catalog: CatalogDep, product_id: ProductId, size: int | None = None) -> Response:
+        if size is not None and size not in THUMBNAIL_SIZES:
+            raise Problem(422, "Invalid parameters", f"size: one of {', '.join(map(str, THUMBNAIL_SIZES))}")
+        product = await catalog.get(product_id)
+        photo = None if product is None else await catalog.photo(product, size=size)
+        if photo is None:
+            raise Problem(404, "No photo", f"no photo of product {product_id!r} in the catalog")
+        data, media_type = photo
+        return Response(data, media_type=media_type, headers={"Cache-Control": "private, max-age=300"})
+
+    @router.get("/v1/products/{product_id:path}", response_model=ProductRecord, dependencies=[Reads],
+                tags=["catalog"], summary="A catalog product")
+    async def get_product(catalog: CatalogDep, product_id: ProductId) -> ProductRecord:
+        product = await catalog.get(product_id)
+        if product is None:
+            raise Problem(404, "Unknown product", f"no product {product_id!r} in the catalog")
+        return record(product)
+
+    @router.put("/v1/products/{product_id:path}", response_model=WriteResult, tags=["catalog"],
+                dependencies=[Depends(require_write_key)], summary="Add or replace a product (photo + metadata)")
+    async def put_product(shared: ServicesDep, catalog: CatalogDep, product_id: ProductId, upload: UploadDep,
+                          response: Response) -> WriteResult:
+        result = await analyze(shared, upload.data, top_k=1)
+        await catalog.check_model(await shared.client.provenance(), url=shared.client.url)
+        replaced = await catalog.put(product_id, upload.data, result.vector, label=result.predictions[0].label,
+                                     extra=upload.metadata)
+        product = await catalog.get(product_id)
+        assert product is not None
+        shared.metrics.catalog_products.set((await catalog.stats()).products)
+        response.status_code = 200 if replaced else 201
+        return WriteResult(product=record(product), created=not replaced)
+
+    @router.delete("/v1/products/{product_id:path}", status_code=204, tags=["catalog"],
+                   dependencies=[Depends(require_write_key)], summary="Remove a product", response_class=Response)
+    async def delete_product(shared: ServicesDep, catalog: CatalogDep, product_id: ProductId) -> Response:
+        if not await catalog.remove(product_id):
+            raise Problem(404, "Unknown product", f"no product {product_id!r} in the catalog")
+        shared.metrics.catalog_products.set((await catalog.stats()).products)
+        return Response(status_code=204)
+
+    @router.get("/v1/catalog", response_model=CatalogSummary, dependencies=[Reads], tags=["catalog"],
+                summary="What the catalog holds")
+    async def catalog_summary(shared: ServicesDep, catalog: CatalogDep) -> CatalogSummary:
+        stats = await catalog.stats()
+        columns = await catalog.extra_columns()
+        return CatalogSummary(engine=stats.engine, products=stats.products, index=stats.index, labels=stats.labels,
+                              filter_columns=None if columns is None else sorted(columns),
+                              model_source=stats.model_source, demo=shared.settings.demo_banner)
+
+    @router.get("/healthz", tags=["operations"], summary="The process is alive")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @router.get("/readyz", response_model=Readiness, tags=["operations"],
+                summary="Triton ready, catalog open, and both made by the same weights")
+    async def readyz(shared: ServicesDep) -> JSONResponse:
+        checks: dict[str, str] = {}
+        ready = await shared.client.is_ready()
+        checks["triton"] = "ready" if ready else "not ready"
+        if shared.catalog is not None:
+            try:
+                stats = await shared.catalog.stats()
+                checks["catalog"] = f"open, {stats.products} products"
+                if ready:
+                    await shared.catalog.check_model(await shared.client.provenance(), url=shared.client.url)
+                    checks["weights"] = "catalog and server agree"
+            except ShopvisionError as error:
+                checks["weights"] = str(error)
+                ready = False
+        body = Readiness(ready=ready, checks=checks)
+        return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
+
+    @router.get("/metrics", tags=["operations"], include_in_schema=False)
+    async def prometheus(shared: ServicesDep) -> Response:
+        if shared.catalog is not None:
+            shared.metrics.catalog_products.set((await shared.catalog.stats()).products)
+        return Response(generate_latest(shared.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return router

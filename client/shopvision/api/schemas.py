@@ -1,0 +1,64 @@
+"""The JSON the service answers with (its OpenAPI schema at /docs comes from these)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class Provenance(BaseModel):
+    source: str = Field(description="Where the served ResNet50 weights came from")
+    synthetic: bool = Field(description="Seeded random weights: classes and similarities mean nothing")
+    model_sha256: str | None = None
+
+
+class ClassScore(BaseModel):
+    label: str
+    index: int
+    score: float
+
+
+class Classification(BaseModel):
+    predictions: list[ClassScore]
+    provenance: Provenance
+
+
+class ProductHit(BaseModel):
+    product_id: str
+    score: float = Field(description="Cosine similarity to the query (1.0: same direction)")
+    label: str = Field(description="Top-1 ImageNet label of the product's photo")
+    extra: dict[str, str] = Field(description="The product's metadata")
+    image_url: str
+
+
+class SearchResult(BaseModel):
+    query: list[ClassScore] = Field(description="Top-5 classes of the query photo (empty for 'more like this')")
+    results: list[ProductHit]
+    provenance: Provenance
+
+
+class ProductRecord(BaseModel):
+    product_id: str
+    label: str
+    extra: dict[str, str]
+    content_sha256: str
+    image_url: str
+
+
+class WriteResult(BaseModel):
+    product: ProductRecord
+    created: bool
+
+
+class CatalogSummary(BaseModel):
+    engine: str
+    products: int
+    index: str
+    labels: dict[str, int]
+    filter_columns: list[str] | None = Field(description="Metadata columns search can filter on (None: any)")
+    model_source: str | None
+    demo: str | None = Field(description="Set when the catalog is generated demo data")
+
+
+class Readiness(BaseModel):
+    ready: bool
+    checks: dict[str, str]

@@ -1,0 +1,62 @@
+"""What the service is configured with, from the environment (one place for every variable)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_MAX_IMAGE_BYTES = 25 * 1024 * 1024
+"""The preprocess model's own ``max_image_bytes``: a bigger upload could never be served."""
+MULTIPART_OVERHEAD_BYTES = 64 * 1024
+"""Room for the multipart envelope and the metadata fields around one image."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ApiSettings:
+    triton_url: str = "grpc://localhost:8001"
+    catalog: str | None = None
+    """A folder (FAISS + SQLite), a ``.db`` file (Milvus Lite) or ``http://milvus:19530``; None: no search."""
+    image_dir: Path | None = None
+    """Where uploaded product photos are kept; default ``<catalog>/images`` for a folder catalog."""
+    api_key: str | None = None
+    """Required for writes (``PUT``/``DELETE``); without one, writes are refused."""
+    read_key_required: bool = False
+    """Whether reads need the key too (they are open by default)."""
+    cors_origins: tuple[str, ...] = ()
+    max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
+    max_in_flight: int = 16
+    """Requests to Triton at once from this process; more wait in the service."""
+    timeout_s: float = 30.0
+    demo_banner: str | None = None
+    """Shown on the page when the catalog is generated demo data."""
+    retry_after_s: int = 5
+
+    @property
+    def max_request_bytes(self) -> int:
+        return self.max_image_bytes + MULTIPART_OVERHEAD_BYTES
+
+    def photo_directory(self) -> Path | None:
+        if self.image_dir is not None:
+            return self.image_dir
+        if self.catalog and "://" not in self.catalog and not self.catalog.endswith(".db"):
+            return Path(self.catalog) / "images"
+        return None
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> ApiSettings:
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {
+            "triton_url": env.get("SHOPVISION_URL", cls.triton_url),
+            "catalog": env.get("SHOPVISION_CATALOG") or None,
+            "image_dir": Path(env["SHOPVISION_IMAGE_DIR"]) if env.get("SHOPVISION_IMAGE_DIR") else None,
+            "api_key": env.get("SHOPVISION_API_KEY") or None,
+            "read_key_required": env.get("SHOPVISION_API_READS_NEED_KEY", "").lower() in ("1", "true", "yes"),
+            "cors_origins": tuple(origin.strip() for origin in env.get("SHOPVISION_CORS_ORIGINS", "").split(",")
+                                  if origin.strip()),
+            "max_image_bytes": int(env.get("SHOPVISION_MAX_IMAGE_BYTES", DEFAULT_MAX_IMAGE_BYTES)),
+            "max_in_flight": int(env.get("SHOPVISION_API_MAX_IN_FLIGHT", cls.max_in_flight)),
+        }
+        values.update({key: value for key, value in overrides.items() if value is not None})
+        return cls(**values)  # type: ignore[arg-type]

@@ -1,0 +1,98 @@
+"""An uploaded image, read from a multipart form or a raw ``image/*`` body, refused past the byte limit
+while it streams in (never buffered whole first)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass, field
+
+from fastapi import Request
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
+
+from shopvision.api.problems import Problem
+
+IMAGE_FIELD = "image"
+METADATA_FIELD = "metadata"
+_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"II*\x00", b"MM\x00*", b"BM")
+_METADATA_LIMIT = 16 * 1024
+
+
+@dataclass(frozen=True)
+class Upload:
+    data: bytes
+    metadata: dict[str, str] = field(default_factory=dict)
+    """String metadata sent with the image (a JSON object in the form field ``metadata``)."""
+
+
+def looks_like_an_image(data: bytes) -> bool:
+    """Whether the bytes start like one of the formats preprocessing decodes (JPEG, PNG, GIF, WebP, TIFF, BMP)."""
+    return data.startswith(_SIGNATURES) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")
+
+
+async def read_image(request: Request, *, max_image_bytes: int, max_request_bytes: int) -> Upload:
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_request_bytes:
+        raise _too_large(int(declared), max_image_bytes)
+    if content_type == "multipart/form-data":
+        upload = await _read_form(request, max_image_bytes=max_image_bytes, max_request_bytes=max_request_bytes)
+    elif content_type.startswith("image/"):
+        upload = Upload(b"".join([chunk async for chunk in _limited(request, max_image_bytes, max_image_bytes)]))
+    else:
+        raise Problem(415, "Not an image", f"send the image as multipart/form-data (field '{IMAGE_FIELD}') or as "
+                      f"a body with Content-Type image/*, not {content_type or 'no Content-Type'}")
+    if not upload.data:
+        raise Problem(400, "Invalid image", "the image is empty (0 bytes)")
+    if not looks_like_an_image(upload.data):
+        raise Problem(415, "Not an image", f"the upload ({len(upload.data)} bytes starting {upload.data[:8]!r}) is "
+                      "not a JPEG, PNG, GIF, WebP, TIFF or BMP image")
+    return upload
+
+
+async def _limited(request: Request, limit: int, max_image_bytes: int) -> AsyncGenerator[bytes, None]:
+    received = 0
+    async for chunk in request.stream():
+        received += len(chunk)
+        if received > limit:
+            raise _too_large(received, max_image_bytes)
+        yield chunk
+
+
+async def _read_form(request: Request, *, max_image_bytes: int, max_request_bytes: int) -> Upload:
+    parser = MultiPartParser(request.headers, _limited(request, max_request_bytes, max_image_bytes), max_files=1,
+                             max_fields=4, max_part_size=_METADATA_LIMIT)
+    try:
+        form = await parser.parse()
+    except MultiPartException as error:
+        raise Problem(400, "Malformed form", error.message) from error
+    try:
+        image = form.get(IMAGE_FIELD)
+        if not isinstance(image, UploadFile):
+            raise Problem(422, "Invalid parameters", f"the form has no file field '{IMAGE_FIELD}'")
+        data = await image.read(max_image_bytes + 1)
+        if len(data) > max_image_bytes:
+            raise _too_large(len(data), max_image_bytes)
+        return Upload(data, _metadata(form.get(METADATA_FIELD)))
+    finally:
+        await form.close()
+
+
+def _metadata(raw: object) -> dict[str, str]:
+    if raw is None:
+        return {}
+    try:
+        values = json.loads(str(raw))
+    except json.JSONDecodeError as error:
+        raise Problem(422, "Invalid parameters", f"{METADATA_FIELD}: not JSON ({error})") from error
+    if not isinstance(values, dict) or not all(isinstance(key, str) and isinstance(value, str)
+                                               for key, value in values.items()):
+        raise Problem(422, "Invalid parameters", f"{METADATA_FIELD}: a JSON object of strings, such as "
+                      '{"title": "Red sneaker", "price": "59.90"}')
+    return values
+
+
+def _too_large(size: int, max_image_bytes: int) -> Problem:
+    return Problem(413, "Image too large", f"the upload is over {size} bytes; images may have at most "
+                   f"{max_image_bytes} bytes")
