@@ -5,6 +5,7 @@
     locust -f benchmarks/locustfile.py,benchmarks/locust_step_shape.py --host ... \\
         --headless --step-users 4 --step-seconds 30 --steps 4 --csv results/step   # step load
     locust -f benchmarks/locustfile.py GrpcUser --grpc-url triton:8001 ...          # one protocol
+    locust -f benchmarks/locustfile.py SearchApiUser --api-url http://api:8080 ...  # the search service
 
 Works against any URL. Locust needs its own environment (``make locust-venv``): tritonclient's
 HTTP half pins geventhttpclient below what Locust requires, so the HTTP user speaks Triton's
@@ -13,8 +14,10 @@ binary-tensor HTTP protocol itself and the gRPC user uses ``tritonclient.grpc`` 
 
 from __future__ import annotations
 
+import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc.experimental.gevent as grpc_gevent
@@ -29,6 +32,7 @@ from geventhttpclient import URL, HTTPClient  # noqa: E402
 from locust import User, constant, events, task  # noqa: E402
 from locust.env import Environment  # noqa: E402
 
+from benchmarks import search_http  # noqa: E402
 from benchmarks.kserve_http import INFER_PATH, TOP_K, classes_in, classify_request  # noqa: E402
 from shopvision.contract import ENSEMBLE_MODEL, IMAGE_INPUT, PROBABILITIES  # noqa: E402
 from shopvision.samples import product_jpeg  # noqa: E402
@@ -41,6 +45,7 @@ def _options(parser) -> None:
     parser.add_argument("--grpc-url", default="localhost:8001", help="host:port of Triton's gRPC endpoint")
     parser.add_argument("--images", default="", help="folder of JPEGs to send (default: generated product photos)")
     parser.add_argument("--image-size", default="640x480", help="size of generated photos, WIDTHxHEIGHT")
+    parser.add_argument("--api-url", default="http://localhost:8080", help="the search service, for SearchApiUser")
 
 
 @events.init.add_listener
@@ -110,11 +115,39 @@ class HttpTransport:
         self._client.close()
 
 
+class SearchApiTransport:
+    """The search service's multipart uploads (`shopvision api`): /v1/classify and /v1/search."""
+
+    name = "search API"
+
+    def __init__(self, environment: Environment) -> None:
+        url = URL(environment.parsed_options.api_url)
+        self._client = HTTPClient.from_url(url, concurrency=1, network_timeout=120)
+        self._prefix = url.path.rstrip("/")
+
+    def _post(self, request: tuple[str, dict[str, str], bytes]) -> bytes:
+        path, headers, body = request
+        response = self._client.post(self._prefix + path, body=body, headers=headers)
+        answer = response.read()
+        if response.status_code != 200:
+            raise RuntimeError(f"HTTP {response.status_code}: {answer[:300].decode(errors='replace')}")
+        return answer
+
+    def classify(self, image: bytes) -> int:
+        return len(json.loads(self._post(search_http.classify_request(image, top_k=TOP_K)))["predictions"])
+
+    def search(self, image: bytes) -> int:
+        return len(json.loads(self._post(search_http.search_request(image)))["results"])
+
+    def close(self) -> None:
+        self._client.close()
+
+
 class TritonUser(User):
     """Classifies one image per request through a transport and reports each call to Locust."""
 
     abstract = True
-    transport_class: type[GrpcTransport] | type[HttpTransport]
+    transport_class: type[GrpcTransport] | type[HttpTransport] | type[SearchApiTransport]
 
     def on_start(self) -> None:
         self._transport = self.transport_class(self.environment)
@@ -124,19 +157,22 @@ class TritonUser(User):
         self._transport.close()
 
     def classify(self) -> None:
+        self._measure(REQUEST_NAME, self._transport.classify, expected=TOP_K)
+
+    def _measure(self, name: str, call: Callable[[bytes], int], *, expected: int | None) -> None:
         images = self.environment.shopvision_images
         image = images[self._sent % len(images)]
         self._sent += 1
         started = time.perf_counter()
         error: Exception | None = None
         try:
-            classes = self._transport.classify(image)
-            if classes != TOP_K:
-                error = ValueError(f"{classes} classes in the response, expected {TOP_K}")
+            count = call(image)
+            if expected is not None and count != expected:
+                error = ValueError(f"{count} items in the response, expected {expected}")
         except Exception as caught:  # every failure belongs in Locust's statistics; the user keeps going
             error = caught
         self.environment.events.request.fire(
-            request_type=self._transport.name, name=REQUEST_NAME, context={}, exception=error,
+            request_type=self._transport.name, name=name, context={}, exception=error,
             response_time=(time.perf_counter() - started) * 1000, response_length=len(image))
 
 
@@ -162,5 +198,27 @@ class HttpUser(HttpTritonUser):
     wait_time = constant(0)
 
     @task
+    def classify_image(self) -> None:
+        self.classify()
+
+
+class SearchServiceUser(TritonUser):
+    """A shopper on the search service: mostly look-alike searches, some classifications."""
+
+    abstract = True
+    transport_class = SearchApiTransport
+
+    def search(self) -> None:
+        self._measure("search API /v1/search k=12", self._transport.search, expected=None)
+
+
+class SearchApiUser(SearchServiceUser):
+    wait_time = constant(0)
+
+    @task(3)
+    def search_image(self) -> None:
+        self.search()
+
+    @task(1)
     def classify_image(self) -> None:
         self.classify()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -292,3 +294,19 @@ def test_triton_killed_and_restarted_mid_traffic_gives_503_then_recovers(built_r
             assert http.get("/readyz").status_code == 200
     finally:
         running.server.stop()
+
+
+def test_the_readme_curl_calls_answer_json(search_service: ServiceThread, catalog_photos, tmp_path: Path) -> None:
+    from tests.test_client_integration import readme_blocks
+
+    (tmp_path / "shoe.jpg").write_bytes(catalog_photos[0].read_bytes())
+    lines = [line.split("  #")[0].strip() for block in readme_blocks("bash") for line in block.splitlines()
+             if line.startswith("curl -F ")]
+    assert len(lines) >= 2
+    for line in lines:
+        command = line.replace("http://localhost:8080", search_service.url)
+        result = subprocess.run(command, shell=True, cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                                check=False)
+        assert result.returncode == 0, result.stderr
+        body = json.loads(result.stdout)
+        assert body.get("results") or body.get("predictions"), body

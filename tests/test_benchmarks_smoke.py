@@ -64,3 +64,16 @@ def test_the_catalog_report_says_only_what_its_run_measured(tmp_path: Path) -> N
     (tmp_path / "report.md").unlink()
     assert catalog_main(["--render", "--out", str(tmp_path)]) == 0
     assert (tmp_path / "report.md").read_text() == report
+
+
+def test_search_service_benchmark_measures_its_targets_and_memory(tmp_path: Path) -> None:
+    from benchmarks.search_service import main as search_main
+
+    assert search_main(["--mode", "quick", "--products", "3000", "--out", str(tmp_path)]) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    (measured,) = results["rounds"]
+    assert set(measured) == {"sdk_c8", "api_classify_c8", "api_classify_c1", "api_search_c1"}
+    assert all(point["failures"] == 0 and point["requests"] > 0 for point in measured.values())
+    assert results["catalog"]["products"] == 3000 and results["memory"]["loaded_mb"] > 0
+    report = (tmp_path / "report.md").read_text()
+    assert f"{measured['api_classify_c8']['throughput']}" in report and "per 100,000 products" in report

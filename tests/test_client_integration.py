@@ -22,7 +22,7 @@ from tests.threads import RecordingThread
 
 pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("ignore::shopvision.SyntheticWeightsWarning")]
 ROOT = Path(__file__).resolve().parent.parent
-DOCUMENTS = [ROOT / "README.md", ROOT / "docs" / "client.md", ROOT / "docs" / "catalog.md"]
+DOCUMENTS = [ROOT / "README.md", *(ROOT / "docs" / name for name in ("client.md", "catalog.md", "search-service.md"))]
 
 
 @pytest.fixture(scope="module")

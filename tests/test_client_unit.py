@@ -220,6 +220,8 @@ def test_unknown_scheme_is_refused() -> None:
         ("StatusCode.RESOURCE_EXHAUSTED", "Received message larger than max", shopvision.RequestRejectedError),
         ("403", "This API is restricted, expecting header 'shopvision-admin-key'", shopvision.PermissionDeniedError),
         ("StatusCode.UNAVAILABLE", "This API is restricted", shopvision.PermissionDeniedError),
+        ("StatusCode.UNAVAILABLE", "explicit model load / unload is not allowed if polling is enabled",
+         shopvision.RequestRejectedError),
         ("StatusCode.UNAVAILABLE", "boom", shopvision.ServerUnavailableError),
         ("StatusCode.CANCELLED", "boom", shopvision.ServerUnavailableError),
         ("503", "boom", shopvision.ServerUnavailableError),

@@ -23,6 +23,7 @@ from shopvision.samples import product_jpeg
 from shopvision.serving.container import gpu_visible, options_from_environment
 from shopvision.serving.server import free_ports, triton_arguments
 from tests.conftest import RunningServer
+from tests.search_service import ServiceThread
 
 pytestmark = pytest.mark.filterwarnings("ignore::shopvision.SyntheticWeightsWarning")
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,8 +51,8 @@ OBJECT_STORE_VALUES = {"modelRepository": {"source": "objectStore", "objectStore
     "url": "s3://bucket/shopvision/model_repository", "credentialsSecret": "aws-credentials"}}}
 
 
-def render(values: dict) -> dict[str, dict]:
-    """Manifests by kind (one object of each kind in this chart)."""
+def render(values: dict, *, component: str = "inference-server") -> dict[str, dict]:
+    """Manifests of one component (Triton's, or the search service's "search-api") by kind: one of each."""
     import helm_python
 
     rendered = helm_python.Chart.load(CHART).render(values, name="shop", namespace="prod")
@@ -59,15 +60,55 @@ def render(values: dict) -> dict[str, dict]:
     for path, text in rendered.items():
         if path.endswith(".yaml"):
             for document in yaml.safe_load_all(text):
-                if document:
+                if document and document["metadata"]["labels"]["app.kubernetes.io/component"] == component:
                     manifests[document["kind"]] = document
     return manifests
+
+
+API_VALUES = {"api": {"enabled": True, "apiKeySecret": "shop-api", "corsOrigins": ["https://shop.example"],
+                      "ingress": {"host": "search.example.com"}},
+              "ingress": {"enabled": True}}
+API_MILVUS_VALUES = {"api": {"enabled": True, "catalog": {"milvusUri": "http://milvus:19530"},
+                             "autoscaling": {"enabled": True}}}
+
+
+@pytest.mark.parametrize("values", [API_VALUES, API_MILVUS_VALUES], ids=["embedded", "milvus"])
+def test_the_search_service_renders_valid_manifests_with_probes_and_its_catalog(values) -> None:
+    import kubernetes_validate
+
+    api = render(values, component="search-api")
+    for kind, manifest in api.items():
+        assert manifest["metadata"]["labels"]["app.kubernetes.io/name"] == "shopvision-api", kind
+        kubernetes_validate.validate(manifest, KUBERNETES_VERSION, strict=True)
+    pod = api["Deployment"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert pod["securityContext"]["runAsNonRoot"] and container["securityContext"]["allowPrivilegeEscalation"] is False
+    env = {item["name"]: item for item in container["env"]}
+    assert env["SHOPVISION_URL"]["value"] == "grpc://shop-shopvision:8001"
+    # Triton's Service must not send inference traffic to the search service's pods, nor the reverse.
+    triton = render(values)
+    pod_labels = api["Deployment"]["spec"]["template"]["metadata"]["labels"]
+    assert not triton["Service"]["spec"]["selector"].items() <= pod_labels.items()
+    assert api["Service"]["spec"]["selector"].items() <= pod_labels.items()
+    if values is API_VALUES:
+        assert env["SHOPVISION_CATALOG"]["value"] == "/catalog/index" and "PersistentVolumeClaim" in api
+        assert api["Deployment"]["spec"]["strategy"] == {"type": "Recreate"}
+        assert env["SHOPVISION_API_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "shop-api", "key": "api-key"}
+        assert env["SHOPVISION_CORS_ORIGINS"]["value"] == "https://shop.example"
+        hosts = {rule["host"]: rule for rule in triton["Ingress"]["spec"]["rules"]}
+        assert hosts["search.example.com"]["http"]["paths"][0]["backend"]["service"]["name"] == "shop-shopvision-api"
+    else:
+        assert env["SHOPVISION_CATALOG"]["value"] == "http://milvus:19530" and "PersistentVolumeClaim" not in api
+        assert api["HorizontalPodAutoscaler"]["spec"]["minReplicas"] == 2
+        assert "replicas" not in api["Deployment"]["spec"]
 
 
 def test_chart_lints_clean() -> None:
     import helm_python
 
-    for values in ({}, PRODUCTION_VALUES, OBJECT_STORE_VALUES):
+    for values in ({}, PRODUCTION_VALUES, OBJECT_STORE_VALUES, API_VALUES, API_MILVUS_VALUES):
         assert helm_python.lint(CHART, values, strict=True)["errors"] == []
 
 
@@ -135,6 +176,8 @@ def test_object_store_repository_is_passed_to_triton_as_a_url() -> None:
     ({"modelRepository": {"source": "objectStore"}}, "url is required"),
     ({"tls": {"grpc": {"enabled": True}}}, "secretName is required"),
     ({"modelRepository": {"source": "ftp"}}, "must be image, pvc or objectStore"),
+    ({"api": {"enabled": True, "replicaCount": 2}}, "several replicas would corrupt the embedded catalog"),
+    ({"api": {"enabled": True, "autoscaling": {"enabled": True}}}, "several replicas would corrupt"),
 ])
 def test_chart_refuses_incomplete_values(values, message) -> None:
     import helm_python
@@ -182,7 +225,7 @@ def test_a_gpu_is_visible_when_the_runtime_mounted_its_device(tmp_path: Path) ->
     assert gpu_visible(tmp_path)
 
 
-@pytest.mark.parametrize("dockerfile", ["Dockerfile", "locust.Dockerfile"])
+@pytest.mark.parametrize("dockerfile", ["Dockerfile", "locust.Dockerfile", "api.Dockerfile"])
 def test_dockerfiles_pass_hadolint(dockerfile) -> None:
     result = subprocess.run([Path(sys.executable).parent / "hadolint", "--failure-threshold", "warning",
                              ROOT / "deploy" / dockerfile], capture_output=True, text=True, check=False)
@@ -218,6 +261,11 @@ def test_compose_file_is_valid(profiles) -> None:
     assert "SHOPVISION_ADMIN_KEY" in triton["environment"]
     assert {"prometheus", "grafana"} <= set(services)
     assert ("locust" in services) == ("load" in profiles)
+    api = services["api"]
+    assert api["environment"]["SHOPVISION_URL"] == "grpc://triton:8001"
+    assert "/readyz" in api["healthcheck"]["test"][-1]
+    assert api["depends_on"][f"triton-{profiles[0]}"]["condition"] == "service_healthy"
+    assert any(volume["target"] == "/catalog" for volume in api["volumes"])
     published = [port for service in services.values() for port in service.get("ports", [])]
     assert published and all(port["host_ip"] == "127.0.0.1" for port in published)
     assert services["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"] == "s3cret"
@@ -263,7 +311,8 @@ def test_promtool_checks_the_rules_the_compose_config_and_the_rule_unit_tests(tm
     assert tested.returncode == 0, tested.stdout + tested.stderr
 
 
-PROMQL_WORDS = {"sum", "by", "rate", "max", "avg", "clamp_min", "histogram_quantile", "absent", "on", "le",
+PROMQL_WORDS = {"sum", "by", "rate", "max", "avg", "clamp_min", "histogram_quantile", "absent", "on", "le", "route",
+                "status",
                 "model", "pod", "quantile", "gpu_uuid", "and", "or", "without"}
 
 
@@ -314,15 +363,21 @@ def test_the_confidence_histogram_counts_every_classified_image(triton: RunningS
 
 
 @pytest.mark.integration
-def test_dashboard_and_alerts_query_only_metrics_the_server_exports(triton: RunningServer) -> None:
+def test_dashboard_and_alerts_query_only_metrics_the_servers_export(triton: RunningServer,
+                                                                    search_service: ServiceThread) -> None:
     with shopvision.Client(triton.grpc_url) as client:
         client.classify([product_jpeg(1)])
+    with search_service.client() as http:
+        assert http.post("/v1/search", files={"image": ("q.jpg", product_jpeg(2))}).status_code == 200
     wait_for_metric(triton.metrics_url, f"{CONFIDENCE_METRIC}_count", 1)
     exported = {key.split("{")[0] for key in scrape(triton.metrics_url)}
+    exported |= {key.split("{")[0] for key in scrape(f"{search_service.url}/metrics")}
     used = dashboard_and_alert_metrics()
     assert used - exported <= GPU_ONLY_METRICS, sorted(used - exported - GPU_ONLY_METRICS)
     assert {"nv_inference_request_success", "nv_inference_queue_duration_us", "nv_inference_exec_count",
-            "nv_inference_request_summary_us", f"{CONFIDENCE_METRIC}_bucket"} <= used
+            "nv_inference_request_summary_us", f"{CONFIDENCE_METRIC}_bucket",
+            "shopvision_api_request_duration_seconds_bucket", "shopvision_api_vector_search_duration_seconds_bucket",
+            "shopvision_api_triton_duration_seconds_bucket", "shopvision_api_requests_total"} <= used
 
 
 @pytest.mark.integration

@@ -54,7 +54,8 @@ def translate(error: BaseException, *, context: str) -> ShopvisionError:
             return PermissionDeniedError(f"{context}: {message} (pass the server's admin key)")
         if status in _INVALID and REJECTED_IMAGE in message:
             return InvalidImageError(message)
-        if status in _INVALID or status in _TOO_LARGE:
+        # Triton answers UNAVAILABLE when its model control mode forbids loading: not transient, not retried.
+        if status in _INVALID or status in _TOO_LARGE or "is not allowed" in message:
             return RequestRejectedError(f"{context}: the server refused the request: {message}")
         if status in _UNAVAILABLE or "failed to connect" in message.lower():
             return ServerUnavailableError(f"{context}: server unavailable: {message}")

@@ -45,3 +45,32 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- fail "modelRepository.source must be image, pvc or objectStore" -}}
 {{- end -}}
 {{- end -}}
+
+{{- define "shopvision.api.fullname" -}}
+{{- printf "%s-api" (include "shopvision.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Another app.kubernetes.io/name, so that Triton's Service never selects the search service's pods. */}}
+{{- define "shopvision.api.selectorLabels" -}}
+app.kubernetes.io/name: {{ printf "%s-api" (include "shopvision.name" .) }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "shopvision.api.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{ include "shopvision.api.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/component: search-api
+app.kubernetes.io/part-of: shopvision
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end -}}
+
+{{/* The embedded catalog (FAISS + SQLite on a volume) has one writer: one pod, replaced, never two at once. */}}
+{{- define "shopvision.api.embeddedCatalog" -}}
+{{- if not .Values.api.catalog.milvusUri -}}
+{{- if or (gt (int .Values.api.replicaCount) 1) .Values.api.autoscaling.enabled -}}
+{{- fail "api: several replicas would corrupt the embedded catalog (one writer): set api.catalog.milvusUri to share a Milvus catalog, or keep api.replicaCount 1 and api.autoscaling.enabled false" -}}
+{{- end -}}
+true
+{{- end -}}
+{{- end -}}
