@@ -6,11 +6,14 @@ and a benchmark, each from the copy's root as a user would, then asks git what c
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -55,6 +58,18 @@ def shopvision_cli(*args: str) -> tuple[str, ...]:
     return (sys.executable, "-m", "shopvision.cli.main", *args)
 
 
+def wait_for_page(url: str, timeout_s: float = 60) -> str:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return str(response.read().decode())
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
 def test_build_serve_test_and_benchmark_leave_the_tree_clean(clone: Path) -> None:
     run(clone, *shopvision_cli("model", "build", "--weights", "synthetic"))
     built = clone / "build" / "model_repository"
@@ -63,19 +78,25 @@ def test_build_serve_test_and_benchmark_leave_the_tree_clean(clone: Path) -> Non
 
     from shopvision.serving.server import free_ports
 
-    http, grpc, metrics = map(str, free_ports(3))
+    # What `make serve` runs: Triton, then the search service over the demo catalog it indexes first.
+    http, grpc, metrics, api = map(str, free_ports(4))
     serve = subprocess.Popen(
-        shopvision_cli("serve", "--http-port", http, "--grpc-port", grpc, "--metrics-port", metrics),
-        cwd=clone, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        shopvision_cli("serve", "--http-port", http, "--grpc-port", grpc, "--metrics-port", metrics, "--api",
+                       "--api-port", api), cwd=clone, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         assert serve.stdout is not None
         lines = []
         for line in serve.stdout:
             lines.append(line)
-            if line.startswith("ready:"):
+            if line.startswith("search service:"):
                 break
-        assert any(line.startswith("ready:") for line in lines), "".join(lines)[-3000:]
-        serve.send_signal(signal.SIGINT)
+        assert lines and lines[-1].startswith(f"search service: http://127.0.0.1:{api}/"), "".join(lines)[-3000:]
+        page = wait_for_page(f"http://127.0.0.1:{api}/")
+        assert "shopvision" in page and "file-input" in page
+        with urllib.request.urlopen(f"http://127.0.0.1:{api}/v1/catalog", timeout=10) as response:
+            catalog = json.load(response)
+        assert catalog["products"] == 60 and "Demo data" in catalog["demo"]
+        serve.send_signal(signal.SIGINT)  # Ctrl-C: the service stops, then Triton
         assert serve.wait(timeout=120) == 0
     finally:
         serve.kill()

@@ -86,6 +86,7 @@ class FaissStore:
         self._index, self._saved_generation = self._load_index()
         self._index_generation = self._saved_generation
         self._columns: tuple[int, frozenset[str]] | None = None
+        self._count: tuple[int, int] | None = None
 
     # -- records ---------------------------------------------------------------------------------
 
@@ -148,7 +149,11 @@ class FaissStore:
         return self._columns[1]
 
     def count(self) -> int:
-        return self._db.execute("SELECT COUNT(*) FROM products").fetchone()[0]
+        # COUNT(*) scans the whole table (vectors included): once per change of the catalog, not per search.
+        generation = self._generation()
+        if self._count is None or self._count[0] != generation:
+            self._count = (generation, self._db.execute("SELECT COUNT(*) FROM products").fetchone()[0])
+        return self._count[1]
 
     def label_counts(self) -> dict[str, int]:
         rows = self._db.execute(
