@@ -32,6 +32,7 @@ class CatalogAccess:
 
     @classmethod
     async def open(cls, location: str, *, photos: Path | None) -> CatalogAccess:
+        _one_search_thread()
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="catalog")
         catalog = await asyncio.get_running_loop().run_in_executor(executor, lambda: Catalog.open(location))
         return cls(catalog, executor, photos)
@@ -116,6 +117,16 @@ class CatalogAccess:
                 out.write(data)
             os.replace(partial, target)
         return str(target)
+
+
+def _one_search_thread() -> None:
+    """One query at a time gains nothing from FAISS's OpenMP threads, which next to Triton only wait for
+    (and spin on) cores that ONNX Runtime's threads hold right after each inference."""
+    try:
+        import faiss
+    except ImportError:  # a Milvus catalog: no FAISS in this process
+        return
+    faiss.omp_set_num_threads(1)
 
 
 def _media_type(data: bytes) -> str:
