@@ -43,13 +43,29 @@ def cpu_seconds_by_model(server_pid: int) -> dict[str, float]:
     seconds: dict[str, float] = {}
     for member in process_tree(server_pid):
         try:
-            stat = Path(f"/proc/{member}/stat").read_text()
+            used = cpu_seconds(member)
             arguments = Path(f"/proc/{member}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        # Fields after the command name, which may hold spaces: state is field 3, utime and stime 14 and 15.
-        fields = stat.rsplit(")", 1)[1].split()
         model_files = [Path(argument.decode()) for argument in arguments if argument.endswith(b"model.py")]
         name = model_files[0].parent.parent.name if model_files else "tritonserver"
-        seconds[name] = seconds.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+        seconds[name] = seconds.get(name, 0.0) + used
     return seconds
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of one process so far (all its threads)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    # Fields after the command name, which may hold spaces: state is field 3, utime and stime 14 and 15.
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    total = 0.0
+    for member in process_tree(pid):
+        try:
+            total += cpu_seconds(member)
+        except OSError:
+            continue
+    return total

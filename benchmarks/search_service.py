@@ -25,6 +25,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -32,7 +33,7 @@ import numpy as np
 
 from benchmarks import SCRATCH
 from benchmarks.loadgen import LoadPoint, closed_loop
-from benchmarks.processes import tree_rss_bytes
+from benchmarks.processes import cpu_seconds, tree_cpu_seconds, tree_rss_bytes
 from benchmarks.search_http import classify_request, search_request
 from shopvision.contract import EMBEDDING_DIM
 from shopvision.samples import product_jpeg
@@ -95,6 +96,10 @@ class ServiceProcess:
         except OSError:
             return False
 
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
     def rss_mb(self) -> float:
         return round(tree_rss_bytes(self._process.pid) / 2**20, 1)
 
@@ -145,7 +150,17 @@ def sdk_closed_loop(triton_url: str, images: list[bytes], *, concurrency: int, r
                      round(float(np.percentile(samples, 50)), 1), round(float(np.percentile(samples, 99)), 1))
 
 
-def measure_round(index: int, triton_url: str, service_url: str, images: list[bytes], settings: dict) -> dict:
+def with_cpu(measure: Callable[[], LoadPoint], clocks: dict[str, Callable[[], float]]) -> dict:
+    """A load point, with the CPU each process spent on it, in core-milliseconds per request."""
+    before = {name: clock() for name, clock in clocks.items()}
+    point = measure()
+    spent = {name: clock() - before[name] for name, clock in clocks.items()}
+    return {**vars(point), "core_ms_per_request": {name: round(seconds * 1000 / max(point.requests, 1), 1)
+                                                   for name, seconds in spent.items()}}
+
+
+def measure_round(index: int, triton_url: str, service_url: str, images: list[bytes], settings: dict,
+                  clocks: dict[str, Callable[[], float]]) -> dict:
     points = {
         "sdk_c8": lambda: sdk_closed_loop(triton_url, images, concurrency=8, requests=settings["requests_c8"]),
         "api_classify_c8": lambda: closed_loop("api classify", service_url, classify_request, images,
@@ -156,7 +171,7 @@ def measure_round(index: int, triton_url: str, service_url: str, images: list[by
                                              concurrency=1, requests=settings["requests_c1"]),
     }
     order = list(points) if index % 2 == 0 else list(reversed(points))
-    return {name: vars(points[name]()) for name in order}
+    return {name: with_cpu(points[name], clocks) for name in order}
 
 
 def ratios(rounds: list[dict]) -> dict[str, list[float]]:
@@ -194,6 +209,13 @@ def report(results: dict) -> str:
         *[f"| {index + 1} | {name} | {point['requests']} | {point['failures']} | {point['throughput']} | "
           f"{point['p50_ms']} | {point['p99_ms']} |"
           for index, measured in enumerate(results["rounds"]) for name, point in measured.items()], "",
+        f"## Where the CPU goes (core-ms per request, median over rounds; {results['cores']} cores in all, "
+        "warm-up requests included)", "",
+        "| point | Triton | the service | the client |", "|---|---|---|---|",
+        *[f"| {name} | " + " | ".join(
+            f"{statistics.median(r[name]['core_ms_per_request'][who] for r in results['rounds']):.1f}"
+            for who in ("triton", "service", "client")) + " |"
+          for name in ("sdk_c8", "api_classify_c8", "api_classify_c1", "api_search_c1")], "",
         "## Catalog and memory", "",
         f"- {catalog['products']:,} products (random clustered 2048-d unit vectors with a label and a colour), "
         f"search index `{catalog['index']}`, built in {catalog['build_s']} s, {catalog['disk_mb']} MB on disk.",
@@ -235,7 +257,12 @@ def main(argv: list[str] | None = None) -> int:
             empty_mb = empty.rss_mb()
             loaded = ServiceProcess(triton.grpc_url, scratch / "catalog", scratch / "api.log")
             services.append(loaded)
-            rounds = [measure_round(index, triton.grpc_url, loaded.url, images, settings)
+            # Triton with its stubs, the service, and the client (loadgen or the SDK: this process alone).
+            triton_pid, service_pid, client_pid = triton.pid, loaded.pid, os.getpid()
+            assert triton_pid is not None
+            clocks = {"triton": lambda: tree_cpu_seconds(triton_pid), "service": lambda: cpu_seconds(service_pid),
+                      "client": lambda: cpu_seconds(client_pid)}
+            rounds = [measure_round(index, triton.grpc_url, loaded.url, images, settings, clocks)
                       for index in range(settings["rounds"])]
             loaded_mb = loaded.rss_mb()
         finally:
