@@ -32,9 +32,10 @@ class CatalogAccess:
 
     @classmethod
     async def open(cls, location: str, *, photos: Path | None) -> CatalogAccess:
-        _one_search_thread()
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="catalog")
-        catalog = await asyncio.get_running_loop().run_in_executor(executor, lambda: Catalog.open(location))
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(executor, _one_search_thread)  # OpenMP's thread count is per calling thread
+        catalog = await loop.run_in_executor(executor, lambda: Catalog.open(location))
         return cls(catalog, executor, photos)
 
     async def _run(self, call: Callable[[], T]) -> T:
