@@ -90,7 +90,7 @@ def resnet_onnx(built_repository: Path) -> Path:
 @pytest.fixture(scope="session")
 def catalog_photos(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     """Generated product photos, 24 of them, as a shop's photo folder."""
-    from shopvision.samples import write_catalog
+    from tests.images import write_catalog
 
     return write_catalog(tmp_path_factory.mktemp("shop") / "photos", 24, size=(400, 400), seed=500)
 

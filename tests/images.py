@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from shopvision.samples import encode, product_image
+from shopvision.samples import encode, product_image, product_jpeg
 
 EXIF_ORIENTATION = 0x0112
 
@@ -111,3 +112,14 @@ PARITY_CASES.update({
     "webp": webp,
     "tiff": tiff,
 })
+
+
+def write_catalog(directory: Path, count: int, *, size: tuple[int, int] = (640, 480), seed: int = 0) -> list[Path]:
+    """``count`` JPEG files named ``product-00000.jpg``... in ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for index in range(count):
+        path = directory / f"product-{index:05d}.jpg"
+        path.write_bytes(product_jpeg(seed + index, size=size))
+        paths.append(path)
+    return paths

@@ -19,8 +19,9 @@ from PIL import Image
 import shopvision
 from shopvision.api.settings import ApiSettings
 from shopvision.catalog import Catalog, CatalogItem
-from shopvision.samples import product_jpeg, write_catalog
+from shopvision.samples import product_jpeg
 from tests.conftest import API_KEY, RunningServer, start_server
+from tests.images import write_catalog
 from tests.search_service import ServiceThread, index_photos
 from tests.test_bad_input import BAD_INPUTS
 from tests.threads import RecordingThread, join_all
@@ -276,23 +277,40 @@ def test_cors_allow_list_and_reads_behind_the_key(triton, tmp_path: Path) -> Non
 
 def test_triton_killed_and_restarted_mid_traffic_gives_503_then_recovers(built_repository, tmp_path) -> None:
     running: RunningServer = start_server(built_repository, tmp_path / "restart.log")
+    statuses: list[int] = []
+    stop = threading.Event()
     try:
-        with ServiceThread(ApiSettings(triton_url=running.grpc_url)) as service, service.client() as http:
-            image = {"image": ("q.jpg", product_jpeg(4))}
-            assert http.post("/v1/classify", files=image).status_code == 200
-            running.server.kill()
-            down = http.post("/v1/classify", files=image)
-            assert "unavailable" in problem(down, 503)["detail"] and down.headers["retry-after"] == "5"
-            assert http.get("/readyz").status_code == 503 and http.get("/healthz").status_code == 200
-            running.server.start()
-            # The gRPC channel reconnects with backoff: 503s (never another failure) until it has.
-            deadline = time.monotonic() + 60
-            while (answer := http.post("/v1/classify", files=image)).status_code != 200:
-                problem(answer, 503)
-                assert time.monotonic() < deadline, "the service did not recover"
-                time.sleep(0.5)
-            assert http.get("/readyz").status_code == 200
+        with ServiceThread(ApiSettings(triton_url=running.grpc_url)) as service:
+
+            def shopper() -> None:
+                with service.client() as http:
+                    while not stop.is_set():
+                        response = http.post("/v1/classify", files={"image": ("q.jpg", product_jpeg(4))})
+                        if response.status_code != 200:
+                            problem(response, 503)
+                            assert response.headers["retry-after"] == "5"
+                        statuses.append(response.status_code)
+
+            shoppers = [RecordingThread(shopper) for _ in range(3)]
+            for thread in shoppers:
+                thread.start()
+            with service.client() as http:
+                time.sleep(2)
+                running.server.kill()  # in the middle of the shoppers' traffic
+                time.sleep(3)
+                assert http.get("/readyz").status_code == 503 and http.get("/healthz").status_code == 200
+                running.server.start()
+                deadline = time.monotonic() + 60
+                recovered = len(statuses)
+                while 200 not in statuses[recovered:]:  # the gRPC channel reconnects with backoff
+                    assert time.monotonic() < deadline, "the service did not recover"
+                    time.sleep(0.5)
+                assert http.get("/readyz").status_code == 200
+            stop.set()
+            join_all(shoppers, timeout=120)
+        assert set(statuses) == {200, 503} and statuses.count(503) > 0, statuses[:20]
     finally:
+        stop.set()
         running.server.stop()
 
 

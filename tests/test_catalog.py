@@ -18,8 +18,9 @@ from PIL import Image, ImageEnhance
 
 import shopvision
 from shopvision.catalog import Catalog, CatalogError, CatalogItem
-from shopvision.samples import encode, write_catalog
+from shopvision.samples import encode
 from tests.conftest import RunningServer
+from tests.images import write_catalog
 
 pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("ignore::shopvision.SyntheticWeightsWarning")]
 

@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 
 import shopvision
-from shopvision.samples import encode, product_image, product_jpeg, write_catalog
+from shopvision.samples import encode, product_image, product_jpeg
 from shopvision.serving.server import free_ports
 from tests.conftest import RunningServer, start_server
+from tests.images import write_catalog
 from tests.threads import RecordingThread
 
 pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("ignore::shopvision.SyntheticWeightsWarning")]

@@ -29,7 +29,6 @@ from shopvision.serving.synthetic import (
     INPUT_NAME,
     LOGITS_NAME,
     build_synthetic_resnet50,
-    trainable_parameter_count,
 )
 from tests.conftest import TEMPLATE, copy_repository
 
@@ -42,6 +41,14 @@ def synthetic() -> onnx.ModelProto:
 @pytest.fixture(scope="module")
 def pixels() -> np.ndarray:
     return np.random.default_rng(7).normal(size=(3, 3, 224, 224)).astype(np.float32)
+
+
+def trainable_parameter_count(model: onnx.ModelProto) -> int:
+    """Parameters as torch counts them: everything but BatchNorm running statistics."""
+    return sum(
+        int(np.prod(init.dims)) for init in model.graph.initializer
+        if not init.name.endswith(("running_mean", "running_var"))
+    )
 
 
 def run(model: onnx.ModelProto, feed: dict[str, np.ndarray]) -> list[np.ndarray]:

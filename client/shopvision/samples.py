@@ -7,7 +7,6 @@ care about: smooth gradients, hard edges, texture noise and varied sizes.
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
@@ -49,14 +48,3 @@ def encode(image: Image.Image, fmt: str = "JPEG", **save_options: object) -> byt
 
 def product_jpeg(seed: int, *, size: tuple[int, int] = (640, 480), quality: int = 90) -> bytes:
     return encode(product_image(seed, size=size), "JPEG", quality=quality)
-
-
-def write_catalog(directory: Path, count: int, *, size: tuple[int, int] = (640, 480), seed: int = 0) -> list[Path]:
-    """``count`` JPEG files named ``product-00000.jpg``... in ``directory``."""
-    directory.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for index in range(count):
-        path = directory / f"product-{index:05d}.jpg"
-        path.write_bytes(product_jpeg(seed + index, size=size))
-        paths.append(path)
-    return paths

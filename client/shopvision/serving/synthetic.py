@@ -110,11 +110,3 @@ def build_synthetic_resnet50(*, seed: int = 0) -> onnx.ModelProto:
     helper.set_model_props(model, {"synthetic": "true", "seed": str(seed),
                                    "trainable_parameters": str(builder.trainable_parameters)})
     return model
-
-
-def trainable_parameter_count(model: onnx.ModelProto) -> int:
-    """Parameters as torch counts them: everything but BatchNorm running statistics."""
-    return sum(
-        int(np.prod(init.dims)) for init in model.graph.initializer
-        if not init.name.endswith(("running_mean", "running_var"))
-    )
