@@ -59,6 +59,12 @@ def test_preprocess_is_a_batched_python_model_from_bytes_to_pixels() -> None:
     assert tensors(config.output) == {contract.PIXELS: (FP32, [3, contract.CROP_SIZE, contract.CROP_SIZE])}
 
 
+@pytest.mark.parametrize("name", ["config.pbtxt", f"configs/{contract.CPU_CONFIG_NAME}.pbtxt"])
+def test_preprocess_refuses_images_past_the_contract_byte_limit(name: str) -> None:
+    config = load_config(TEMPLATE / contract.PREPROCESS_MODEL / name)
+    assert int(config.parameters["max_image_bytes"].string_value) == contract.MAX_IMAGE_BYTES
+
+
 @pytest.mark.parametrize("path", RESNET_CONFIGS, ids=lambda p: p.name)
 def test_every_resnet50_config_has_the_same_contract(path: Path) -> None:
     config = load_config(path)

@@ -27,6 +27,9 @@ NUM_CLASSES: Final = 1000
 EMBEDDING_DIM: Final = 2048
 LABELS_FILE: Final = "imagenet_labels.txt"
 
+MAX_IMAGE_BYTES: Final = 25 * 1024 * 1024
+"""The largest encoded image preprocess accepts (its ``max_image_bytes`` parameter) and the search service takes."""
+
 RESIZE_SHORTER_SIDE: Final = 256
 CROP_SIZE: Final = 224
 IMAGENET_MEAN: Final = (0.485, 0.456, 0.406)

@@ -69,7 +69,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
         catalog = None
         if settings.catalog:
             catalog = await CatalogAccess.open(settings.catalog, photos=settings.photo_directory())
-            metrics.catalog_products.set((await catalog.stats()).products)
+            metrics.catalog_products.set(await catalog.count())
         app.state.services = Services(settings, client, catalog, metrics)
         try:
             yield
@@ -184,8 +184,10 @@ async def provenance(shared: Services) -> Provenance:
 
 
 async def parse_where(catalog: CatalogAccess, where: list[str] | None) -> dict[str, str]:
+    if not where:
+        return {}
     conditions: dict[str, str] = {}
-    for condition in where or []:
+    for condition in where:
         column, separator, value = condition.partition("=")
         if not separator or not column:
             raise Problem(422, "Invalid parameters", f"where: '{condition}' is not column=value")
@@ -289,7 +291,7 @@ def _routes() -> APIRouter:
                                      extra=upload.metadata)
         product = await catalog.get(product_id)
         assert product is not None
-        shared.metrics.catalog_products.set((await catalog.stats()).products)
+        shared.metrics.catalog_products.set(await catalog.count())
         response.status_code = 200 if replaced else 201
         return WriteResult(product=record(product), created=not replaced)
 
@@ -298,7 +300,7 @@ def _routes() -> APIRouter:
     async def delete_product(shared: ServicesDep, catalog: CatalogDep, product_id: ProductId) -> Response:
         if not await catalog.remove(product_id):
             raise Problem(404, "Unknown product", f"no product {product_id!r} in the catalog")
-        shared.metrics.catalog_products.set((await catalog.stats()).products)
+        shared.metrics.catalog_products.set(await catalog.count())
         return Response(status_code=204)
 
     @router.get("/v1/catalog", response_model=CatalogSummary, dependencies=[Reads], tags=["catalog"],
@@ -322,8 +324,7 @@ def _routes() -> APIRouter:
         checks["triton"] = "ready" if ready else "not ready"
         if shared.catalog is not None:
             try:
-                stats = await shared.catalog.stats()
-                checks["catalog"] = f"open, {stats.products} products"
+                checks["catalog"] = f"open, {await shared.catalog.count()} products"
                 if ready:
                     await shared.catalog.check_model(await shared.client.provenance(), url=shared.client.url)
                     checks["weights"] = "catalog and server agree"
@@ -336,7 +337,7 @@ def _routes() -> APIRouter:
     @router.get("/metrics", tags=["operations"], include_in_schema=False)
     async def prometheus(shared: ServicesDep) -> Response:
         if shared.catalog is not None:
-            shared.metrics.catalog_products.set((await shared.catalog.stats()).products)
+            shared.metrics.catalog_products.set(await shared.catalog.count())
         return Response(generate_latest(shared.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return router

@@ -65,27 +65,28 @@ class CatalogAccess:
     async def stats(self) -> CatalogStats:
         return await self._run(self._catalog.stats)
 
+    async def count(self) -> int:
+        return await self._run(self._catalog.count)
+
     async def put(self, product_id: str, data: bytes, vector: np.ndarray, *, label: str,
                   extra: Mapping[str, str]) -> bool:
-        """Store the photo, then the product: True when it replaced one. A failure leaves the catalog as it was."""
+        """Store the photo, then the product: True when it replaced one. A failure leaves the catalog as it was.
+
+        SQLite commits each write; the search index is saved when the service stops (and rebuilt from SQLite
+        after a crash), not on every write.
+        """
         def put() -> bool:
             digest = hashlib.sha256(data).hexdigest()
             path = self._store_photo(digest, data)
             existed = self._catalog.get(product_id) is not None
             product = Product(product_id=product_id, path=path, content_sha256=digest, label=label, extra=dict(extra))
             self._catalog.upsert([product], vector[np.newaxis])
-            self._catalog.flush()
             return existed
 
         return await self._run(put)
 
     async def remove(self, product_id: str) -> bool:
-        def remove() -> bool:
-            removed = self._catalog.remove([product_id]) > 0
-            self._catalog.flush()
-            return removed
-
-        return await self._run(remove)
+        return await self._run(lambda: self._catalog.remove([product_id]) > 0)
 
     async def photo(self, product: Product, *, size: int | None) -> tuple[bytes, str] | None:
         """The product's stored photo (or a JPEG thumbnail of it), read from the path the catalog recorded."""

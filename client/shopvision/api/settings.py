@@ -7,8 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-DEFAULT_MAX_IMAGE_BYTES = 25 * 1024 * 1024
-"""The preprocess model's own ``max_image_bytes``: a bigger upload could never be served."""
+from shopvision.contract import MAX_IMAGE_BYTES
+
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
 """Room for the multipart envelope and the metadata fields around one image."""
 
@@ -25,7 +25,8 @@ class ApiSettings:
     read_key_required: bool = False
     """Whether reads need the key too (they are open by default)."""
     cors_origins: tuple[str, ...] = ()
-    max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
+    max_image_bytes: int = MAX_IMAGE_BYTES
+    """The preprocess model's own limit: a bigger upload could never be served."""
     max_in_flight: int = 16
     """Requests to Triton at once from this process; more wait in the service."""
     timeout_s: float = 30.0
@@ -55,7 +56,7 @@ class ApiSettings:
             "read_key_required": env.get("SHOPVISION_API_READS_NEED_KEY", "").lower() in ("1", "true", "yes"),
             "cors_origins": tuple(origin.strip() for origin in env.get("SHOPVISION_CORS_ORIGINS", "").split(",")
                                   if origin.strip()),
-            "max_image_bytes": int(env.get("SHOPVISION_MAX_IMAGE_BYTES", DEFAULT_MAX_IMAGE_BYTES)),
+            "max_image_bytes": int(env.get("SHOPVISION_MAX_IMAGE_BYTES", MAX_IMAGE_BYTES)),
             "max_in_flight": int(env.get("SHOPVISION_API_MAX_IN_FLIGHT", cls.max_in_flight)),
         }
         values.update({key: value for key, value in overrides.items() if value is not None})

@@ -140,6 +140,10 @@ class Catalog:
         vectors = [query if isinstance(query, np.ndarray) else embedded[index] for index, query in enumerate(queries)]
         return self._store.search(np.stack(vectors), k=k, labels=labels, where=where)
 
+    def count(self) -> int:
+        """How many products the catalog holds."""
+        return self._store.count()
+
     def stats(self) -> CatalogStats:
         metadata = self._store.metadata()
         return CatalogStats(

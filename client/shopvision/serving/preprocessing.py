@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from shopvision.contract import CROP_SIZE, IMAGENET_MEAN, IMAGENET_STD, RESIZE_SHORTER_SIDE
+from shopvision.contract import CROP_SIZE, IMAGENET_MEAN, IMAGENET_STD, MAX_IMAGE_BYTES, RESIZE_SHORTER_SIDE
 
 SUPPORTED_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "TIFF", "BMP")
 _TRANSPARENT_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
@@ -31,7 +31,7 @@ class ImageRejected(ValueError):
 class DecodeLimits:
     """Upper bounds checked before any pixel is decoded."""
 
-    max_bytes: int = 25 * 1024 * 1024
+    max_bytes: int = MAX_IMAGE_BYTES
     max_pixels: int = 50_000_000
 
 
