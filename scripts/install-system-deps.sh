@@ -7,8 +7,9 @@
 #                only spares the build a download; npm fetches ONNX Runtime's library)
 #   chromium chromium-driver
 #                the search page's tests drive a real headless Chromium through Selenium
+#   nginx-light  the gateway's own configuration (deploy/gateway) runs in front of the test server
 set -euo pipefail
-packages=(libb64-0d prometheus cmake g++ make git rapidjson-dev googletest chromium chromium-driver)
+packages=(libb64-0d prometheus cmake g++ make git rapidjson-dev googletest chromium chromium-driver nginx-light)
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

@@ -19,6 +19,7 @@ from PIL import Image
 import shopvision
 from shopvision.api.settings import ApiSettings
 from shopvision.catalog import Catalog, CatalogItem
+from shopvision.contract import MAX_IMAGE_BYTES
 from shopvision.samples import product_jpeg
 from tests.conftest import API_KEY, RunningServer, start_server
 from tests.images import write_catalog
@@ -159,7 +160,7 @@ def test_bad_images_get_a_clear_error_and_the_service_keeps_serving(search_servi
     with search_service.client() as http:
         response = http.post("/v1/search", files={"image": ("bad.jpg", data, "image/jpeg")})
         if case == "over-byte-limit":
-            assert "at most 26214400 bytes" in problem(response, 413)["detail"]
+            assert f"at most {MAX_IMAGE_BYTES} bytes" in problem(response, 413)["detail"]
         elif data[:3] in (b"\xff\xd8\xff", b"\x89PN"):
             assert words in problem(response, 400)["detail"]  # Triton's own message, passed on
         else:
@@ -178,7 +179,7 @@ def test_bodies_that_are_not_images_or_too_big_are_refused(search_service) -> No
                 yield bytes(1024 * 1024)
 
         response = http.post("/v1/classify", content=endless(), headers={"Content-Type": "image/jpeg"})
-        assert "at most 26214400 bytes" in problem(response, 413)["detail"]
+        assert f"at most {MAX_IMAGE_BYTES} bytes" in problem(response, 413)["detail"]
 
 
 def test_a_failed_write_leaves_the_product_as_it_was(search_service) -> None:

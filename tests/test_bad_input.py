@@ -62,7 +62,8 @@ BAD_INPUTS = {
     "truncated-jpeg": (product_jpeg(5)[:3000], "truncated"),
     "corrupt-png": (corrupt_png(), "cannot decode PNG"),
     "decompression-bomb": (png_declaring(100_000, 100_000), "over the limit of 50000000 pixels"),
-    "over-byte-limit": (b"\xff\xd8\xff\xe0" + bytes(26 * 1024 * 1024), "over the limit of 26214400 bytes"),
+    "over-byte-limit": (b"\xff\xd8\xff\xe0" + bytes(contract.MAX_IMAGE_BYTES + 1024),
+                        f"over the limit of {contract.MAX_IMAGE_BYTES} bytes"),
 }
 
 

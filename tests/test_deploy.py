@@ -61,7 +61,8 @@ def render(values: dict, *, component: str = "inference-server") -> dict[str, di
         if path.endswith(".yaml"):
             for document in yaml.safe_load_all(text):
                 if document and document["metadata"]["labels"]["app.kubernetes.io/component"] == component:
-                    manifests[document["kind"]] = document
+                    kind = document["kind"]
+                    manifests[f"{kind}/{document['metadata']['name']}" if kind in manifests else kind] = document
     return manifests
 
 

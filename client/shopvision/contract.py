@@ -27,8 +27,27 @@ NUM_CLASSES: Final = 1000
 EMBEDDING_DIM: Final = 2048
 LABELS_FILE: Final = "imagenet_labels.txt"
 
-MAX_IMAGE_BYTES: Final = 25 * 1024 * 1024
-"""The largest encoded image preprocess accepts (its ``max_image_bytes`` parameter) and the search service takes."""
+MIB: Final = 1024 * 1024
+MAX_IMAGE_BYTES: Final = 8 * MIB
+"""The largest encoded image preprocess accepts (its ``max_image_bytes`` parameter) and the search service takes.
+
+A 12-megapixel phone JPEG is 3-6 MB; the model sees 224x224, so a larger file only costs memory."""
+MAX_BATCH_SIZE: Final = 32
+"""Images in one request: the ensemble's ``max_batch_size`` (and the largest batch preprocess is handed)."""
+BYTES_ELEMENT_PREFIX: Final = 4
+"""Triton's serialised BYTES element: a 4-byte length before each image's bytes."""
+REQUEST_ENVELOPE_BYTES: Final = 64 * 1024
+"""What a request carries besides its images: HTTP headers and JSON header, or gRPC framing and names."""
+
+
+def max_request_bytes() -> int:
+    """The largest inference request the product accepts: a full batch of images at the byte limit.
+
+    Rounded up to whole MiB so proxies can spell it (``257m``); the gateway, the Helm Ingress and the
+    chart's memory sizing are derived from it (``shopvision.serving.limits``)."""
+    exact = MAX_BATCH_SIZE * (MAX_IMAGE_BYTES + BYTES_ELEMENT_PREFIX) + REQUEST_ENVELOPE_BYTES
+    return -(-exact // MIB) * MIB
+
 
 RESIZE_SHORTER_SIDE: Final = 256
 CROP_SIZE: Final = 224

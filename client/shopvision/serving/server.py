@@ -82,6 +82,10 @@ def triton_arguments(options: ServerOptions) -> list[str]:
         "--strict-readiness=true",
         # p50/p90/p99 per model (nv_inference_*_summary_us) for dashboards and alerts.
         "--metrics-config=summary_latencies=true",
+        # gRPC request objects kept for reuse keep the capacity of the largest request they held, never
+        # given back: without the pool the server holds less after requests at the size limit
+        # (benchmarks/results/limits), and a 100 ms inference does not miss the reuse.
+        "--grpc-infer-allocation-pool-size=0",
     ]
     if options.model_control == "explicit":
         arguments.append("--load-model=*")

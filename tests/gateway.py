@@ -1,0 +1,90 @@
+"""The compose gateway's own nginx configuration (deploy/gateway), run by a local nginx in front of a test server."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from string import Template
+
+from shopvision.serving.server import free_ports
+
+TEMPLATE = Path(__file__).resolve().parent.parent / "deploy" / "gateway" / "triton.conf.template"
+
+
+def render(*, triton_http: str, triton_grpc: str, http_port: int, grpc_port: int) -> str:
+    """What the nginx image's envsubst makes of the template (it substitutes only these variables)."""
+    return Template(TEMPLATE.read_text()).safe_substitute(
+        TRITON_HTTP_ADDRESS=triton_http, TRITON_GRPC_ADDRESS=triton_grpc,
+        GATEWAY_HTTP_PORT=str(http_port), GATEWAY_GRPC_PORT=str(grpc_port))
+
+
+class LocalGateway:
+    """nginx with the rendered template inside a minimal main configuration, in a private prefix."""
+
+    def __init__(self, prefix: Path, *, triton_http: str, triton_grpc: str) -> None:
+        binary = shutil.which("nginx") or "/usr/sbin/nginx"
+        if not Path(binary).exists():
+            raise RuntimeError("nginx is not installed (scripts/install-system-deps.sh installs nginx-light)")
+        self.binary = binary
+        self.prefix = prefix
+        self.http_port, self.grpc_port = free_ports(2)
+        prefix.mkdir(parents=True, exist_ok=True)
+        (prefix / "triton.conf").write_text(render(triton_http=triton_http, triton_grpc=triton_grpc,
+                                                   http_port=self.http_port, grpc_port=self.grpc_port))
+        # As root, nginx's workers switch to an unprivileged user that could not write the body files here.
+        user = f"user {pwd.getpwuid(os.geteuid()).pw_name};" if os.geteuid() == 0 else ""
+        (prefix / "nginx.conf").write_text(f"""{user}
+daemon off;
+worker_processes 1;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 256; }}
+http {{
+    access_log off;
+    client_body_temp_path {prefix}/client_body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+    include {prefix}/triton.conf;
+}}
+""")
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def http_address(self) -> str:
+        return f"127.0.0.1:{self.http_port}"
+
+    @property
+    def grpc_address(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    def error_log(self) -> str:
+        path = self.prefix / "error.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def __enter__(self) -> LocalGateway:
+        self._process = subprocess.Popen([self.binary, "-p", str(self.prefix), "-c", str(self.prefix / "nginx.conf")],
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise RuntimeError(f"nginx exited with {self._process.returncode}: {self.error_log()}")
+            try:
+                for port in (self.http_port, self.grpc_port):
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return self
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"nginx did not listen within 10 s: {self.error_log()}")
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.send_signal(signal.SIGTERM)
+            self._process.wait(timeout=10)

@@ -1,0 +1,233 @@
+"""The request size limit: one number in the contract, spelled by the gateway, the Ingress, compose and the
+chart; a real nginx with the gateway's own configuration refusing a burst of oversized requests in front of a
+real tritonserver; the Python backend's shared memory capped."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
+
+import shopvision
+from benchmarks.limits import PrivateShmServer, batch_at_limit, infer, one_image, private_namespaces_work
+from benchmarks.processes import tree_rss_bytes
+from shopvision.contract import (
+    ENSEMBLE_MODEL,
+    MAX_BATCH_SIZE,
+    MAX_IMAGE_BYTES,
+    MIB,
+    PREPROCESS_MODEL,
+    max_request_bytes,
+)
+from shopvision.samples import product_jpeg
+from shopvision.serving.configs import read_config
+from shopvision.serving.limits import request_body_limit, shm_size_bytes
+from shopvision.serving.server import ServerOptions, free_ports
+from tests.conftest import TEMPLATE, start_server
+from tests.gateway import TEMPLATE as GATEWAY_TEMPLATE, LocalGateway, render
+from tests.test_deploy import CHART, compose_config, render as render_chart
+
+LIMITS_REPORT = Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "limits" / "results.json"
+OVER_LIMIT = max_request_bytes() + MIB
+
+
+def preprocess_instances(config_name: str | None) -> int:
+    path = TEMPLATE / PREPROCESS_MODEL / ("config.pbtxt" if config_name is None else f"configs/{config_name}.pbtxt")
+    return sum(group.count for group in read_config(path).instance_group)
+
+
+def kubernetes_bytes(quantity: str) -> int:
+    number, unit = re.fullmatch(r"(\d+)(Mi|Gi|mb|gb)?", quantity).groups()  # type: ignore[union-attr]
+    return int(number) * {"Mi": MIB, "mb": MIB, "Gi": 1024 * MIB, "gb": 1024 * MIB, None: 1}[unit]
+
+
+def test_the_request_limit_is_a_full_batch_at_the_image_limit() -> None:
+    assert max_request_bytes() >= MAX_BATCH_SIZE * (MAX_IMAGE_BYTES + 4) > max_request_bytes() - 2 * MIB
+    assert request_body_limit() == f"{max_request_bytes() // MIB}m"
+
+
+def test_the_gateway_and_the_ingresses_spell_the_contracts_limit() -> None:
+    text = GATEWAY_TEMPLATE.read_text()
+    assert re.findall(r"client_max_body_size (\S+);", text) == [request_body_limit()] * 2
+    refusals = re.findall(r"larger than (\S+), the most a request may carry \((\d+) images of at most (\d+) MiB", text)
+    assert refusals == [(request_body_limit(), str(MAX_BATCH_SIZE), str(MAX_IMAGE_BYTES // MIB))] * 2
+    manifests = render_chart({"ingress": {"enabled": True, "grpc": {"host": "grpc.example.com"},
+                                          "annotations": {"cert-manager.io/cluster-issuer": "letsencrypt"}}})
+    http, grpc = manifests["Ingress"], manifests["Ingress/shop-shopvision-grpc"]
+    for ingress in (http, grpc):
+        annotations = ingress["metadata"]["annotations"]
+        assert annotations["nginx.ingress.kubernetes.io/proxy-body-size"] == request_body_limit()
+        assert annotations["cert-manager.io/cluster-issuer"] == "letsencrypt"  # the user's own are kept
+    assert grpc["metadata"]["annotations"]["nginx.ingress.kubernetes.io/backend-protocol"] == "GRPC"
+    (rule,) = grpc["spec"]["rules"]
+    assert rule["host"] == "grpc.example.com"
+    assert rule["http"]["paths"][0]["backend"]["service"]["port"] == {"name": "grpc"}
+    assert "backend-protocol" not in json.dumps(http["metadata"]["annotations"])
+    assert "Ingress/shop-shopvision-grpc" not in render_chart({"ingress": {"enabled": True}})
+
+
+@pytest.mark.parametrize("profile", ["cpu", "gpu"])
+def test_compose_exposes_triton_only_through_the_gateway_with_enough_shared_memory(profile: str) -> None:
+    result = compose_config(profile, GRAFANA_ADMIN_PASSWORD="s3cret")
+    assert result.returncode == 0, result.stderr
+    services = json.loads(result.stdout)["services"]
+    publishing = {port["published"]: name for name, service in services.items() for port in service.get("ports", [])}
+    assert publishing["8000"] == publishing["8001"] == "gateway"
+    gateway = services["gateway"]
+    assert {volume["target"] for volume in gateway["volumes"]} == {"/etc/nginx/templates/triton.conf.template"}
+    assert Path(gateway["volumes"][0]["source"]) == GATEWAY_TEMPLATE
+    assert gateway["environment"]["TRITON_HTTP_ADDRESS"] == "triton:8000"
+    assert gateway["environment"]["TRITON_GRPC_ADDRESS"] == "triton:8001"
+    assert gateway["depends_on"][f"triton-{profile}"]["condition"] == "service_healthy"
+    # What the gateway's template becomes is a configuration this nginx accepts (tested by the burst below).
+    assert "${" not in render(triton_http="triton:8000", triton_grpc="triton:8001", http_port=8000, grpc_port=8001)
+    instances = preprocess_instances("cpu" if profile == "cpu" else None)
+    assert int(services[f"triton-{profile}"]["shm_size"]) == shm_size_bytes(instances)
+
+
+def test_the_charts_shared_memory_and_memory_come_from_the_limits_and_the_measurement() -> None:
+    for values, config_name in (({}, "cpu"), ({"gpu": {"count": 1}}, None)):
+        pod = render_chart(values)["Deployment"]["spec"]["template"]["spec"]
+        shm = next(volume for volume in pod["volumes"] if volume["name"] == "dshm")
+        assert kubernetes_bytes(shm["emptyDir"]["sizeLimit"]) == shm_size_bytes(preprocess_instances(config_name))
+    sizing = json.loads(LIMITS_REPORT.read_text())["chart_sizing"]
+    resources = render_chart({})["Deployment"]["spec"]["template"]["spec"]["containers"][0]["resources"]
+    assert kubernetes_bytes(resources["limits"]["memory"]) >= sizing["limit_mib"] * MIB
+    assert kubernetes_bytes(resources["requests"]["memory"]) >= sizing["request_mib"] * MIB
+    assert (CHART / "values.yaml").read_text().count("benchmarks/results/limits") >= 1
+
+
+def refused_by_gateway(outcome: object) -> bool:
+    if not isinstance(outcome, InferenceServerException):
+        return False
+    return (str(outcome.status()) in ("413", "StatusCode.RESOURCE_EXHAUSTED")
+            and f"larger than {request_body_limit()}" in (outcome.message() or ""))
+
+
+@pytest.mark.integration
+def test_a_burst_of_oversized_requests_is_refused_at_the_gateway_and_costs_the_server_no_memory(
+        built_repository, tmp_path) -> None:
+    running = start_server(built_repository, tmp_path / "tritonserver.log")
+    gateway = LocalGateway(tmp_path / "gateway", triton_http=running.http_address, triton_grpc=running.grpc_address)
+    try:
+        with gateway:
+            addresses = {"http": gateway.http_address, "grpc": gateway.grpc_address}
+            small = np.array([[product_jpeg(7)]], dtype=object)
+            under = batch_at_limit()
+            # Warm-up, two rounds of a request at the limit per protocol: the Python backend's pool and the
+            # server's heap grow to their working size (a third round adds nothing: benchmarks/results/limits),
+            # so what follows measures the burst.
+            for _ in range(2):
+                warm = [threading.Thread(target=infer, args=(protocol, address, under))
+                        for protocol, address in addresses.items()]
+                for thread in warm:
+                    thread.start()
+                for thread in warm:
+                    thread.join()
+            before = tree_rss_bytes(running.server.pid or 0)
+
+            outcomes: dict[str, object] = {}
+            good_answers: list[object] = []
+            bursting = threading.Event()
+
+            def record(name: str, protocol: str, images: np.ndarray) -> None:
+                try:
+                    outcomes[name] = infer(protocol, addresses[protocol], images)
+                except Exception as error:
+                    outcomes[name] = error
+
+            def keep_asking() -> None:  # good requests all through the burst, over both protocols
+                while bursting.is_set():
+                    for protocol in addresses:
+                        try:
+                            good_answers.append(infer(protocol, addresses[protocol], small))
+                        except Exception as error:
+                            good_answers.append(error)
+
+            bursting.set()
+            regular = threading.Thread(target=keep_asking)
+            regular.start()
+            senders = [threading.Thread(target=record, args=(f"{protocol} over {index}", protocol,
+                                                             one_image(OVER_LIMIT)))
+                       for protocol in addresses for index in range(2)]
+            senders += [threading.Thread(target=record, args=(f"{protocol} under", protocol, under))
+                        for protocol in addresses]
+            for sender in senders:
+                sender.start()
+            for sender in senders:
+                sender.join()
+            bursting.clear()
+            regular.join()
+
+            refused = {name: outcome for name, outcome in outcomes.items() if "over" in name}
+            assert all(refused_by_gateway(outcome) for outcome in refused.values()), refused
+            assert outcomes["http under"] == outcomes["grpc under"] == MAX_BATCH_SIZE, outcomes
+            assert good_answers and all(answer == 1 for answer in good_answers), good_answers
+            assert running.server.is_ready()
+            # No refused request reached the model: the ensemble counts no failure.
+            statistics = httpclient.InferenceServerClient(running.http_address).get_inference_statistics(ENSEMBLE_MODEL)
+            assert statistics["model_stats"][0]["inference_stats"]["fail"]["count"] == 0
+            time.sleep(1)
+            growth = tree_rss_bytes(running.server.pid or 0) - before
+            # Bound: half a request at the limit. A gRPC body is streamed, so Triton held part of each refused one
+            # until the gateway reset the stream (a few tens of MB stay behind); an HTTP one never reached it.
+            bound = max_request_bytes() // 2
+            assert growth <= bound, f"server grew {growth / MIB:.0f} MiB, bound {bound / MIB:.0f} MiB"
+
+            # What an SDK user sees for a request over the limit, on both protocols.
+            for url in (f"http://{gateway.http_address}", f"grpc://{gateway.grpc_address}"):
+                with shopvision.Client(url) as client, pytest.raises(shopvision.RequestRejectedError,
+                                                                                   match="larger than"):
+                    client.embed([bytes(OVER_LIMIT)])
+    finally:
+        running.server.stop()
+    assert "too large body" in gateway.error_log()
+
+
+@pytest.mark.integration
+def test_past_the_shared_memory_cap_a_request_fails_fast_and_the_server_keeps_serving(built_repository,
+                                                                                       tmp_path) -> None:
+    if not private_namespaces_work():
+        pytest.skip("needs a private mount namespace for its own /dev/shm (root or user namespaces)")
+    http, grpc, metrics = free_ports(3)
+    cap = 512 * MIB
+    server = PrivateShmServer(ServerOptions(built_repository, http_port=http, grpc_port=grpc, metrics_port=metrics),
+                              shm_bytes=cap, log=(tmp_path / "tritonserver.log").open("ab"))
+    server.start()
+    try:
+        address = f"127.0.0.1:{http}"
+        before = tree_rss_bytes(server.pid or 0)
+        with pytest.raises(InferenceServerException, match="Failed to increase the shared memory pool size"):
+            infer("http", address, one_image(cap + 64 * MIB))
+        assert infer("http", address, np.array([[product_jpeg(3)]], dtype=object)) == 1
+        client = grpcclient.InferenceServerClient(f"127.0.0.1:{grpc}")
+        assert client.is_server_ready()
+        # The pool could not grow past the cap: the server holds no copy of the refused request.
+        assert tree_rss_bytes(server.pid or 0) - before < 2 * cap
+    finally:
+        server.stop()
+
+
+def test_the_readmes_limits_table_says_what_the_code_enforces() -> None:
+    readme = (CHART.parent.parent.parent / "README.md").read_text()
+    rows = {row.split("|")[1].strip(): row.split("|")[2].strip()
+            for row in readme.split("## Limits", 1)[1].split("\n\n")[1].splitlines()[2:]}
+    gib = 1024 * MIB
+    assert rows["one image"] == f"{MAX_IMAGE_BYTES // MIB} MiB, 50 MP"
+    assert rows["images in a request"] == str(MAX_BATCH_SIZE)
+    assert rows["one request"] == f"{max_request_bytes() // MIB} MiB"
+    cpu, gpu = (shm_size_bytes(preprocess_instances(name)) / gib for name in ("cpu", None))
+    assert rows["Python backend shared memory"] == f"{cpu:g} GiB CPU, {gpu:g} GiB GPU"
+    resources = render_chart({})["Deployment"]["spec"]["template"]["spec"]["containers"][0]["resources"]
+    request, limit = (kubernetes_bytes(resources[kind]["memory"]) / gib for kind in ("requests", "limits"))
+    assert rows["server memory"] == f"{request:g} GiB request, {limit:g} GiB limit"
+    queue = read_config(TEMPLATE / PREPROCESS_MODEL / "configs" / "cpu.pbtxt").dynamic_batching.default_queue_policy
+    assert rows["queued requests"] == str(queue.max_queue_size)
