@@ -45,6 +45,14 @@ class EnginePoint:
     query_p99_ms: float
     recall_at_10: float
     """Against exact search on the same vectors (1.0 for exact)."""
+    memory_mb: float | None = None
+    """What the open catalog added to this process's resident memory, index built (None: not measured)."""
+
+
+def resident_mb() -> float:
+    from benchmarks.processes import tree_rss_bytes
+
+    return tree_rss_bytes(os.getpid()) / 2**20
 
 
 def clustered(count: int, *, seed: int, clusters: int = 1000, spread: float = 0.35) -> np.ndarray:
@@ -68,6 +76,7 @@ def open_engine(engine: str, directory: Path) -> Catalog:
 def measure(engine: str, vectors: np.ndarray, queries: np.ndarray, exact: list[set[str]] | None,
             directory: Path) -> tuple[EnginePoint, list[set[str]]]:
     products = [Product(f"p{i}", f"/photos/p{i}.jpg", f"{i:064x}", "label") for i in range(len(vectors))]
+    resident_before = resident_mb()
     start = time.perf_counter()
     with open_engine(engine, directory) as catalog:
         for offset in range(0, len(vectors), INSERT_BATCH):
@@ -75,6 +84,7 @@ def measure(engine: str, vectors: np.ndarray, queries: np.ndarray, exact: list[s
         catalog.flush()
         catalog.search(queries[0], k=10)  # FAISS builds a missing index on first search
         build_s = time.perf_counter() - start
+        memory_mb = resident_mb() - resident_before
         latencies, found = [], []
         for query in queries:
             began = time.perf_counter()
@@ -85,7 +95,7 @@ def measure(engine: str, vectors: np.ndarray, queries: np.ndarray, exact: list[s
     recall = float(np.mean([len(a & b) / 10 for a, b in zip(found, reference, strict=True)]))
     point = EnginePoint(engine, len(vectors), round(len(vectors) / build_s, 1),
                         round(float(np.percentile(latencies, 50)), 2), round(float(np.percentile(latencies, 99)), 2),
-                        round(recall, 3))
+                        round(recall, 3), round(memory_mb, 1))
     return point, found
 
 
@@ -123,11 +133,13 @@ def report(out: Path, results: dict) -> str:
         f"{measured.get('machine', 'a machine this run did not record')}. Generated clustered unit vectors, "
         f"{EMBEDDING_DIM}-d; {INSERT_BATCH} products per commit; queries are held-out vectors from the same "
         "clusters, one at a time (k=10, no label filter).", "",
-        "| engine | vectors | build vectors/s | query p50 ms | query p99 ms | recall@10 vs exact |",
-        "|---|---|---|---|---|---|",
+        "| engine | vectors | build vectors/s | build s | memory MB | query p50 ms | query p99 ms "
+        "| recall@10 vs exact |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    lines += [f"| {p.engine} | {p.vectors:,} | {p.build_vectors_s:,.0f} | {p.query_p50_ms} | {p.query_p99_ms} | "
-              f"{p.recall_at_10} |" for p in points]
+    lines += [f"| {p.engine} | {p.vectors:,} | {p.build_vectors_s:,.0f} | {p.vectors / p.build_vectors_s:,.0f} | "
+              f"{'not measured' if p.memory_mb is None else f'{p.memory_mb:,.0f}'} | {p.query_p50_ms} | "
+              f"{p.query_p99_ms} | {p.recall_at_10} |" for p in points]
     lines += ["", *_findings(points), "",
               f"The embedded engine's `index=\"auto\"` switches from exact to HNSW at {HNSW_THRESHOLD:,} "
               "products (`shopvision.catalog.faiss_store.HNSW_THRESHOLD`).", "",

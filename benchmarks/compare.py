@@ -92,6 +92,13 @@ VARIANTS = {
 }
 
 
+def calibration_images(size: tuple[int, int], count: int = 16) -> list[bytes]:
+    """Photos for int8 calibration, never the benchmark's own (those use seeds from 0)."""
+    from shopvision.samples import product_jpeg
+
+    return [product_jpeg(10_000 + seed, size=size) for seed in range(count)]
+
+
 def quantize_int8(model: Path, output: Path, images: list[bytes]) -> Path:
     """Static QDQ quantization, calibrated on preprocessed images (ORT's recipe for CPU speed).
 
@@ -146,25 +153,54 @@ def triton(repository: Path, log: Path, variant: Variant = VARIANTS["default"]) 
         yield server
 
 
-def execution_counts(server: LocalTritonServer, model: str) -> tuple[int, int]:
-    """(images inferred, executions) of a model so far, from Triton's statistics API."""
+@dataclass(frozen=True)
+class ModelCounters:
+    """A model's cumulative counters from Triton's statistics API."""
+
+    images: int
+    executions: int
+    succeeded: int
+    failed: int
+    queue_ns: int
+    """Time its requests waited in its queue, summed over requests."""
+
+    def __sub__(self, earlier: ModelCounters) -> ModelCounters:
+        return ModelCounters(*(now - before for now, before in zip(asdict(self).values(), asdict(earlier).values(),
+                                                                    strict=True)))
+
+
+def model_counters(server: LocalTritonServer, model: str) -> ModelCounters:
     with urllib.request.urlopen(f"{server.http_url}/v2/models/{model}/stats", timeout=10) as response:
         (stats,) = json.loads(response.read())["model_stats"]
-    return int(stats["inference_count"]), int(stats["execution_count"])
+    inference = stats["inference_stats"]
+    return ModelCounters(int(stats["inference_count"]), int(stats["execution_count"]),
+                         int(inference["success"]["count"]), int(inference["fail"]["count"]),
+                         int(inference["queue"]["ns"]))
+
+
+def queued_models(model: str) -> tuple[str, ...]:
+    """The models whose queues a request to ``model`` waits in: an ensemble has no queue of its own."""
+    return (contract.PREPROCESS_MODEL, contract.RESNET_MODEL) if model == contract.ENSEMBLE_MODEL else (model,)
 
 
 def perf_point(server: LocalTritonServer, *, model: str, protocol: str, input_data: Path | None, concurrency: int,
                csv_path: Path, settings: dict) -> dict:
-    """One perf_analyzer point plus resnet50's average batch size during it."""
-    before = execution_counts(server, contract.RESNET_MODEL)
+    """One perf_analyzer point, with what Triton's statistics say happened during it: resnet50's average
+    batch, the time a request waited in the queues of the models it passed through (perf_analyzer reports
+    the ensemble's own queue, which is always 0), and the requests that failed."""
+    watched = {name: model_counters(server, name) for name in {model, contract.RESNET_MODEL, *queued_models(model)}}
     address = server.grpc_url.removeprefix("grpc://") if protocol == "grpc" else server.http_url.removeprefix("http://")
     point = perf.run(model=model, url=address, protocol=protocol, input_data=input_data, concurrency=concurrency,
                      csv_path=csv_path, stability_percentage=settings["stability"], max_trials=12,
                      extra_args=["--measurement-mode", "count_windows",
                                  "--measurement-request-count", str(settings["requests"])])
-    after = execution_counts(server, contract.RESNET_MODEL)
-    batch = (after[0] - before[0]) / max(after[1] - before[1], 1)
-    return {**asdict(point), "avg_batch": round(batch, 2)}
+    during = {name: model_counters(server, name) - before for name, before in watched.items()}
+    resnet, requests = during[contract.RESNET_MODEL], during[model]
+    queue_ns = sum(during[name].queue_ns for name in queued_models(model))
+    return {**asdict(point), "server_queue_ms": round(queue_ns / max(requests.succeeded, 1) / 1e6, 2),
+            "avg_batch": round(resnet.images / max(resnet.executions, 1), 2),
+            "requests": requests.succeeded + requests.failed, "failed": requests.failed,
+            "window_requests": settings["requests"]}
 
 
 def measure_variants(base: Path, input_data: Path, work: Path, settings: dict, int8_model: Path | None, *,

@@ -65,9 +65,9 @@ def measure_rounds(repository: Path, int8_repository: Path | None, images: list[
             def measure() -> dict:
                 server_before = processes.cpu_seconds_by_model(server.pid)
                 client_before = _waited_children_cpu_seconds()
-                images_before = compare.execution_counts(server, contract.RESNET_MODEL)[0]
+                images_before = compare.model_counters(server, contract.RESNET_MODEL).images
                 point = served(server, concurrency)()
-                images = compare.execution_counts(server, contract.RESNET_MODEL)[0] - images_before
+                images = compare.model_counters(server, contract.RESNET_MODEL).images - images_before
                 spent = {name: seconds - server_before.get(name, 0.0)
                          for name, seconds in processes.cpu_seconds_by_model(server.pid).items()}
                 spent["perf_analyzer"] = _waited_children_cpu_seconds() - client_before
@@ -185,16 +185,18 @@ def report_lines(rounds: list[dict]) -> list[str]:
                      f"{_verdict(target)} |")
     lines += ["", *cpu_lines(rounds)]
     lines += ["", "<details><summary>Every point of every round</summary>", "",
-              "| round | point | img/s | p50 ms | p99 ms |", "|---|---|---|---|---|"]
+              "| round | point | img/s | p50 ms | p99 ms | failed |", "|---|---|---|---|---|---|"]
     for index, measured in enumerate(rounds, start=1):
         for name, point in measured.items():
             if name == "in_process":
                 lines.append(f"| {index} | in-process: compute ceiling / raw ORT / single image | "
                              f"{point['compute_ceiling_img_s']} / {point['raw_ort_img_s']} | "
-                             f"{point['pipeline_single_image_ms']} | |")
+                             f"{point['pipeline_single_image_ms']} | | |")
             else:
-                lines.append(f"| {index} | {name} | {point['throughput']:.1f} | {point['p50_ms']:.0f} | "
-                             f"{point['p99_ms']:.0f} |")
+                failed = point.get("failed", point.get("failures", "not counted"))
+                mark = "†" if isinstance(failed, int) and failed else ""
+                lines.append(f"| {index} | {name}{mark} | {point['throughput']:.1f} | {point['p50_ms']:.0f} | "
+                             f"{point['p99_ms']:.0f} | {failed} |")
     return lines + ["", "</details>"]
 
 

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import os
 import platform
 import signal
+import subprocess
 import sys
 import tempfile
 from dataclasses import asdict
@@ -30,6 +32,8 @@ from shopvision.samples import product_jpeg
 from shopvision.serving import native_backend
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "model_repository"
+SECTIONS = ("in_process", "paired", "variants", "resnet50_alone", "served")
+"""In the order they run: a run stopped early still has the targets and configurations."""
 MODES = {
     # Count windows: a fixed number of requests per measurement, so p99 means the same at
     # every concurrency on a slow machine.
@@ -48,17 +52,23 @@ MODES = {
 }
 
 
-def measure_served(repository: Path, data: dict[str, Path], work: Path, settings: dict) -> list[dict]:
+def measure_served(repository: Path, model: Path, images: dict[str, list[bytes]], data: dict[str, Path], work: Path,
+                   settings: dict) -> list[dict]:
+    """Every served point, each with the in-process ceilings measured in this section just before the server
+    started, so that a ratio never divides by another section's (or run's) measurement."""
+    ceilings = {label: measure_in_process(model, batch, label, settings["repeats"]) for label, batch in images.items()}
     rows = []
     with compare.triton(repository, work / "tritonserver.log") as server:
         for label, input_data in data.items():
+            ceiling = {"compute_ceiling_img_s": ceilings[label].compute_ceiling_img_s,
+                       "raw_ort_img_s": ceilings[label].raw_ort_img_s}
             for protocol in settings["protocols"]:
                 for concurrency in settings["concurrency"]:
                     row = compare.perf_point(server, model=contract.ENSEMBLE_MODEL, protocol=protocol,
                                              input_data=input_data, concurrency=concurrency,
                                              csv_path=work / f"pa-{label}-{protocol}-{concurrency}.csv",
                                              settings=settings)
-                    rows.append({"image_size": label, "protocol": protocol, **row})
+                    rows.append({"image_size": label, "protocol": protocol, **row, **ceiling})
                     print(f"served {label} {protocol} c={concurrency}: {row['throughput']:.1f} img/s "
                           f"p50 {row['p50_ms']:.0f} ms p99 {row['p99_ms']:.0f} ms batch {row['avg_batch']}", flush=True)
     return rows
@@ -116,18 +126,40 @@ def _plot_served(plt, rows: list[dict], out: Path) -> str:  # matplotlib.pyplot
     return "served.png"
 
 
-def _served_table(rows: list[dict], ceilings: dict[str, InProcess]) -> list[str]:
-    lines = ["| images | protocol | concurrency | img/s | p50 ms | p90 ms | p99 ms | server queue ms "
-             "| server compute ms |"
-             " avg batch | vs compute ceiling | vs raw ORT |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+def _marks(point: dict) -> str:
+    """* perf_analyzer could not stabilise; † requests failed during the point."""
+    return ("" if point.get("stable", True) else "*") + ("†" if point.get("failed") else "")
+
+
+def _failed(point: dict) -> str:
+    return str(point["failed"]) if "failed" in point else "not counted"
+
+
+def _against(point: dict, ceiling: str) -> str:
+    """A ratio to the ceiling measured in the point's own section, or a dash where that section had none."""
+    return f"{compare.ratio(point['throughput'], point[ceiling])}×" if ceiling in point else "—"
+
+
+def _served_table(rows: list[dict]) -> list[str]:
+    lines = ["| images | protocol | concurrency | img/s | p50 ms | p90 ms | p99 ms | queue ms (preprocess + resnet50) "
+             "| server compute ms | avg batch | failed | vs compute ceiling | vs raw ORT |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        base = ceilings[r["image_size"]]
-        mark = "" if r.get("stable", True) else "*"
-        lines.append(f"| {r['image_size']} | {r['protocol']} | {r['concurrency']}{mark} | {r['throughput']:.1f} | "
-                     f"{r['p50_ms']:.0f} | {r['p90_ms']:.0f} | {r['p99_ms']:.0f} | {r['server_queue_ms']:.1f} | "
-                     f"{r['server_compute_ms']:.1f} | {r['avg_batch']} | "
-                     f"{compare.ratio(r['throughput'], base.compute_ceiling_img_s)}× | "
-                     f"{compare.ratio(r['throughput'], base.raw_ort_img_s)}× |")
+        queue = f"{r['server_queue_ms']:.1f}" if "requests" in r else "not measured"
+        lines.append(f"| {r['image_size']} | {r['protocol']} | {r['concurrency']}{_marks(r)} | {r['throughput']:.1f} | "
+                     f"{r['p50_ms']:.0f} | {r['p90_ms']:.0f} | {r['p99_ms']:.0f} | {queue} | "
+                     f"{r['server_compute_ms']:.1f} | {r['avg_batch']} | {_failed(r)} | "
+                     f"{_against(r, 'compute_ceiling_img_s')} | {_against(r, 'raw_ort_img_s')} |")
+    lines += ["", "Ceilings are measured in process in the same section, just before its server starts; a dash "
+              "means this section's results predate that and no ratio is printed."]
+    windows = [r["window_requests"] for r in rows if "window_requests" in r]
+    if windows:
+        lines.append(f"Each p99 is perf_analyzer's over a window of at least {min(windows)} requests "
+                     + ("(at least 1,000)." if min(windows) >= 1000 else
+                        "(fewer than 1,000: read the p99 column as indicative)."))
+    if len(windows) < len(rows):
+        lines.append(f"How many requests each p99 rests on was not recorded for {len(rows) - len(windows)} of "
+                     "these points.")
     return lines
 
 
@@ -140,14 +172,16 @@ def _analysis(results: dict) -> list[str]:
     if not variants:
         return []
     lines = ["## Reading the numbers", ""]
-    kept = results.get("resumed", {}).get("kept", [])
-    if "served" in kept and "variants" not in kept:
-        lines += ["Caution: the shipped configuration's numbers below come from the first attempt, the variants "
-                  "from the resumed one; on this VM the same point moves by 20-30 % between runs, so these "
-                  "ratios are indicative only.", ""]
-    lines.append("- The compute ceiling counts only ORT and decoding; on 2 cores perf_analyzer, Triton's threads, "
-                 "the Python-backend stubs and their shared-memory copies run on the same cores (the CPU table "
-                 "above measures each).")
+    stamps = results.get("sections", {})
+    when = {stamps[name]["measured_at"] for name in ("served", "variants") if name in stamps}
+    if len(when) == 2:
+        lines += [f"The shipped configuration's served points and the variants were measured at different times "
+                  f"({' and '.join(sorted(when))}); on this VM the same point moves between runs, so ratios "
+                  "across those two sections are indicative only.", ""]
+    cores = stamps.get("paired", {}).get("cores")
+    lines.append("- The compute ceiling counts only ORT and decoding; perf_analyzer, Triton's threads, the "
+                 "Python-backend stubs and their shared-memory copies run on the same "
+                 f"{f'{cores} cores' if cores else 'cores'} (the CPU table above measures each).")
     naive = [f"{target.median}× at c={target.name.rsplit('c=', 1)[1].split()[0]}"
              for target in paired.targets(results["paired"]) if target.name.startswith("served ≥")]
     lines.append("- Against the naive server (img/s, Triton/naive, median of the paired rounds): "
@@ -177,20 +211,16 @@ def _analysis(results: dict) -> list[str]:
 
 def report(out: Path, results: dict, plots: list[str]) -> str:
     in_process = [InProcess(**b) for b in results["in_process"]]
-    ceilings = {b.image_size: b for b in in_process}
     command = results["command"]
     lines = [
         "# shopvision benchmark report", "",
-        f"Generated {datetime.now(timezone.utc).isoformat(timespec='seconds')} by `{command}`.", "",
-        f"Machine: {platform.platform()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-        f"onnxruntime {ort.__version__}. **Synthetic ResNet50 weights** (exact architecture, seeded): speed is "
+        f"`{command}`; rendered {datetime.now(timezone.utc).isoformat(timespec='seconds')} from results.json.", "",
+        *_section_lines(results.get("sections", {})), "",
+        "**Synthetic ResNet50 weights** (exact architecture, seeded): speed is "
         "representative, accuracy is not. tritonserver 2.51 from the nvidia-pytriton wheel with Triton's "
         f"native onnxruntime backend (r24.10, ONNX Runtime {native_backend.ONNXRUNTIME_VERSION}) built by "
         f"`shopvision backend build`, `--model-config-name={contract.CPU_CONFIG_NAME}`: what the container "
         "serves on a CPU node. The python_ort stand-in is measured beside it.", "",
-        *([f"Resumed at {results['resumed']['at']} after an interruption: {', '.join(results['resumed']['kept'])} "
-           "come from the first attempt on the same machine, the other sections from the resumed run.", ""]
-          if results.get("resumed") else []),
         "## Targets (ratios within this run)", "", *paired.report_lines(results["paired"]), "",
         *_analysis(results),
         "## In-process baselines (same model file, same JPEGs)", "",
@@ -201,32 +231,82 @@ def report(out: Path, results: dict, plots: list[str]) -> str:
     lines += [f"| {b.image_size} | {b.preprocess_core_ms} | {b.ort_core_ms} | {b.compute_ceiling_img_s} | "
               f"{b.raw_ort_img_s} | {b.pipeline_single_image_ms} |" for b in in_process]
     lines += ["", "## Served ensemble (perf_analyzer, real JPEG input data)", "",
-              *(_served_table(results["served"], ceilings) if results.get("served") else
+              *(_served_table(results["served"]) if results.get("served") else
                 ["Not measured in this run: it was stopped before this section (sections run in the order "
                  "in_process, paired, variants, resnet50_alone, served)."])]
     if results.get("variants"):
         lines += ["", "## Configurations (perf_analyzer, gRPC, first image size)", "",
-                  "| variant | what | concurrency | img/s | p50 ms | p99 ms | avg batch |",
-                  "|---|---|---|---|---|---|---|"]
-        lines += [f"| {v['variant']} | {compare.VARIANTS[v['variant']].what} | {v['concurrency']}"
-                  f"{'' if v.get('stable', True) else '*'} | {v['throughput']:.1f} | "
-                  f"{v['p50_ms']:.0f} | {v['p99_ms']:.0f} | {v['avg_batch']} |" for v in results["variants"]]
-        from shopvision.serving.weights import ZOO_MODELS
-
-        published = " and ".join(f"{zoo.top1} % for {name}" for name, zoo in ZOO_MODELS.items())
-        lines += ["", f"int8 accuracy is not measurable with synthetic weights; the ONNX Model Zoo publishes top-1 "
-                  f"{published} (ImageNet validation)."]
+                  "| variant | what | concurrency | img/s | p50 ms | p99 ms | avg batch | failed |",
+                  "|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {v['variant']} | {compare.VARIANTS[v['variant']].what} | {v['concurrency']}{_marks(v)} | "
+                  f"{v['throughput']:.1f} | {v['p50_ms']:.0f} | {v['p99_ms']:.0f} | {v['avg_batch']} | {_failed(v)} |"
+                  for v in results["variants"]]
+        if any(v["variant"] == "int8" for v in results["variants"]):
+            calibration = results.get("int8_calibration",
+                                      "the benchmark's own images (these results predate separate calibration photos)")
+            lines += ["", f"int8: calibrated on {calibration}. Its accuracy is unknown: with synthetic weights there "
+                      "is nothing to measure it against, and no published figure is for this quantization of these "
+                      "weights."]
     if results.get("resnet50_alone"):
         lines += ["", "## resnet50 alone (perf_analyzer, random FP32 tensors, gRPC)", "",
-                  "| concurrency | img/s | p50 ms | p99 ms | avg batch |", "|---|---|---|---|---|"]
-        lines += [f"| {r['concurrency']} | {r['throughput']:.1f} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} | "
-                  f"{r['avg_batch']} |" for r in results["resnet50_alone"]]
+                  "| concurrency | img/s | p50 ms | p99 ms | avg batch | failed |", "|---|---|---|---|---|---|"]
+        lines += [f"| {r['concurrency']}{_marks(r)} | {r['throughput']:.1f} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} | "
+                  f"{r['avg_batch']} | {_failed(r)} |" for r in results["resnet50_alone"]]
     lines += ["", "\\* perf_analyzer could not meet its stability criterion on this noisy VM; measured once more "
-              "without it.", "", *[f"![{name}]({name})" for name in plots], "",
+              "without it. † requests failed during the point (the failed column counts them, from Triton's "
+              "statistics).", "", *[f"![{name}]({name})" for name in plots], "",
               "Rerun: `" + command + "`. Raw perf_analyzer CSVs and server logs are kept under `raw/` (not committed)."]
     text = "\n".join(lines) + "\n"
     (out / "report.md").write_text(text)
     return text
+
+
+def _git(*arguments: str) -> str:
+    root = Path(__file__).resolve().parent.parent
+    completed = subprocess.run(["git", *arguments], capture_output=True, text=True, check=False, cwd=root)
+    return completed.stdout
+
+
+def fingerprint(settings: dict) -> str:
+    """What a section's numbers depend on: the code (commit and uncommitted changes, reports aside) and the
+    mode's settings. ``--resume`` keeps only sections measured with the same fingerprint."""
+    changes = _git("diff", "HEAD", "--", "client", "model_repository", "benchmarks", ":!benchmarks/results")
+    material = json.dumps({"commit": _git("rev-parse", "HEAD").strip(), "changes": changes, "settings": settings},
+                          sort_keys=True)
+    return hashlib.sha256(material.encode()).hexdigest()[:16]
+
+
+def section_stamp(settings: dict) -> dict:
+    """Recorded when a section is measured, not when the report is rendered."""
+    return {"measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": platform.node(),
+            "platform": platform.platform(), "cores": os.cpu_count(), "python": platform.python_version(),
+            "onnxruntime": ort.__version__, "commit": _git("rev-parse", "--short=12", "HEAD").strip(),
+            "fingerprint": fingerprint(settings)}
+
+
+def _section_lines(stamps: dict[str, dict]) -> list[str]:
+    if not stamps:
+        return ["When and where each section was measured was not recorded in these results (they predate "
+                "per-section stamps)."]
+    lines = ["| section | measured | machine | cores | commit | Python | onnxruntime |",
+             "|---|---|---|---|---|---|---|"]
+    lines += [f"| {name} | {stamp['measured_at']} | {stamp['platform']} | {stamp['cores']} | {stamp['commit']} | "
+              f"{stamp['python']} | {stamp['onnxruntime']} |" for name, stamp in stamps.items()]
+    return lines
+
+
+def kept_sections(results: dict, settings: dict) -> list[str]:
+    """The sections an interrupted run measured that ``--resume`` may keep; refuses any measured with other code
+    or settings, since one report would then mix them."""
+    current = fingerprint(settings)
+    measured = [name for name in SECTIONS if name in results]
+    stamps = results.get("sections", {})
+    foreign = [f"{name} ({stamps[name]['commit']}, {stamps[name]['measured_at']})" if name in stamps else
+               f"{name} (no fingerprint)" for name in measured if stamps.get(name, {}).get("fingerprint") != current]
+    if foreign:
+        raise SystemExit("--resume refused: these sections were measured with other code or settings: "
+                         f"{', '.join(foreign)}. Rerun without --resume (or with another --out).")
+    return measured
 
 
 def synthetic_repository(scratch: Path) -> Path:
@@ -261,13 +341,15 @@ def main(argv: list[str] | None = None) -> int:
     saved = out / "results.json"
     results = json.loads(saved.read_text()) if args.resume and saved.exists() else {"command": command}
     if args.resume:
-        results["resumed"] = {"at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                              "kept": [name for name in results if name not in ("command", "resumed")]}
+        kept_sections(results, settings)
+    results.setdefault("sections", {})
 
     def section(name: str, measure) -> None:
         """Measure a section unless a resumed run has it, and save after each one."""
         if name not in results:
+            stamp = section_stamp(settings)
             results[name] = measure()
+            results["sections"][name] = stamp
             saved.write_text(json.dumps(results, indent=2))
 
     with tempfile.TemporaryDirectory() as scratch:
@@ -276,8 +358,12 @@ def main(argv: list[str] | None = None) -> int:
         model = repository / contract.RESNET_MODEL / "1" / contract.MODEL_FILE
         images = {f"{w}x{h}": [product_jpeg(seed, size=(w, h)) for seed in range(8)] for w, h in settings["sizes"]}
         first_size, first_images = next(iter(images.items()))
-        int8_model = (compare.quantize_int8(model, work / "model-int8.onnx", first_images)
-                      if "int8" in settings["variants"] else None)
+        int8_model = None
+        if "int8" in settings["variants"]:
+            calibration = compare.calibration_images(settings["sizes"][0])
+            int8_model = compare.quantize_int8(model, work / "model-int8.onnx", calibration)
+            results["int8_calibration"] = (f"{len(calibration)} generated photos that are not the benchmark's "
+                                           "images (seeds from 10,000)")
 
         def in_process() -> list[dict]:
             repeats = settings["repeats"]
@@ -298,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
         section("variants", lambda: compare.measure_variants(repository, data[first_size], raw, settings, int8_model,
                                                                     scratch=work))
         section("resnet50_alone", lambda: compare.measure_resnet_alone(repository, raw, settings))
-        section("served", lambda: measure_served(repository, data, raw, settings))
+        section("served", lambda: measure_served(repository, model, images, data, raw, settings))
 
     if results.get("served"):
         with (out / "results.csv").open("w", newline="") as stream:
