@@ -215,7 +215,7 @@ def report(out: Path, results: dict, plots: list[str]) -> str:
     lines = [
         "# shopvision benchmark report", "",
         f"`{command}`; rendered {datetime.now(timezone.utc).isoformat(timespec='seconds')} from results.json.", "",
-        *_section_lines(results.get("sections", {})), "",
+        *_section_lines(results), "",
         "**Synthetic ResNet50 weights** (exact architecture, seeded): speed is "
         "representative, accuracy is not. tritonserver 2.51 from the nvidia-pytriton wheel with Triton's "
         f"native onnxruntime backend (r24.10, ONNX Runtime {native_backend.ONNXRUNTIME_VERSION}) built by "
@@ -284,10 +284,14 @@ def section_stamp(settings: dict) -> dict:
             "fingerprint": fingerprint(settings)}
 
 
-def _section_lines(stamps: dict[str, dict]) -> list[str]:
+def _section_lines(results: dict) -> list[str]:
+    stamps = results.get("sections", {})
     if not stamps:
+        legacy = results.get("resumed")  # what results from before per-section stamps recorded of a resume
         return ["When and where each section was measured was not recorded in these results (they predate "
-                "per-section stamps)."]
+                "per-section stamps)."
+                + (f" The run was resumed at {legacy['at']}: {', '.join(legacy['kept'])} come from its first "
+                   "attempt, the other sections from the resumed one." if legacy else "")]
     lines = ["| section | measured | machine | cores | commit | Python | onnxruntime |",
              "|---|---|---|---|---|---|---|"]
     lines += [f"| {name} | {stamp['measured_at']} | {stamp['platform']} | {stamp['cores']} | {stamp['commit']} | "

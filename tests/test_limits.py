@@ -231,3 +231,11 @@ def test_the_readmes_limits_table_says_what_the_code_enforces() -> None:
     assert rows["server memory"] == f"{request:g} GiB request, {limit:g} GiB limit"
     queue = read_config(TEMPLATE / PREPROCESS_MODEL / "configs" / "cpu.pbtxt").dynamic_batching.default_queue_policy
     assert rows["queued requests"] == str(queue.max_queue_size)
+
+
+def test_the_operations_doc_quotes_the_limits_report() -> None:
+    (uncapped, capped) = json.loads(LIMITS_REPORT.read_text())["shm_cap"]
+    text = " ".join((CHART.parent.parent.parent / "docs" / "operations.md").read_text().split())
+    assert (f"one request of {uncapped['request_bytes'] / 1e9:.1f} GB sent straight to Triton left it "
+            f"{uncapped['rss_growth_mb'] / 1e3:.1f} GB larger") in text
+    assert capped["shm_cap_bytes"] == shm_size_bytes(preprocess_instances("cpu")) and capped["rss_growth_mb"] < 10
