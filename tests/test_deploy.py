@@ -37,8 +37,9 @@ GPU_ONLY_METRICS = {"nv_gpu_utilization", "nv_gpu_memory_used_bytes"}  # a CPU-o
 PRODUCTION_VALUES = {
     "gpu": {"count": 1},
     "autoscaling": {"enabled": True, "queueTime": {"enabled": True}},
-    "ingress": {"enabled": True, "className": "nginx",
-                "tls": [{"secretName": "shopvision-tls", "hosts": ["shopvision.example.com"]}]},
+    "ingress": {"enabled": True, "className": "nginx", "grpc": {"host": "grpc.shopvision.example.com"},
+                "tls": [{"secretName": "shopvision-tls",
+                         "hosts": ["shopvision.example.com", "grpc.shopvision.example.com"]}]},
     "tls": {"grpc": {"enabled": True, "secretName": "shopvision-grpc-tls", "mutual": True}},
     "adminApi": {"existingSecret": "shopvision-admin"},
     "modelRepository": {"source": "pvc", "pvc": {"claimName": "models", "subPath": "shopvision"}},

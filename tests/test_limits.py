@@ -72,6 +72,10 @@ def test_the_gateway_and_the_ingresses_spell_the_contracts_limit() -> None:
     assert rule["http"]["paths"][0]["backend"]["service"]["port"] == {"name": "grpc"}
     assert "backend-protocol" not in json.dumps(http["metadata"]["annotations"])
     assert "Ingress/shop-shopvision-grpc" not in render_chart({"ingress": {"enabled": True}})
+    # Triton's own gRPC TLS on: the Ingress speaks TLS to it too.
+    tls = render_chart({"ingress": {"enabled": True, "grpc": {"host": "grpc.example.com"}},
+                        "tls": {"grpc": {"enabled": True, "secretName": "grpc-tls"}}})["Ingress/shop-shopvision-grpc"]
+    assert tls["metadata"]["annotations"]["nginx.ingress.kubernetes.io/backend-protocol"] == "GRPCS"
 
 
 @pytest.mark.parametrize("profile", ["cpu", "gpu"])
