@@ -122,3 +122,19 @@ def test_the_serving_modes_figures_are_the_full_reports() -> None:
                                           for pattern in patterns)
     assert (f"about {tritonserver} core-ms per image, where the stand-in's resnet50 stubs spend about "
             f"{stand_in} and the same ORT work in process about {in_process}") in text
+
+
+def test_the_catalog_figures_are_the_catalog_reports() -> None:
+    points = {(point["engine"], point["vectors"]): point for name in ("catalog", "catalog-1m") for point in
+              json.loads((ROOT / "benchmarks" / "results" / name / "results.json").read_text())["points"]}
+    exact_100k, exact_1m = points[("faiss-exact", 100_000)], points[("faiss-exact", 1_000_000)]
+    hnsw_100k, hnsw_1m = points[("faiss-hnsw", 100_000)], points[("faiss-hnsw", 1_000_000)]
+    text = " ".join((ROOT / "docs" / "catalog.md").read_text().split())
+    for figure in (f"p50 {round(exact_100k['query_p50_ms'])} ms at 100k, {round(exact_1m['query_p50_ms'])} ms at 1M",
+                   f"p50 {hnsw_100k['query_p50_ms']} ms at 100k, {hnsw_1m['query_p50_ms']} ms at 1M, "
+                   f"p99 {hnsw_1m['query_p99_ms']} ms",
+                   f"recall@10 {hnsw_100k['recall_at_10']} against exact up to 100k and "
+                   f"{hnsw_1m['recall_at_10']} at 1M",
+                   f"{hnsw_1m['memory_mb']:,.0f} MB of memory",
+                   f"and {hnsw_1m['vectors'] / hnsw_1m['build_vectors_s']:.0f} s to build"):
+        assert figure in text, figure

@@ -28,10 +28,10 @@ SCHEMA_VERSION = "1"
 HNSW_THRESHOLD = 20_000
 """From this many products on, ``index="auto"`` searches an HNSW graph instead of exact search.
 
-Measured on 2 cores with 2048-d vectors (``python -m benchmarks.catalog``): exact search of one
-query costs about 0.8 ms per 1,000 vectors (p50 7 ms at 10k, 87 ms at 100k), so at 20k it
-reaches ~16 ms, about what a web request should spend on it; HNSW stays near 1.5 ms up to 100k
-with recall@10 1.00 against exact search. HNSW builds ~4x slower, which small catalogs skip.
+Exact search of one query costs time in proportion to the catalog (benchmarks/results/catalog: under
+1 ms per 1,000 2048-d vectors on 2 cores), so at 20k it reaches what a web request should spend on it;
+HNSW stays near constant with recall@10 close to exact search, and builds several times slower, which
+small catalogs skip. The reports (catalog, catalog-1m) hold the figures.
 """
 HNSW_NEIGHBOURS = 32
 HNSW_EF_CONSTRUCTION = 80
