@@ -56,7 +56,9 @@ def measure_served(repository: Path, model: Path, images: dict[str, list[bytes]]
                    settings: dict) -> list[dict]:
     """Every served point, each with the in-process ceilings measured in this section just before the server
     started, so that a ratio never divides by another section's (or run's) measurement."""
-    ceilings = {label: measure_in_process(model, batch, label, settings["repeats"]) for label, batch in images.items()}
+    # At least the full mode's repeats: a ceiling measured in a second or two is too noisy to divide by.
+    repeats = max(settings["repeats"], MODES["full"]["repeats"])
+    ceilings = {label: measure_in_process(model, batch, label, repeats) for label, batch in images.items()}
     rows = []
     with compare.triton(repository, work / "tritonserver.log") as server:
         for label, input_data in data.items():
@@ -152,6 +154,13 @@ def _served_table(rows: list[dict]) -> list[str]:
                      f"{_against(r, 'compute_ceiling_img_s')} | {_against(r, 'raw_ort_img_s')} |")
     lines += ["", "Ceilings are measured in process in the same section, just before its server starts; a dash "
               "means this section's results predate that and no ratio is printed."]
+    above = sorted({f"{r['image_size']} {r['protocol']} c={r['concurrency']}" for r in rows
+                    for ceiling in ("compute_ceiling_img_s", "raw_ort_img_s")
+                    if ceiling in r and r["throughput"] > r[ceiling]})
+    if above:
+        lines.append(f"Above a ceiling ({', '.join(above)}): a served point cannot really beat the same work in "
+                     "process, so that section's in-process measurement came out low; read those ratios as this "
+                     "machine's noise.")
     windows = [r["window_requests"] for r in rows if "window_requests" in r]
     if windows:
         lines.append(f"Each p99 is perf_analyzer's over a window of at least {min(windows)} requests "

@@ -40,6 +40,9 @@ def test_a_served_point_is_divided_by_its_own_sections_ceiling_and_shows_its_fai
     # No ceiling in the point's own section: no ratio, rather than one against another section's ceiling.
     assert rows["32"].rstrip().endswith("| not counted | — | — |") and "not measured" in rows["32"]
     assert "window of at least 160 requests (fewer than 1,000" in text
+    assert "Above a ceiling" not in text
+    results["served"][0]["raw_ort_img_s"] = 12.0  # a disturbed in-process measurement: 15 img/s "beats" it
+    assert "Above a ceiling (640x480 grpc c=8)" in rendered(results, tmp_path)
     assert "How many requests each p99 rests on was not recorded" in text
 
 
