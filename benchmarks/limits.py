@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import PUBLISHED, SCRATCH
-from benchmarks.processes import tree_rss_bytes
+from benchmarks.processes import process_tree, tree_rss_bytes
 from shopvision.contract import (
     EMBEDDING,
     ENSEMBLE_MODEL,
@@ -39,10 +39,11 @@ from shopvision.contract import (
     MAX_BATCH_SIZE,
     MAX_IMAGE_BYTES,
     MIB,
+    PREPROCESS_MODEL,
     max_request_bytes,
 )
 from shopvision.samples import product_jpeg
-from shopvision.serving.limits import shm_size_bytes
+from shopvision.serving.limits import preprocess_batch_bytes, shm_size_bytes
 from shopvision.serving.server import LocalTritonServer, ServerOptions, free_ports
 
 SAMPLE_EVERY_S = 0.1
@@ -111,11 +112,30 @@ class BurstResult:
     after_round_mb: list[float]
     served: int
     failed: list[str]
+    preprocess_pool_mb: float = 0.0
+    """preprocess's Python-backend shared-memory pool after the burst (it never shrinks)."""
 
     @property
     def per_request_mb(self) -> float:
         """What one more in-flight request at the limit adds to the peak (the burst holds four)."""
         return round((self.peak_mb - self.idle_mb) / 4, 1)
+
+
+def python_backend_pools_mb(server_pid: int) -> dict[str, float]:
+    """Each Python-backend model's shared-memory pool, by model, from the regions its stubs map."""
+    pools: dict[str, float] = {}
+    for member in process_tree(server_pid):
+        try:
+            arguments = Path(f"/proc/{member}/cmdline").read_bytes().split(b"\0")
+            regions = {line.split()[-1] for line in Path(f"/proc/{member}/maps").read_text().splitlines()
+                       if "/dev/shm/" in line and "_shm_region_" in line}
+        except OSError:
+            continue  # the process ended while we looked
+        models = [Path(argument.decode()).parent.parent.name for argument in arguments
+                  if argument.endswith(b"model.py")]
+        if models:
+            pools[models[0]] = pools.get(models[0], 0.0) + sum(Path(region).stat().st_size for region in regions) / MIB
+    return pools
 
 
 def burst(server: LocalTritonServer, *, rounds: int = 2) -> tuple[float, list[float], int, list[str]]:
@@ -194,9 +214,10 @@ def measure_burst(repository: Path, log_path: Path, extra_args: tuple[str, ...])
     try:
         idle = round(tree_rss_bytes(server.pid or 0) / MIB, 1)
         peak, after, served, failed = burst(server)
+        pool = python_backend_pools_mb(server.pid or 0).get(PREPROCESS_MODEL, 0.0)
     finally:
         server.stop()
-    return BurstResult(list(extra_args), idle, peak, after, served, failed)
+    return BurstResult(list(extra_args), idle, peak, after, served, failed, round(pool, 1))
 
 
 def render_report(results: dict) -> str:
@@ -241,6 +262,12 @@ def render_report(results: dict) -> str:
             lines.append(f"| {size} | {result.request_bytes // MIB} | {result.seconds} | {result.error} | "
                          f"{result.rss_growth_mb} | {'yes' if result.good_request_after else 'NO'} |")
     sizing = results["chart_sizing"]
+    batch_mb = preprocess_batch_bytes() / MIB
+    lines += ["", "## What /dev/shm is sized from", "",
+              f"After the burst, preprocess's shared-memory pool held {shipped.preprocess_pool_mb:.0f} MB: "
+              f"{shipped.preprocess_pool_mb / batch_mb:.2f}× a full batch at the limit ({batch_mb:.0f} MB of images "
+              "in and pixels out). `shopvision.serving.limits.shm_size_bytes` allows twice a full batch per "
+              "preprocess instance."]
     lines += ["", "## What the chart is sized from", "",
               f"- Peak with four requests at the limit in flight: {shipped.peak_mb} MB; each one in flight adds "
               f"about {shipped.per_request_mb} MB.",
