@@ -80,24 +80,27 @@ def run(*, model: str, url: str, protocol: str, input_data: Path | None, concurr
 
     Without ``input_data`` perf_analyzer sends random tensors (fine for resnet50, not for images).
     """
-    command = [
-        str(binary()), "-m", model, "-u", url, "-i", protocol,
-        *(["--input-data", str(input_data)] if input_data is not None else []),
-        "--concurrency-range", str(concurrency),
-        "--measurement-interval", str(measurement_ms),
-        "--stability-percentage", str(stability_percentage),
-        "--max-trials", str(max_trials),
-        "--percentile", "99",
-        "-f", str(csv_path), "--verbose-csv",
-        *(extra_args or []),
-    ]
-    completed = subprocess.run(command, env=environment(), capture_output=True, text=True, timeout=timeout_s)
+    def command(stability: int, trials: int) -> list[str]:
+        return [
+            str(binary()), "-m", model, "-u", url, "-i", protocol,
+            *(["--input-data", str(input_data)] if input_data is not None else []),
+            "--concurrency-range", str(concurrency),
+            "--measurement-interval", str(measurement_ms),
+            "--stability-percentage", str(stability),
+            "--max-trials", str(trials),
+            "--percentile", "99",
+            "-f", str(csv_path), "--verbose-csv",
+            *(extra_args or []),
+        ]
+
+    completed = subprocess.run(command(stability_percentage, max_trials), env=environment(), capture_output=True,
+                               text=True, timeout=timeout_s)
     stable = True
-    if completed.returncode != 0 and "Failed to obtain stable measurement" in completed.stdout:
+    if completed.returncode != 0 and "Failed to obtain stable measurement" in completed.stdout + completed.stderr:
         stable = False
-        # Accept the next three windows as they come (last flag wins); the point is marked unstable.
-        relaxed = [*command, "--stability-percentage", "1000", "--max-trials", "3"]
-        completed = subprocess.run(relaxed, env=environment(), capture_output=True, text=True, timeout=timeout_s)
+        # Accept the next three windows as they come; the point is marked unstable.
+        completed = subprocess.run(command(1000, 3), env=environment(), capture_output=True, text=True,
+                                   timeout=timeout_s)
     if completed.returncode != 0:
         raise RuntimeError(f"perf_analyzer failed ({completed.returncode}):\n{completed.stdout[-3000:]}\n"
                            f"{completed.stderr[-3000:]}")

@@ -27,3 +27,12 @@ def test_perf_analyzer_measures_the_ensemble_with_jpeg_input(triton: RunningServ
     # Any failed request (e.g. bytes without the length prefix) makes perf_analyzer exit non-zero.
     assert point.concurrency == 2 and point.throughput > 0
     assert point.server_compute_ms > 0 and point.p99_ms >= point.p50_ms > 0
+
+
+def test_a_point_that_cannot_stabilise_is_measured_again_and_marked(triton: RunningServer, tmp_path: Path) -> None:
+    data = perf.write_input_data(tmp_path / "jpegs.json", [product_jpeg(i) for i in range(4)])
+    # Throughput and p99 within 1 % over three windows of 8 requests: not on a shared machine.
+    point = perf.run(model=contract.ENSEMBLE_MODEL, url=triton.grpc_address, protocol="grpc", input_data=data,
+                     concurrency=1, csv_path=tmp_path / "result.csv", stability_percentage=1, max_trials=3,
+                     extra_args=["--measurement-mode", "count_windows", "--measurement-request-count", "8"])
+    assert point.stable is False and point.throughput > 0

@@ -41,10 +41,10 @@ def preprocess_batch_bytes() -> int:
 def shm_size_bytes(preprocess_instances: int) -> int:
     """The ``/dev/shm`` a server needs, rounded up to 512 MiB.
 
-    The Python backend's pool per instance grows to about twice the largest batch it was handed
-    (benchmarks/results/limits measures it after full batches at the byte limit) and is never given
-    back; past ``/dev/shm`` a request fails fast with "Failed to increase the shared memory pool size"
-    instead of the pool growing on."""
+    The Python backend's pool per instance grows to hold the largest batch it was handed and is never
+    given back (benchmarks/results/limits: about one full batch at the byte limit after a burst of them);
+    twice that per instance leaves room for a fragmented pool. Past ``/dev/shm`` a request fails fast
+    with "Failed to increase the shared memory pool size" instead of the pool growing on."""
     needed = preprocess_instances * 2 * preprocess_batch_bytes() + SHM_OTHER_MODELS_BYTES
     step = 512 * MIB
     return -(-needed // step) * step
