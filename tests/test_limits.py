@@ -28,7 +28,7 @@ from shopvision.contract import (
     max_request_bytes,
 )
 from shopvision.samples import product_jpeg
-from shopvision.serving.configs import read_config
+from shopvision.serving.configs import ModelConfig, read_config
 from shopvision.serving.limits import preprocess_batch_bytes, request_body_limit, shm_size_bytes
 from shopvision.serving.server import ServerOptions, free_ports
 from tests.conftest import TEMPLATE, start_server
@@ -39,9 +39,13 @@ LIMITS_REPORT = Path(__file__).resolve().parent.parent / "benchmarks" / "results
 OVER_LIMIT = max_request_bytes() + MIB
 
 
+def template_config(model: str, config_name: str | None = None) -> ModelConfig:
+    """A model's config in the template: ``config.pbtxt``, or ``configs/<name>.pbtxt``."""
+    return read_config(TEMPLATE / model / ("config.pbtxt" if config_name is None else f"configs/{config_name}.pbtxt"))
+
+
 def preprocess_instances(config_name: str | None) -> int:
-    path = TEMPLATE / PREPROCESS_MODEL / ("config.pbtxt" if config_name is None else f"configs/{config_name}.pbtxt")
-    return sum(group.count for group in read_config(path).instance_group)
+    return sum(group.count for group in template_config(PREPROCESS_MODEL, config_name).instance_group)
 
 
 def kubernetes_bytes(quantity: str) -> int:
@@ -52,6 +56,9 @@ def kubernetes_bytes(quantity: str) -> int:
 def test_the_request_limit_is_a_full_batch_at_the_image_limit() -> None:
     assert max_request_bytes() >= MAX_BATCH_SIZE * (MAX_IMAGE_BYTES + 4) > max_request_bytes() - 2 * MIB
     assert request_body_limit() == f"{max_request_bytes() // MIB}m"
+    # MAX_BATCH_SIZE is what the server takes in one request, and the largest batch preprocess is handed.
+    assert template_config(ENSEMBLE_MODEL).max_batch_size == MAX_BATCH_SIZE
+    assert all(template_config(PREPROCESS_MODEL, name).max_batch_size == MAX_BATCH_SIZE for name in ("cpu", None))
 
 
 def test_the_gateway_and_the_ingresses_spell_the_contracts_limit() -> None:
@@ -237,7 +244,7 @@ def test_the_readmes_limits_table_says_what_the_code_enforces() -> None:
     resources = render_chart({})["Deployment"]["spec"]["template"]["spec"]["containers"][0]["resources"]
     request, limit = (kubernetes_bytes(resources[kind]["memory"]) / gib for kind in ("requests", "limits"))
     assert rows["server memory"] == f"{request:g} GiB request, {limit:g} GiB limit"
-    queue = read_config(TEMPLATE / PREPROCESS_MODEL / "configs" / "cpu.pbtxt").dynamic_batching.default_queue_policy
+    queue = template_config(PREPROCESS_MODEL, "cpu").dynamic_batching.default_queue_policy
     assert rows["queued requests"] == str(queue.max_queue_size)
 
 
