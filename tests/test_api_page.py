@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
@@ -51,7 +52,8 @@ def wait_for_results(browser: WebDriver, previous_first: str | None = None) -> l
         return ids if ids and ids[0] != previous_first and driver.find_element(By.ID, "progress").get_attribute(
             "hidden") is not None else False
 
-    found: list[str] = WebDriverWait(browser, 60).until(results)
+    # The page replaces the grid as results arrive: an element read mid-replacement is stale, so poll again.
+    found: list[str] = WebDriverWait(browser, 60, ignored_exceptions=(StaleElementReferenceException,)).until(results)
     return found
 
 
