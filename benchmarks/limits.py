@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import PUBLISHED, SCRATCH
-from benchmarks.processes import process_tree, tree_rss_bytes
+from benchmarks.processes import process_tree, python_model, tree_rss_bytes
 from shopvision.contract import (
     EMBEDDING,
     ENSEMBLE_MODEL,
@@ -126,15 +126,13 @@ def python_backend_pools_mb(server_pid: int) -> dict[str, float]:
     pools: dict[str, float] = {}
     for member in process_tree(server_pid):
         try:
-            arguments = Path(f"/proc/{member}/cmdline").read_bytes().split(b"\0")
+            model = python_model(member)
             regions = {line.split()[-1] for line in Path(f"/proc/{member}/maps").read_text().splitlines()
                        if "/dev/shm/" in line and "_shm_region_" in line}
         except OSError:
             continue  # the process ended while we looked
-        models = [Path(argument.decode()).parent.parent.name for argument in arguments
-                  if argument.endswith(b"model.py")]
-        if models:
-            pools[models[0]] = pools.get(models[0], 0.0) + sum(Path(region).stat().st_size for region in regions) / MIB
+        if model is not None:
+            pools[model] = pools.get(model, 0.0) + sum(Path(region).stat().st_size for region in regions) / MIB
     return pools
 
 

@@ -44,13 +44,18 @@ def cpu_seconds_by_model(server_pid: int) -> dict[str, float]:
     for member in process_tree(server_pid):
         try:
             used = cpu_seconds(member)
-            arguments = Path(f"/proc/{member}/cmdline").read_bytes().split(b"\0")
+            name = python_model(member) or "tritonserver"
         except OSError:
             continue
-        model_files = [Path(argument.decode()) for argument in arguments if argument.endswith(b"model.py")]
-        name = model_files[0].parent.parent.name if model_files else "tritonserver"
         seconds[name] = seconds.get(name, 0.0) + used
     return seconds
+
+
+def python_model(pid: int) -> str | None:
+    """The model a Python-backend stub serves, from the model.py path on its command line; None for others."""
+    arguments = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    model_files = [Path(argument.decode()) for argument in arguments if argument.endswith(b"model.py")]
+    return model_files[0].parent.parent.name if model_files else None
 
 
 def cpu_seconds(pid: int) -> float:
