@@ -38,7 +38,7 @@ class StubTransport:
         self.failures: list[Exception] = []
         """Raised by the next infer calls, in order, before answering normally."""
 
-    async def infer(self, model: str, images: list[bytes], *, top_k: int) -> InferenceOutput:
+    async def infer(self, model: str, images: list[bytes], *, top_k: int, categories: int = 0) -> InferenceOutput:
         self.in_flight += 1
         self.max_seen_in_flight = max(self.max_seen_in_flight, self.in_flight)
         try:

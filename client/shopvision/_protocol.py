@@ -114,9 +114,13 @@ def decode_predictions(classes: NDArray[Any]) -> list[list[Prediction]]:
     return decoded
 
 
-def results_from_outputs(classes: NDArray[Any] | None, embeddings: NDArray[np.float32]) -> list[ImageResult]:
-    predictions = decode_predictions(classes) if classes is not None else [[] for _ in range(len(embeddings))]
-    return [ImageResult(predictions=p, embedding=e) for p, e in zip(predictions, embeddings, strict=True)]
+def results_from_outputs(classes: NDArray[Any] | None, embeddings: NDArray[np.float32],
+                         categories: NDArray[Any] | None = None) -> list[ImageResult]:
+    nothing: list[list[Prediction]] = [[] for _ in range(len(embeddings))]
+    predictions = decode_predictions(classes) if classes is not None else nothing
+    shop_categories = decode_predictions(categories) if categories is not None else nothing
+    return [ImageResult(predictions=p, embedding=e, categories=c)
+            for p, e, c in zip(predictions, embeddings, shop_categories, strict=True)]
 
 
 def check_contract(metadata: Mapping[str, Any], model: str = ENSEMBLE_MODEL) -> None:

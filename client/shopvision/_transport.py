@@ -17,10 +17,18 @@ from numpy.typing import NDArray
 from tritonclient.utils import InferenceServerException
 
 from shopvision._protocol import Endpoint, Tls
-from shopvision.contract import ADMIN_KEY_HEADER, EMBEDDING, IMAGE_INPUT, PROBABILITIES, REJECTED_IMAGE
+from shopvision.contract import (
+    ADMIN_KEY_HEADER,
+    CATEGORY_PROBABILITIES,
+    EMBEDDING,
+    IMAGE_INPUT,
+    PROBABILITIES,
+    REJECTED_IMAGE,
+)
 from shopvision.errors import (
     InvalidImageError,
     ModelMismatchError,
+    NoCategoriesError,
     PermissionDeniedError,
     RequestRejectedError,
     RequestTimeoutError,
@@ -44,6 +52,8 @@ class InferenceOutput:
     classes: NDArray[np.object_] | None
     """Triton classification strings, (n, top_k), or None when top_k is 0."""
     embeddings: NDArray[np.float32]
+    categories: NDArray[np.object_] | None = None
+    """Classification strings of the shop's categories head, (n, k), or None when not asked for."""
 
 
 def translate(error: BaseException, *, context: str) -> ShopvisionError:
@@ -54,6 +64,9 @@ def translate(error: BaseException, *, context: str) -> ShopvisionError:
             return PermissionDeniedError(f"{context}: {message} (pass the server's admin key)")
         if status in _INVALID and REJECTED_IMAGE in message:
             return InvalidImageError(message)
+        if "unexpected inference output" in message and CATEGORY_PROBABILITIES in message:
+            return NoCategoriesError(f"{context}: the server serves no categories head; train one with "
+                                     "`shopvision categories train` and promote it")
         # Triton answers UNAVAILABLE when its model control mode forbids loading: not transient, not retried.
         if status in _INVALID or status in _TOO_LARGE or "is not allowed" in message:
             return RequestRejectedError(f"{context}: the server refused the request: {message}")
@@ -119,18 +132,21 @@ class AsyncTransport:
             self._requested_output = lib.InferRequestedOutput
         self._lib = lib
 
-    async def infer(self, model: str, images: list[bytes], *, top_k: int) -> InferenceOutput:
+    async def infer(self, model: str, images: list[bytes], *, top_k: int, categories: int = 0) -> InferenceOutput:
         batch = self._lib.InferInput(IMAGE_INPUT, [len(images), 1], "BYTES")
         batch.set_data_from_numpy(np.array(images, dtype=object).reshape(len(images), 1))
         outputs = [self._requested_output(EMBEDDING)]
         if top_k > 0:
             outputs.append(self._requested_output(PROBABILITIES, class_count=top_k))
+        if categories > 0:
+            outputs.append(self._requested_output(CATEGORY_PROBABILITIES, class_count=categories))
         result = await self._call(
             f"infer {model}", self._client.infer, model, [batch], outputs=outputs, headers=self._headers,
             **self._timeout,
         )
-        classes = result.as_numpy(PROBABILITIES) if top_k > 0 else None
-        return InferenceOutput(classes=classes, embeddings=result.as_numpy(EMBEDDING))
+        return InferenceOutput(classes=result.as_numpy(PROBABILITIES) if top_k > 0 else None,
+                               embeddings=result.as_numpy(EMBEDDING),
+                               categories=result.as_numpy(CATEGORY_PROBABILITIES) if categories > 0 else None)
 
     async def infer_tensors(self, model: str, inputs: Mapping[str, NDArray[Any]], outputs: list[str], *,
                             version: str = "") -> dict[str, NDArray[Any]]:

@@ -125,6 +125,13 @@ class AsyncClient:
         results = await self.analyze(images, top_k=top_k, progress=progress)
         return [result.predictions for result in results]
 
+    async def categorize(self, images: Sequence[ImageInput], *, top_k: int = 3,
+                         progress: Progress | None = None) -> list[list[Prediction]]:
+        """Top-k of the shop's own categories per image, in input order. Raises on the first bad image, and
+        :class:`NoCategoriesError` when the server serves no categories head."""
+        results = await self.analyze(images, top_k=0, categories=top_k, progress=progress)
+        return [result.categories for result in results]
+
     async def embed(self, images: Sequence[ImageInput], *, progress: Progress | None = None) -> NDArray[np.float32]:
         """L2-normalised embeddings, float32 (n, 2048), in input order. Raises on the first bad image."""
         results = await self.analyze(images, top_k=0, progress=progress)
@@ -133,9 +140,12 @@ class AsyncClient:
         return np.stack([result.embedding for result in results if result.embedding is not None]).astype(
             np.float32, copy=False)
 
-    async def analyze(self, images: Sequence[ImageInput], *, top_k: int = 5, on_error: OnError = "raise",
-                      progress: Progress | None = None) -> list[ImageResult]:
+    async def analyze(self, images: Sequence[ImageInput], *, top_k: int = 5, categories: int = 0,
+                      on_error: OnError = "raise", progress: Progress | None = None) -> list[ImageResult]:
         """Predictions and embedding of every image from one pass of the model.
+
+        ``categories`` > 0 also asks for that many of the shop's own categories (``ImageResult.categories``);
+        it raises :class:`NoCategoriesError` when the server serves no categories head.
 
         ``on_error="raise"`` raises :class:`InvalidImageError` (with ``index``) for the first
         bad image; ``"report"`` returns every result, failed ones with ``error`` set.
@@ -153,7 +163,7 @@ class AsyncClient:
         async def run(indices: range) -> None:
             nonlocal done
             async with slots:
-                chunk_results = await self._analyze_chunk(items, indices, top_k=top_k)
+                chunk_results = await self._analyze_chunk(items, indices, top_k=top_k, categories=categories)
             for index, result in zip(indices, chunk_results, strict=True):
                 if result.error is not None and on_error == "raise":
                     raise result.error
@@ -208,7 +218,8 @@ class AsyncClient:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
-    async def _analyze_chunk(self, items: list[ImageInput], indices: range, *, top_k: int) -> list[ImageResult]:
+    async def _analyze_chunk(self, items: list[ImageInput], indices: range, *, top_k: int,
+                             categories: int) -> list[ImageResult]:
         results: dict[int, ImageResult] = {}
         encoded: dict[int, bytes] = {}
         for index in indices:
@@ -218,14 +229,16 @@ class AsyncClient:
                 results[index] = ImageResult(error=InvalidImageError(error.reason, index=index))
         if encoded:
             try:
-                output = await self._with_retry(lambda: self._transport.infer(self._model, list(encoded.values()),
-                                                                              top_k=top_k))
-                results.update(zip(encoded, results_from_outputs(output.classes, output.embeddings), strict=True))
+                output = await self._with_retry(lambda: self._transport.infer(
+                    self._model, list(encoded.values()), top_k=top_k, categories=categories))
+                results.update(zip(encoded, results_from_outputs(output.classes, output.embeddings, output.categories),
+                                   strict=True))
             except InvalidImageError as rejection:
-                results.update(await self._isolate_rejected(encoded, top_k=top_k, rejection=rejection))
+                results.update(await self._isolate_rejected(encoded, top_k=top_k, categories=categories,
+                                                            rejection=rejection))
         return [results[index] for index in indices]
 
-    async def _isolate_rejected(self, encoded: dict[int, bytes], *, top_k: int,
+    async def _isolate_rejected(self, encoded: dict[int, bytes], *, top_k: int, categories: int,
                                 rejection: InvalidImageError) -> dict[int, ImageResult]:
         """A rejected request fails as a whole; resend its images one by one to find the bad ones."""
         if len(encoded) == 1:
@@ -234,10 +247,11 @@ class AsyncClient:
 
         async def single(index: int, data: bytes) -> ImageResult:
             try:
-                output = await self._with_retry(lambda: self._transport.infer(self._model, [data], top_k=top_k))
+                output = await self._with_retry(lambda: self._transport.infer(self._model, [data], top_k=top_k,
+                                                                              categories=categories))
             except InvalidImageError as error:
                 return ImageResult(error=InvalidImageError(error.reason, index=index))
-            return results_from_outputs(output.classes, output.embeddings)[0]
+            return results_from_outputs(output.classes, output.embeddings, output.categories)[0]
 
         singles = await asyncio.gather(*(single(index, data) for index, data in encoded.items()))
         return dict(zip(encoded, singles, strict=True))

@@ -80,14 +80,20 @@ class Client:
         """Top-k ImageNet predictions per image, in input order. Raises on the first bad image."""
         return self._run(self._async.classify(images, top_k=top_k, progress=progress))
 
+    def categorize(self, images: Sequence[ImageInput], *, top_k: int = 3,
+                   progress: Progress | None = None) -> list[list[Prediction]]:
+        """Top-k of the shop's own categories per image; see :meth:`AsyncClient.categorize`."""
+        return self._run(self._async.categorize(images, top_k=top_k, progress=progress))
+
     def embed(self, images: Sequence[ImageInput], *, progress: Progress | None = None) -> NDArray[np.float32]:
         """L2-normalised embeddings, float32 (n, 2048), in input order. Raises on the first bad image."""
         return self._run(self._async.embed(images, progress=progress))
 
-    def analyze(self, images: Sequence[ImageInput], *, top_k: int = 5, on_error: OnError = "raise",
-                progress: Progress | None = None) -> list[ImageResult]:
+    def analyze(self, images: Sequence[ImageInput], *, top_k: int = 5, categories: int = 0,
+                on_error: OnError = "raise", progress: Progress | None = None) -> list[ImageResult]:
         """Predictions and embedding per image from one pass; see :meth:`AsyncClient.analyze`."""
-        return self._run(self._async.analyze(images, top_k=top_k, on_error=on_error, progress=progress))
+        return self._run(self._async.analyze(images, top_k=top_k, categories=categories, on_error=on_error,
+                                             progress=progress))
 
     def model_config(self, model: str) -> dict[str, Any]:
         """Any model's configuration as Triton serves it (JSON form of ``config.pbtxt``)."""

@@ -13,6 +13,10 @@ ENSEMBLE_MODEL: Final = "shopvision"
 PREPROCESS_MODEL: Final = "preprocess"
 RESNET_MODEL: Final = "resnet50"
 QUALITY_MONITOR_MODEL: Final = "quality_monitor"
+CATEGORIES_MODEL: Final = "categories"
+"""The shop's own categories: a linear head on the embedding, trained by ``shopvision categories train``.
+
+Only in a built repository once a head is trained; the ensemble gains its step and output when one serves."""
 
 IMAGE_INPUT: Final = "image"
 """Raw encoded image bytes, TYPE_STRING, dims [1] per batch item."""
@@ -22,6 +26,11 @@ PROBABILITIES: Final = "probabilities"
 EMBEDDING: Final = "embedding"
 MONITORED_PROBABILITIES: Final = "monitored_probabilities"
 """quality_monitor's output: the probabilities, unchanged, after their top-1 was recorded."""
+
+CATEGORY_PROBABILITIES: Final = "category_probabilities"
+"""The head's softmax over the shop's categories; ask it for ``class_count: k`` for "score:index:category"."""
+CATEGORY_LABELS_FILE: Final = "categories.txt"
+"""The category names of a head version, one per line in output order (next to its ``model.onnx``)."""
 
 NUM_CLASSES: Final = 1000
 EMBEDDING_DIM: Final = 2048

@@ -39,6 +39,10 @@ class ModelMismatchError(ShopvisionError):
     """The server's model does not have the inputs and outputs this client expects."""
 
 
+class NoCategoriesError(ModelMismatchError):
+    """Categories were asked for, but the server serves no categories head (none trained and promoted)."""
+
+
 class ServerError(ShopvisionError):
     """The server failed a request for a reason other than the ones above."""
 

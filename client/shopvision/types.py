@@ -15,7 +15,7 @@ from shopvision.errors import InvalidImageError
 class Prediction:
     label: str
     index: int
-    """ImageNet class index (0-999)."""
+    """Position in the output: the ImageNet class index (0-999), or the category's in the shop's head."""
     score: float
     """Softmax probability."""
 
@@ -25,9 +25,12 @@ class ImageResult:
     """Everything one pass of the model says about one image, or why it failed."""
 
     predictions: list[Prediction] = field(default_factory=list)
+    """Top ImageNet classes."""
     embedding: NDArray[np.float32] | None = None
     """L2-normalised float32 vector of 2048 values."""
     error: InvalidImageError | None = None
+    categories: list[Prediction] = field(default_factory=list)
+    """Top categories of the shop's own head, when asked for (``categories=k``) and one serves."""
 
     @property
     def ok(self) -> bool:

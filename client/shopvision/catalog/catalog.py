@@ -122,6 +122,10 @@ class Catalog:
         stored = self._store.get(product_id)
         return None if stored is None else stored[0]
 
+    def stored(self, product_id: str) -> tuple[Product, np.ndarray] | None:
+        """A product with the vector the catalog holds for it, or None when it is not in the catalog."""
+        return self._store.get(product_id)
+
     def extra_columns(self) -> frozenset[str] | None:
         """The metadata columns products have, or None where the engine cannot list them (Milvus)."""
         return self._store.extra_columns()

@@ -30,12 +30,15 @@ def register(commands: argparse._SubParsersAction) -> None:
         "classify", help="top-k ImageNet classes of images",
         description="Classify image files (directories are searched recursively).",
         epilog="examples:\n  shopvision classify shoe.jpg bag.png --top-k 3\n"
+               "  shopvision classify shoe.jpg --categories        # and the shop's own top 3 categories\n"
                "  shopvision classify catalog/ --json > classes.jsonl\n"
                "  shopvision classify photo.jpg --url http://triton:8000",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     classify.add_argument("images", nargs="+", metavar="IMG|DIR")
     classify.add_argument("--top-k", type=int, default=5, metavar="K")
+    classify.add_argument("--categories", type=int, nargs="?", const=3, default=0, metavar="K",
+                          help="also the top K (default 3) of the shop's own categories (a trained head must serve)")
     classify.add_argument("--json", action="store_true", help="one JSON object per image and line")
     add_url_option(classify)
     classify.set_defaults(handler=run_classify)
@@ -62,18 +65,20 @@ def register(commands: argparse._SubParsersAction) -> None:
     info.set_defaults(handler=run_info)
 
 
-def _analyze_files(args: argparse.Namespace, *, top_k: int, label: str) -> tuple[list[Path], list[ImageResult]]:
+def _analyze_files(args: argparse.Namespace, *, top_k: int, label: str,
+                   categories: int = 0) -> tuple[list[Path], list[ImageResult]]:
     import shopvision
 
     paths = collect_images(args.images)
     if not paths:
         return [], []
     with shopvision.Client(args.url) as client:
-        return paths, client.analyze(paths, top_k=top_k, on_error="report", progress=ProgressBar(label))
+        return paths, client.analyze(paths, top_k=top_k, categories=categories, on_error="report",
+                                     progress=ProgressBar(label))
 
 
 def run_classify(args: argparse.Namespace) -> int:
-    paths, results = _analyze_files(args, top_k=args.top_k, label="classify")
+    paths, results = _analyze_files(args, top_k=args.top_k, label="classify", categories=args.categories)
     if not paths:
         print("no images found", file=sys.stderr)
         return EXIT_USAGE
@@ -86,10 +91,14 @@ def run_classify(args: argparse.Namespace) -> int:
                 print(json.dumps({"image": str(path), "error": result.error.reason}))
             continue
         if args.json:
-            print(json.dumps({"image": str(path), "predictions": [asdict(p) for p in result.predictions]}))
-        else:
-            ranked = "   ".join(f"{rank}. {p.label} {p.score:.3f}" for rank, p in enumerate(result.predictions, 1))
-            print(f"{path}\t{ranked}")
+            line = {"image": str(path), "predictions": [asdict(p) for p in result.predictions]}
+            if args.categories:
+                line["categories"] = [asdict(p) for p in result.categories]
+            print(json.dumps(line))
+            continue
+        ranked = "   ".join(f"{rank}. {p.label} {p.score:.3f}" for rank, p in enumerate(result.predictions, 1))
+        shop = "   ".join(f"{p.label} {p.score:.3f}" for p in result.categories)
+        print(f"{path}\t{ranked}" + (f"\tcategories: {shop}" if args.categories else ""))
     return _summarise(failures, len(paths))
 
 

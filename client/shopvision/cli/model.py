@@ -5,10 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from shopvision.cli._common import EXIT_OK
 from shopvision.serving.repository import DEFAULT_TEMPLATE, REPOSITORY_ENV, default_repository
 from shopvision.serving.weights import DEFAULT_ZOO_MODEL, ZOO_MODELS
+
+if TYPE_CHECKING:
+    from shopvision.serving.lifecycle import PromotionReport
 
 
 def add_repository_argument(parser: argparse.ArgumentParser) -> None:
@@ -87,25 +91,38 @@ def register_lifecycle(actions: argparse._SubParsersAction) -> None:
 
 
 def run_lifecycle(args: argparse.Namespace) -> int:
-    import json
+    from shopvision.serving.lifecycle import promote, rollback
+
+    repository = args.repository or default_repository()
+    if args.model_command == "promote":
+        report = promote(repository, args.version, url=args.url, admin_key=admin_key())
+    else:
+        report = rollback(repository, url=args.url, admin_key=admin_key())
+    return print_promotion(report, subject="resnet50 version")
+
+
+def admin_key() -> str:
     import os
 
-    from shopvision.cli._common import EXIT_SOME_FAILED
     from shopvision.contract import ADMIN_KEY_ENV
-    from shopvision.serving.lifecycle import PromotionError, promote, rollback
+    from shopvision.serving.lifecycle import PromotionError
 
     key = os.environ.get(ADMIN_KEY_ENV)
     if not key:
         raise PromotionError(f"set ${ADMIN_KEY_ENV} to the server's admin key: loading models is an admin API")
-    repository = args.repository or default_repository()
-    if args.model_command == "promote":
-        report = promote(repository, args.version, url=args.url, admin_key=key)
-    else:
-        report = rollback(repository, url=args.url, admin_key=key)
+    return key
+
+
+def print_promotion(report: PromotionReport, *, subject: str) -> int:
+    """The checks as JSON, then one line: what serves now."""
+    import json
+
+    from shopvision.cli._common import EXIT_SOME_FAILED
+
     print(json.dumps(report.checks, indent=2))
     if report.promoted:
-        print(f"resnet50 version {report.version} is serving (was {report.previous})")
+        print(f"{subject} {report.version} is serving (was {report.previous})")
         return EXIT_OK
-    print(f"version {report.version} NOT promoted: {report.reason}; version {report.previous} keeps serving",
+    print(f"{subject} {report.version} NOT promoted: {report.reason}; {subject} {report.previous} keeps serving",
           file=sys.stderr)
     return EXIT_SOME_FAILED

@@ -18,20 +18,24 @@ from pathlib import Path
 from typing import Any
 
 from shopvision.contract import (
+    CATEGORIES_MODEL,
+    CATEGORY_LABELS_FILE,
+    CATEGORY_PROBABILITIES,
+    EMBEDDING,
     ENSEMBLE_MODEL,
     MODEL_FILE,
     PROVENANCE_FILE,
     PROVENANCE_PARAMETER_PREFIX,
     RESNET_MODEL,
 )
-from shopvision.serving.configs import ModelConfig, atomic_write, edit_config, read_config
+from shopvision.serving.configs import ModelConfig, atomic_write, edit_config, model_config_pb2, read_config
 
 PYTHON_RUNNER = "model.py"
 HISTORY_FILE = "promotions.json"
 REPOSITORY_ENV = "SHOPVISION_MODEL_REPOSITORY"
 DEFAULT_TEMPLATE = Path("model_repository")
 DEFAULT_BUILD_DIR = Path("build") / "model_repository"
-_BUILT_FILES = frozenset({MODEL_FILE, PROVENANCE_FILE, HISTORY_FILE})
+_BUILT_FILES = frozenset({MODEL_FILE, PROVENANCE_FILE, HISTORY_FILE, CATEGORY_LABELS_FILE})
 """What a build or a promotion writes; the template never has them, and assembling never overwrites them."""
 
 
@@ -87,11 +91,7 @@ class ModelRepository:
         return policy.WhichOneof("policy_choice") in (None, "latest")
 
     def load_versions(self, versions: list[int]) -> None:
-        def pin(config: ModelConfig) -> None:
-            config.version_policy.specific.versions[:] = sorted(set(versions))
-
-        for config in self.resnet_configs():
-            edit_config(config, pin)
+        pin_versions(self.resnet_configs(), versions)
 
     def stamp_provenance(self, provenance: Provenance) -> None:
         """Expose the serving version's provenance as ``parameters`` in every resnet50 config."""
@@ -105,12 +105,10 @@ class ModelRepository:
             edit_config(config, stamp)
 
     def history(self) -> list[dict[str, Any]]:
-        path = self.model_dir / HISTORY_FILE
-        return json.loads(path.read_text()) if path.exists() else []
+        return read_history(self.model_dir)
 
     def record(self, entry: dict[str, Any]) -> None:
-        entries = [*self.history(), {**entry, "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}]
-        atomic_write(self.model_dir / HISTORY_FILE, (json.dumps(entries, indent=2) + "\n").encode())
+        record_history(self.model_dir, entry)
 
     def restore_serving_state(self) -> None:
         """Make the configs say what serves: the last promoted version if any, else the newest build."""
@@ -138,9 +136,12 @@ def assemble(template: Path, output: Path) -> ModelRepository:
     if not (template / ENSEMBLE_MODEL / "config.pbtxt").is_file():
         raise FileNotFoundError(f"{template} is not the shopvision model repository template "
                                 f"(no {ENSEMBLE_MODEL}/config.pbtxt); pass --template")
+    heads = CategoryHeads(output)
     for source in sorted(template.rglob("*")):
         if source.name in _BUILT_FILES or "__pycache__" in source.parts or source.is_dir():
             continue
+        if source.relative_to(template).parts[0] == CATEGORIES_MODEL and not heads.built_versions():
+            continue  # a model with no version fails to load: the head's configs arrive with its first version
         target = output / source.relative_to(template)
         target.parent.mkdir(parents=True, exist_ok=True)
         if source.is_symlink():
@@ -152,15 +153,137 @@ def assemble(template: Path, output: Path) -> ModelRepository:
     for version in repository.built_versions():
         ensure_python_runner(repository.model_dir, repository.model_dir / str(version))
     repository.restore_serving_state()
+    heads.restore_serving_state()
     return repository
+
+
+class CategoryHeads:
+    """The categories model of a built repository: its head versions, and which one the ensemble serves.
+
+    The template's ensemble has no categories step. While a head serves, the built ensemble config has a
+    step running it (pinned to its version) and a ``category_probabilities`` output whose label file is
+    that version's ``categories.txt``, copied next to the ensemble's config under a versioned name.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.model_dir = root / CATEGORIES_MODEL
+        self.ensemble_config = root / ENSEMBLE_MODEL / "config.pbtxt"
+
+    def built_versions(self) -> list[int]:
+        return sorted(int(path.parent.name) for path in self.model_dir.glob(f"[0-9]*/{MODEL_FILE}"))
+
+    def categories(self, version: int) -> list[str]:
+        return (self.model_dir / str(version) / CATEGORY_LABELS_FILE).read_text().splitlines()
+
+    def provenance(self, version: int) -> dict[str, Any]:
+        return json.loads((self.model_dir / str(version) / PROVENANCE_FILE).read_text())
+
+    def install(self, model: bytes, categories: list[str], provenance: dict[str, Any], *, template: Path) -> int:
+        """Write a new head version (the next number) with its labels and provenance; returns its number.
+
+        It does not serve until promoted (or, without any promotion recorded, until the next assembly)."""
+        if not (self.model_dir / "config.pbtxt").exists():
+            source = template / CATEGORIES_MODEL
+            if not (source / "config.pbtxt").is_file():
+                raise FileNotFoundError(f"{template} has no {CATEGORIES_MODEL}/config.pbtxt; pass --template")
+            for path in sorted(p for p in source.rglob("*") if p.is_file()):
+                target = self.model_dir / path.relative_to(source)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write(target, path.read_bytes())
+        version = max(self.built_versions(), default=0) + 1
+        version_dir = self.model_dir / str(version)
+        version_dir.mkdir(parents=True)
+        ensure_python_runner(self.root / RESNET_MODEL, version_dir)
+        atomic_write(version_dir / CATEGORY_LABELS_FILE, "".join(f"{name}\n" for name in categories).encode())
+        atomic_write(version_dir / PROVENANCE_FILE, (json.dumps(provenance, indent=2) + "\n").encode())
+        atomic_write(version_dir / MODEL_FILE, model)  # last: a version counts as built once this exists
+        return version
+
+    def configs(self) -> list[Path]:
+        return [self.model_dir / "config.pbtxt", *sorted((self.model_dir / "configs").glob("*.pbtxt"))]
+
+    def load_versions(self, versions: list[int]) -> None:
+        pin_versions(self.configs(), versions)
+
+    def serving_version(self) -> int | None:
+        """The head version the ensemble config runs, or None when it has no categories step."""
+        step = _categories_step(read_config(self.ensemble_config))
+        return None if step is None else int(step.model_version)
+
+    def serve(self, version: int | None) -> None:
+        """Make the ensemble config run head ``version`` (None: no head, the template's ensemble)."""
+        label_file = f"{CATEGORIES_MODEL}-{version}.txt"
+        if version is not None:
+            atomic_write(self.ensemble_config.parent / label_file,
+                         (self.model_dir / str(version) / CATEGORY_LABELS_FILE).read_bytes())
+
+        def rewire(config: ModelConfig) -> None:
+            outputs = [output for output in config.output if output.name != CATEGORY_PROBABILITIES]
+            steps = [step for step in config.ensemble_scheduling.step if step.model_name != CATEGORIES_MODEL]
+            del config.output[:]
+            config.output.extend(outputs)
+            del config.ensemble_scheduling.step[:]
+            config.ensemble_scheduling.step.extend(steps)
+            if version is None:
+                return
+            config.output.add(name=CATEGORY_PROBABILITIES, data_type=model_config_pb2.TYPE_FP32,
+                              dims=[len(self.categories(version))], label_filename=label_file)
+            step = config.ensemble_scheduling.step.add(model_name=CATEGORIES_MODEL, model_version=version)
+            step.input_map[EMBEDDING] = EMBEDDING
+            step.output_map[CATEGORY_PROBABILITIES] = CATEGORY_PROBABILITIES
+
+        edit_config(self.ensemble_config, rewire)
+
+    def history(self) -> list[dict[str, Any]]:
+        return read_history(self.model_dir)
+
+    def record(self, entry: dict[str, Any]) -> None:
+        record_history(self.model_dir, entry)
+
+    def restore_serving_state(self) -> None:
+        """The last promoted head serves (version 0: none); with no promotion recorded, the newest built one."""
+        built = self.built_versions()
+        promoted = [entry["version"] for entry in self.history() if entry["promoted"]]
+        serving = (promoted[-1] or None) if promoted else (built[-1] if built else None)
+        if serving is not None and serving not in built:
+            serving = None
+        if serving is not None:
+            self.load_versions([serving])
+        self.serve(serving)
+
+
+def pin_versions(configs: list[Path], versions: list[int]) -> None:
+    """Make every config of a model load exactly these versions (Triton's ``specific`` version policy)."""
+    def pin(config: ModelConfig) -> None:
+        config.version_policy.specific.versions[:] = sorted(set(versions))
+
+    for config in configs:
+        edit_config(config, pin)
+
+
+def read_history(model_dir: Path) -> list[dict[str, Any]]:
+    """A model's promotions and rollbacks, oldest first (``promotions.json`` in its folder)."""
+    path = model_dir / HISTORY_FILE
+    return json.loads(path.read_text()) if path.exists() else []
+
+
+def record_history(model_dir: Path, entry: dict[str, Any]) -> None:
+    entries = [*read_history(model_dir), {**entry, "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}]
+    atomic_write(model_dir / HISTORY_FILE, (json.dumps(entries, indent=2) + "\n").encode())
 
 
 def _resnet_step(config: ModelConfig) -> Any:
     return next(step for step in config.ensemble_scheduling.step if step.model_name == RESNET_MODEL)
 
 
+def _categories_step(config: ModelConfig) -> Any:
+    return next((step for step in config.ensemble_scheduling.step if step.model_name == CATEGORIES_MODEL), None)
+
+
 def ensure_python_runner(model_dir: Path, version_dir: Path) -> None:
-    """The python_ort config runs ``<version>/model.py``; new versions get version 1's."""
+    """The python_ort config runs ``<version>/model.py``; new versions get version 1's of ``model_dir``
+    (resnet50's for the categories head too: it runs any ONNX model with the config's inputs and outputs)."""
     runner = version_dir / PYTHON_RUNNER
     template = model_dir / "1" / PYTHON_RUNNER
     if not runner.exists() and template.exists():

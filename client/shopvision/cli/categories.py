@@ -1,0 +1,139 @@
+"""``shopvision categories train|promote|rollback|list``: the shop's own categories as a served head."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from shopvision.cli._common import EXIT_OK, ProgressBar, add_url_option
+from shopvision.cli.model import add_repository_argument, admin_key, print_promotion
+from shopvision.serving.repository import DEFAULT_TEMPLATE, default_repository
+
+REPORT_JSON = "training-report.json"
+REPORT_MARKDOWN = "training-report.md"
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    categories = commands.add_parser("categories", help="train the shop's own categories and serve them")
+    actions = categories.add_subparsers(dest="categories_command", required=True, metavar="ACTION")
+    train = actions.add_parser(
+        "train", help="fit a categories head on labelled photos and install it as a new version",
+        description="Embed labelled photos through the server (or take their vectors from a catalog), fit a "
+                    "multinomial logistic regression (scikit-learn; regularisation by cross-validation), report "
+                    "held-out accuracy, per-category precision/recall, confusions and calibration, and install "
+                    "the head (ONNX: Gemm + Softmax) as the next version of the categories model. It serves "
+                    "once promoted (or, before any promotion, when the repository is next assembled).",
+        epilog="SOURCE:\n  a folder with one sub-folder of photos per category (shoes/, bags/, ...)\n"
+               "  a CSV with image_path,category (paths relative to the CSV)\n"
+               "  the catalog's CSV (product_id,image_path,...) with a category column; with --catalog, the\n"
+               "  catalog's vectors are reused for products whose photo is unchanged\n"
+               "examples:\n  shopvision categories train labelled/\n"
+               "  shopvision categories train products.csv --catalog catalog/\n"
+               "  shopvision categories promote 1 --url grpc://localhost:8001",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    train.add_argument("source", metavar="SOURCE")
+    train.add_argument("--catalog", metavar="DIR", help="reuse this catalog's vectors (same served model)")
+    train.add_argument("--skip-unreadable", action="store_true",
+                       help="train without photos that cannot be read or are refused (listed in the report); "
+                            "without it they stop the training")
+    train.add_argument("--min-photos", type=int, default=None, metavar="N",
+                       help="photos a category needs at least (default: 10)")
+    train.add_argument("--seed", type=int, default=0, help="seed of the train/held-out split and the folds")
+    train.add_argument("--report-dir", type=Path, metavar="DIR",
+                       help="also write the report here (it is always written next to the head)")
+    train.add_argument("--template", type=Path, default=DEFAULT_TEMPLATE,
+                       help=f"the repository template (default: ./{DEFAULT_TEMPLATE})")
+    add_repository_argument(train)
+    add_url_option(train)
+    train.set_defaults(handler=run_train)
+
+    for name, text in (("promote", "check a trained head on the running server, then serve it (0: no head)"),
+                       ("rollback", "serve again the head (or no head) that served before the last promotion")):
+        action = actions.add_parser(
+            name, help=text,
+            description=f"{text[0].upper()}{text[1:]}. Needs `shopvision serve --model-control explicit`, the admin "
+                        "key in $SHOPVISION_ADMIN_KEY and the server's model repository on this filesystem. "
+                        "No request is dropped; a failed check leaves what served serving.")
+        if name == "promote":
+            action.add_argument("version", type=int)
+        add_repository_argument(action)
+        action.add_argument("--url", default="grpc://localhost:8001", help="the server (gRPC or HTTP URL)")
+        action.set_defaults(handler=run_lifecycle)
+
+    listing = actions.add_parser("list", help="trained heads: categories, held-out accuracy, which one serves")
+    add_repository_argument(listing)
+    listing.set_defaults(handler=run_list)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    import shopvision
+    from shopvision.catalog import Catalog
+    from shopvision.categories.dataset import MIN_PHOTOS_PER_CATEGORY, TrainingDataError, check_counts, read_labelled
+    from shopvision.categories.embedding import embed_photos
+    from shopvision.categories.export import head_to_onnx
+    from shopvision.categories.report import render_markdown, training_report
+    from shopvision.categories.training import train_head
+    from shopvision.serving.repository import CategoryHeads
+
+    minimum = args.min_photos or MIN_PHOTOS_PER_CATEGORY
+    photos = read_labelled(args.source)
+    check_counts(photos, minimum=minimum)
+    with shopvision.Client(args.url) as client:
+        catalog = Catalog.open(args.catalog) if args.catalog else None
+        try:
+            embedded = embed_photos(photos, client, catalog=catalog, progress=ProgressBar("embed"))
+        finally:
+            if catalog is not None:
+                catalog.close()
+        served = client.provenance()
+    for photo, reason in embedded.failed:
+        print(f"{photo}: UNUSABLE: {reason}", file=sys.stderr)
+    if embedded.failed and not args.skip_unreadable:
+        raise TrainingDataError(f"{len(embedded.failed)} of {len(photos)} photos cannot be used (listed above): "
+                                "fix or remove them, or pass --skip-unreadable to train without them")
+    check_counts(embedded.photos, minimum=minimum)
+    head = train_head(embedded.vectors, [photo.category for photo in embedded.photos], seed=args.seed)
+    report = training_report(head, embedded, served, source=str(args.source), seed=args.seed)
+    heads = CategoryHeads(args.repository or default_repository())
+    version = heads.install(head_to_onnx(head).SerializeToString(), head.categories, report["provenance"],
+                            template=args.template)
+    markdown = render_markdown(report, version=version)
+    for folder in [heads.model_dir / str(version), *([args.report_dir] if args.report_dir else [])]:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / REPORT_JSON).write_text(json.dumps(report, indent=2) + "\n")
+        (folder / REPORT_MARKDOWN).write_text(markdown)
+    print(markdown)
+    print(f"installed categories head {version} in {heads.model_dir / str(version)}; serve it with "
+          f"`shopvision categories promote {version}`")
+    return EXIT_OK
+
+
+def run_lifecycle(args: argparse.Namespace) -> int:
+    from shopvision.serving.heads import promote_head, rollback_head
+
+    repository = args.repository or default_repository()
+    if args.categories_command == "promote":
+        report = promote_head(repository, args.version, url=args.url, admin_key=admin_key())
+    else:
+        report = rollback_head(repository, url=args.url, admin_key=admin_key())
+    return print_promotion(report, subject="categories head")
+
+
+def run_list(args: argparse.Namespace) -> int:
+    from shopvision.serving.repository import CategoryHeads
+
+    heads = CategoryHeads(args.repository or default_repository())
+    serving = heads.serving_version()
+    if not heads.built_versions():
+        print("no categories head trained: `shopvision categories train SOURCE`")
+    for version in heads.built_versions():
+        provenance = heads.provenance(version)
+        synthetic = "  (SYNTHETIC weights)" if provenance.get("embedding_weights_synthetic") else ""
+        marker = "*" if version == serving else " "
+        print(f"{marker} {version}  held-out accuracy {provenance['held_out_accuracy']:.3f} "
+              f"(chance {provenance['chance']:.3f})  {len(provenance['categories'])} categories: "
+              f"{', '.join(provenance['categories'])}{synthetic}")
+    return EXIT_OK
