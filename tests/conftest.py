@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.options import Options
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.remote.webdriver import WebDriver
 
 from shopvision.api.settings import ApiSettings
 from shopvision.serving.build import build_model
@@ -16,6 +21,8 @@ from tests.search_service import ServiceThread, index_photos
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "model_repository"
 API_KEY = "test-key"
+ARTIFACTS = Path(__file__).resolve().parent.parent / "build" / "test-artifacts"
+"""Screenshots of the page tests (kept by CI as artifacts)."""
 
 
 def copy_repository(target: Path) -> Path:
@@ -104,3 +111,23 @@ def search_service(triton: RunningServer, catalog_photos: list[Path], tmp_path_f
     settings = ApiSettings(triton_url=triton.grpc_url, catalog=str(catalog), api_key=API_KEY)
     with ServiceThread(settings) as service:
         yield service
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
+    """Headless Chromium (Debian `chromium` + `chromedriver`, driven by Selenium), one per test module."""
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not chromium or not driver:
+        pytest.fail("the page tests need Debian's chromium and chromium-driver (scripts/install-system-deps.sh)")
+    options = Options()
+    options.binary_location = chromium
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--disable-background-networking", "--disable-component-update", "--window-size=1280,1000",
+                     f"--user-data-dir={tmp_path_factory.mktemp('chromium')}"):
+        options.add_argument(argument)
+    browser = webdriver.Chrome(service=Service(driver), options=options)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    try:
+        yield browser
+    finally:
+        browser.quit()

@@ -5,44 +5,20 @@ Screenshots of each step go to build/test-artifacts/ (kept by CI as artifacts).
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from selenium import webdriver
 from selenium.common.exceptions import StaleElementReferenceException
-from selenium.webdriver.chrome.options import Options
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support import expected_conditions as shown
 from selenium.webdriver.support.ui import WebDriverWait
 
+from tests.conftest import ARTIFACTS
 from tests.search_service import ServiceThread
 from tests.test_api import altered
 
 pytestmark = pytest.mark.integration
-ARTIFACTS = Path(__file__).resolve().parent.parent / "build" / "test-artifacts"
-
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
-    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    if not chromium or not driver:
-        pytest.fail("the page tests need Debian's chromium and chromium-driver (scripts/install-system-deps.sh)")
-    options = Options()
-    options.binary_location = chromium
-    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     "--disable-background-networking", "--disable-component-update", "--window-size=1280,1000",
-                     f"--user-data-dir={tmp_path_factory.mktemp('chromium')}"):
-        options.add_argument(argument)
-    browser = webdriver.Chrome(service=Service(driver), options=options)
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    try:
-        yield browser
-    finally:
-        browser.quit()
 
 
 def wait_for_results(browser: WebDriver, previous_first: str | None = None) -> list[str]:

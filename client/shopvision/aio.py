@@ -25,7 +25,7 @@ from shopvision._protocol import (
     warn_if_synthetic,
 )
 from shopvision._transport import AsyncTransport
-from shopvision.contract import EMBEDDING_DIM, ENSEMBLE_MODEL, RESNET_MODEL
+from shopvision.contract import CATEGORY_PROBABILITIES, EMBEDDING_DIM, ENSEMBLE_MODEL, RESNET_MODEL
 from shopvision.errors import (
     ClientClosedError,
     InvalidImageError,
@@ -175,6 +175,11 @@ class AsyncClient:
         await _gather_or_cancel([run(indices) for indices in chunks(len(items), self._batch_size or
                                                                      session.max_batch_size)])
         return [result for result in results if result is not None]
+
+    async def serves_categories(self) -> bool:
+        """Whether the server serves a categories head now (the ensemble has its output); asked each call."""
+        metadata = await self._with_retry(lambda: self._transport.model_metadata(self._model))
+        return any(tensor.get("name") == CATEGORY_PROBABILITIES for tensor in metadata.get("outputs", []))
 
     async def model_config(self, model: str) -> dict[str, Any]:
         """Any model's configuration as Triton serves it (JSON form of ``config.pbtxt``)."""

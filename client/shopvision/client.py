@@ -95,6 +95,10 @@ class Client:
         return self._run(self._async.analyze(images, top_k=top_k, categories=categories, on_error=on_error,
                                              progress=progress))
 
+    def serves_categories(self) -> bool:
+        """Whether the server serves a categories head now (the ensemble has its output); asked each call."""
+        return self._run(self._async.serves_categories())
+
     def model_config(self, model: str) -> dict[str, Any]:
         """Any model's configuration as Triton serves it (JSON form of ``config.pbtxt``)."""
         return self._run(self._async.model_config(model))

@@ -29,6 +29,12 @@ MONITORED_PROBABILITIES: Final = "monitored_probabilities"
 
 CATEGORY_PROBABILITIES: Final = "category_probabilities"
 """The head's softmax over the shop's categories; ask it for ``class_count: k`` for "score:index:category"."""
+CATEGORISED_EMBEDDING: Final = "categorised_embedding"
+"""The head's input, passed through unchanged: while a head serves, the ensemble's ``embedding`` output comes
+from the head's step, in the path rather than a side branch. Triton 2.51 fails a request that leaves out the
+output of a step which consumes another requested output ("unexpected deadlock")."""
+RESNET_EMBEDDING: Final = "resnet50_embedding"
+"""The ensemble's name for resnet50's embedding on its way into the head, while one serves."""
 CATEGORY_LABELS_FILE: Final = "categories.txt"
 """The category names of a head version, one per line in output order (next to its ``model.onnx``)."""
 

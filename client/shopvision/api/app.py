@@ -37,7 +37,7 @@ from shopvision.api.schemas import (
 )
 from shopvision.api.settings import ApiSettings
 from shopvision.api.uploads import Upload, read_image
-from shopvision.catalog import Product, SearchHit
+from shopvision.catalog import CATEGORY_COLUMN, Product, SearchHit, categorised
 from shopvision.errors import ShopvisionError
 from shopvision.types import ImageResult, Prediction
 
@@ -45,6 +45,9 @@ MAX_K = 100
 MAX_TOP_K = 20
 MAX_PRODUCT_ID_CHARS = 1024
 QUERY_CLASSES = 5
+QUERY_CATEGORIES = 3
+HEAD_PROBE_S = 10.0
+"""How long the service trusts its last look at whether a categories head serves (one metadata call)."""
 _STATIC = resources.files("shopvision.api") / "static"
 
 
@@ -56,6 +59,24 @@ class Services:
     client: AsyncClient
     catalog: CatalogAccess | None
     metrics: ApiMetrics
+    head: HeadProbe
+
+
+class HeadProbe:
+    """Whether a categories head serves, looked up at most every ``HEAD_PROBE_S``: a promotion or rollback
+    shows in answers within that time, and a request never pays for a failed ask."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+        self._serves = False
+        self._checked_at = -HEAD_PROBE_S
+
+    async def categories(self) -> int:
+        """How many categories to ask the ensemble for: ``QUERY_CATEGORIES`` while a head serves, else 0."""
+        if time.monotonic() - self._checked_at >= HEAD_PROBE_S:
+            self._serves = await self._client.serves_categories()
+            self._checked_at = time.monotonic()
+        return QUERY_CATEGORIES if self._serves else 0
 
 
 def create_app(settings: ApiSettings) -> FastAPI:
@@ -70,7 +91,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
         if settings.catalog:
             catalog = await CatalogAccess.open(settings.catalog, photos=settings.photo_directory())
             metrics.catalog_products.set(await catalog.count())
-        app.state.services = Services(settings, client, catalog, metrics)
+        app.state.services = Services(settings, client, catalog, metrics, HeadProbe(client))
         try:
             yield
         finally:
@@ -158,6 +179,7 @@ ProductId = Annotated[str, Depends(product_id_of)]
 K = Annotated[int, Query(ge=1, le=MAX_K, description="How many products")]
 Labels = Annotated[list[str] | None, Query(alias="label", description="Keep products with one of these labels")]
 Where = Annotated[list[str] | None, Query(description="column=value: keep products whose metadata has it")]
+Category = Annotated[str | None, Query(description="Keep products of this category (the 'category' column)")]
 
 
 async def image_upload(request: Request, shared: ServicesDep) -> Upload:
@@ -170,9 +192,11 @@ UploadDep = Annotated[Upload, Depends(image_upload)]
 
 
 async def analyze(shared: Services, data: bytes, *, top_k: int) -> ImageResult:
+    """One pass of the ensemble: ImageNet classes, the embedding, and the shop's categories while a head serves."""
+    categories = await shared.head.categories()
     started = time.perf_counter()
     try:
-        (result,) = await shared.client.analyze([data], top_k=top_k)
+        (result,) = await shared.client.analyze([data], top_k=top_k, categories=categories)
     finally:
         shared.metrics.triton.observe(time.perf_counter() - started)
     return result
@@ -183,15 +207,15 @@ async def provenance(shared: Services) -> Provenance:
     return Provenance(source=served.source, synthetic=served.synthetic, model_sha256=served.model_sha256)
 
 
-async def parse_where(catalog: CatalogAccess, where: list[str] | None) -> dict[str, str]:
-    if not where:
-        return {}
-    conditions: dict[str, str] = {}
-    for condition in where:
+async def parse_where(catalog: CatalogAccess, where: list[str] | None, category: str | None) -> dict[str, str]:
+    conditions = {CATEGORY_COLUMN: category} if category else {}
+    for condition in where or []:
         column, separator, value = condition.partition("=")
         if not separator or not column:
             raise Problem(422, "Invalid parameters", f"where: '{condition}' is not column=value")
         conditions[column] = value
+    if not conditions:
+        return conditions
     known = await catalog.extra_columns()
     unknown = sorted(set(conditions) - known) if known is not None else []
     if unknown:
@@ -205,8 +229,9 @@ def image_url(product_id: str) -> str:
 
 
 def hits(found: list[SearchHit]) -> list[ProductHit]:
-    return [ProductHit(product_id=hit.product_id, score=round(hit.score, 6), label=hit.label, extra=hit.extra,
-                       image_url=image_url(hit.product_id)) for hit in found]
+    return [ProductHit(product_id=hit.product_id, score=round(hit.score, 6), label=hit.label,
+                       category=hit.extra.get(CATEGORY_COLUMN), extra=hit.extra, image_url=image_url(hit.product_id))
+            for hit in found]
 
 
 def scores(predictions: list[Prediction]) -> list[ClassScore]:
@@ -238,27 +263,28 @@ def _routes() -> APIRouter:
     async def classify(shared: ServicesDep, upload: UploadDep,
                        k: Annotated[int, Query(ge=1, le=MAX_TOP_K)] = 5) -> Classification:
         result = await analyze(shared, upload.data, top_k=k)
-        return Classification(predictions=scores(result.predictions), provenance=await provenance(shared))
+        return Classification(predictions=scores(result.predictions), categories=scores(result.categories),
+                              provenance=await provenance(shared))
 
     @router.post("/v1/search", response_model=SearchResult, dependencies=[Reads], tags=["search"],
                  summary="The catalog products that look most like a photo")
     async def search(shared: ServicesDep, catalog: CatalogDep, upload: UploadDep, k: K = 12,
-                     label: Labels = None, where: Where = None) -> SearchResult:
-        conditions = await parse_where(catalog, where)
+                     label: Labels = None, where: Where = None, category: Category = None) -> SearchResult:
+        conditions = await parse_where(catalog, where, category)
         result = await analyze(shared, upload.data, top_k=QUERY_CLASSES)
         found = await timed_search(shared, catalog.search(result.vector, k=k, labels=label, where=conditions))
-        return SearchResult(query=scores(result.predictions), results=hits(found or []),
-                            provenance=await provenance(shared))
+        return SearchResult(query=scores(result.predictions), categories=scores(result.categories),
+                            results=hits(found or []), provenance=await provenance(shared))
 
     @router.get("/v1/products/{product_id:path}/similar", response_model=SearchResult, dependencies=[Reads],
                 tags=["search"], summary="More like this: products near a catalog product (no re-embedding)")
     async def similar(shared: ServicesDep, catalog: CatalogDep, product_id: ProductId, k: K = 12,
-                      label: Labels = None, where: Where = None) -> SearchResult:
-        conditions = await parse_where(catalog, where)
+                      label: Labels = None, where: Where = None, category: Category = None) -> SearchResult:
+        conditions = await parse_where(catalog, where, category)
         found = await timed_search(shared, catalog.similar(product_id, k=k, labels=label, where=conditions))
         if found is None:
             raise Problem(404, "Unknown product", f"no product {product_id!r} in the catalog")
-        return SearchResult(query=[], results=hits(found), provenance=await provenance(shared))
+        return SearchResult(query=[], categories=[], results=hits(found), provenance=await provenance(shared))
 
     @router.get("/v1/products/{product_id:path}/image", dependencies=[Reads], tags=["catalog"],
                 summary="The product's photo, or a JPEG thumbnail (size=128, 256 or 512)",
@@ -288,7 +314,7 @@ def _routes() -> APIRouter:
         result = await analyze(shared, upload.data, top_k=1)
         await catalog.check_model(await shared.client.provenance(), url=shared.client.url)
         replaced = await catalog.put(product_id, upload.data, result.vector, label=result.predictions[0].label,
-                                     extra=upload.metadata)
+                                     extra=categorised(upload.metadata, result.categories))
         product = await catalog.get(product_id)
         assert product is not None
         shared.metrics.catalog_products.set(await catalog.count())

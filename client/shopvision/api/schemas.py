@@ -19,6 +19,7 @@ class ClassScore(BaseModel):
 
 class Classification(BaseModel):
     predictions: list[ClassScore]
+    categories: list[ClassScore] = Field(description="Top-3 of the shop's own categories (empty: no head serves)")
     provenance: Provenance
 
 
@@ -26,12 +27,16 @@ class ProductHit(BaseModel):
     product_id: str
     score: float = Field(description="Cosine similarity to the query (1.0: same direction)")
     label: str = Field(description="Top-1 ImageNet label of the product's photo")
+    category: str | None = Field(description="The product's category: the shop's own, or its head's top-1 when "
+                                             "indexed (None: neither)")
     extra: dict[str, str] = Field(description="The product's metadata")
     image_url: str
 
 
 class SearchResult(BaseModel):
     query: list[ClassScore] = Field(description="Top-5 classes of the query photo (empty for 'more like this')")
+    categories: list[ClassScore] = Field(description="Top-3 of the shop's own categories of the query photo "
+                                                     "(empty: no head serves, or 'more like this')")
     results: list[ProductHit]
     provenance: Provenance
 

@@ -3,13 +3,22 @@
 Needs the ``catalog`` extra (FAISS) or the ``milvus`` extra.
 """
 
-from shopvision.catalog._model import BuildReport, CatalogItem, CatalogStats, Product, SearchHit
+from shopvision.catalog._model import (
+    CATEGORY_COLUMN,
+    BuildReport,
+    CatalogItem,
+    CatalogStats,
+    Product,
+    SearchHit,
+    categorised,
+)
 from shopvision.catalog._store import CatalogError, VectorStore
 from shopvision.catalog.catalog import BUILD_BATCH, Catalog
 from shopvision.catalog.sources import CatalogSourceError, read_source
 
 __all__ = [
     "BUILD_BATCH",
+    "CATEGORY_COLUMN",
     "BuildReport",
     "Catalog",
     "CatalogError",
@@ -19,5 +28,6 @@ __all__ = [
     "Product",
     "SearchHit",
     "VectorStore",
+    "categorised",
     "read_source",
 ]

@@ -6,6 +6,11 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from shopvision.types import Prediction
+
+CATEGORY_COLUMN = "category"
+"""The metadata column of a product's category: the shop's own, or its categories head's top-1."""
+
 
 @dataclass(frozen=True)
 class CatalogItem:
@@ -64,6 +69,13 @@ class CatalogStats:
     model_sha256: str | None
     labels: dict[str, int]
     """Products per top-1 label, most frequent first (at most 20)."""
+
+
+def categorised(extra: dict[str, str], categories: list[Prediction]) -> dict[str, str]:
+    """A product's metadata with the categories head's top-1 category, unless the shop already gave one."""
+    if extra.get(CATEGORY_COLUMN) or not categories:
+        return dict(extra)
+    return {**extra, CATEGORY_COLUMN: categories[0].label}
 
 
 def product_key(product_id: str) -> int:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from shopvision.catalog._model import BuildReport, CatalogItem, CatalogStats, Product, SearchHit
+from shopvision.catalog._model import BuildReport, CatalogItem, CatalogStats, Product, SearchHit, categorised
 from shopvision.catalog._store import CatalogError, VectorStore
 from shopvision.catalog.faiss_store import FaissStore
 from shopvision.catalog.milvus_store import DEFAULT_COLLECTION, MilvusStore, is_milvus_uri
@@ -65,12 +65,14 @@ class Catalog:
         """
         items = read_source(source) if isinstance(source, (str, Path)) else list(source)
         report = BuildReport()
+        # Asked once a build: products get their category (top 1) from a head that serves when the build starts.
+        categories = 1 if items and self._client is not None and self._require_client().serves_categories() else 0
         known = self._store.fingerprints()
         if prune:
             wanted = {item.product_id for item in items}
             report.removed = self._store.remove([pid for pid in known if pid not in wanted])
         for start in range(0, len(items), batch_size):
-            self._build_batch(items[start:start + batch_size], known, report)
+            self._build_batch(items[start:start + batch_size], known, report, categories=categories)
             if progress is not None:
                 progress(min(start + batch_size, len(items)), len(items))
         self._store.flush()
@@ -166,7 +168,8 @@ class Catalog:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _build_batch(self, items: Sequence[CatalogItem], known: dict[str, str], report: BuildReport) -> None:
+    def _build_batch(self, items: Sequence[CatalogItem], known: dict[str, str], report: BuildReport, *,
+                     categories: int) -> None:
         pending: list[tuple[CatalogItem, bytes, str]] = []
         for item in items:
             try:
@@ -181,14 +184,16 @@ class Catalog:
                 pending.append((item, data, digest))
         if not pending:
             return
-        results = self._require_client().analyze([data for _, data, _ in pending], top_k=1, on_error="report")
+        results = self._require_client().analyze([data for _, data, _ in pending], top_k=1, categories=categories,
+                                                 on_error="report")
         products, vectors = [], []
         for (item, _, digest), result in zip(pending, results, strict=True):
             if result.error is not None:
                 report.failed.append((item.product_id, result.error.reason))
                 continue
             products.append(Product(product_id=item.product_id, path=str(item.path), content_sha256=digest,
-                                    label=result.predictions[0].label, extra=dict(item.extra)))
+                                    label=result.predictions[0].label,
+                                    extra=categorised(item.extra, result.categories)))
             vectors.append(result.vector)
         if not products:
             return

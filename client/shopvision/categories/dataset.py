@@ -7,11 +7,11 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from shopvision.catalog._model import CATEGORY_COLUMN
 from shopvision.catalog.sources import CatalogSourceError, read_source
 from shopvision.errors import ShopvisionError
 from shopvision.images import IMAGE_SUFFIXES
 
-CATEGORY_COLUMN = "category"
 IMAGE_COLUMN = "image_path"
 MIN_PHOTOS_PER_CATEGORY = 10
 """Fewer leave too little for cross-validation folds and a held-out quarter to say anything."""

@@ -7,14 +7,15 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from shopvision.categories.training import TrainedHead
-from shopvision.contract import CATEGORY_PROBABILITIES, EMBEDDING, EMBEDDING_DIM
+from shopvision.contract import CATEGORISED_EMBEDDING, CATEGORY_PROBABILITIES, EMBEDDING, EMBEDDING_DIM
 
 OPSET = 15
 """Shape's ``end`` attribute needs 15; ONNX Runtime 1.19 (the native backend's) runs up to 21."""
 
 
 def head_to_onnx(head: TrainedHead) -> onnx.ModelProto:
-    """``category_probabilities = softmax(embedding @ weights.T + bias)``, batch and width dynamic.
+    """``category_probabilities = softmax(embedding @ weights.T + bias)``, batch and width dynamic, and the
+    embedding itself as ``categorised_embedding`` (the ensemble's embedding passes through the head).
 
     The Reshape to (batch, -1) changes nothing but hides the number of categories from shape inference:
     Triton's native backend refuses a config whose ``dims: [-1]`` meets a fixed model dimension, and one
@@ -26,10 +27,12 @@ def head_to_onnx(head: TrainedHead) -> onnx.ModelProto:
          helper.make_node("Shape", [EMBEDDING], ["batch"], end=1),
          helper.make_node("Concat", ["batch", "any_width"], ["batch_by_any"], axis=0),
          helper.make_node("Reshape", ["logits", "batch_by_any"], ["logits_any_width"]),
-         helper.make_node("Softmax", ["logits_any_width"], [CATEGORY_PROBABILITIES], axis=1)],
+         helper.make_node("Softmax", ["logits_any_width"], [CATEGORY_PROBABILITIES], axis=1),
+         helper.make_node("Identity", [EMBEDDING], [CATEGORISED_EMBEDDING])],
         "categories_head",
         [helper.make_tensor_value_info(EMBEDDING, TensorProto.FLOAT, ["batch", EMBEDDING_DIM])],
-        [helper.make_tensor_value_info(CATEGORY_PROBABILITIES, TensorProto.FLOAT, ["batch", "categories"])],
+        [helper.make_tensor_value_info(CATEGORY_PROBABILITIES, TensorProto.FLOAT, ["batch", "categories"]),
+         helper.make_tensor_value_info(CATEGORISED_EMBEDDING, TensorProto.FLOAT, ["batch", EMBEDDING_DIM])],
         initializer=[numpy_helper.from_array(head.weights, "weights"), numpy_helper.from_array(head.bias, "bias"),
                      numpy_helper.from_array(np.array([-1], dtype=np.int64), "any_width")],
     )

@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
-import sys
+import contextlib
 from pathlib import Path
 
 from shopvision.cli._common import EXIT_OK, ProgressBar, add_url_option
 from shopvision.cli.model import add_repository_argument, admin_key, print_promotion
 from shopvision.serving.repository import DEFAULT_TEMPLATE, default_repository
-
-REPORT_JSON = "training-report.json"
-REPORT_MARKDOWN = "training-report.md"
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -71,43 +67,21 @@ def register(commands: argparse._SubParsersAction) -> None:
 def run_train(args: argparse.Namespace) -> int:
     import shopvision
     from shopvision.catalog import Catalog
-    from shopvision.categories.dataset import MIN_PHOTOS_PER_CATEGORY, TrainingDataError, check_counts, read_labelled
-    from shopvision.categories.embedding import embed_photos
-    from shopvision.categories.export import head_to_onnx
-    from shopvision.categories.report import render_markdown, training_report
-    from shopvision.categories.training import train_head
-    from shopvision.serving.repository import CategoryHeads
+    from shopvision.categories.dataset import MIN_PHOTOS_PER_CATEGORY
+    from shopvision.categories.pipeline import train_and_install, write_report
 
-    minimum = args.min_photos or MIN_PHOTOS_PER_CATEGORY
-    photos = read_labelled(args.source)
-    check_counts(photos, minimum=minimum)
-    with shopvision.Client(args.url) as client:
-        catalog = Catalog.open(args.catalog) if args.catalog else None
-        try:
-            embedded = embed_photos(photos, client, catalog=catalog, progress=ProgressBar("embed"))
-        finally:
-            if catalog is not None:
-                catalog.close()
-        served = client.provenance()
-    for photo, reason in embedded.failed:
-        print(f"{photo}: UNUSABLE: {reason}", file=sys.stderr)
-    if embedded.failed and not args.skip_unreadable:
-        raise TrainingDataError(f"{len(embedded.failed)} of {len(photos)} photos cannot be used (listed above): "
-                                "fix or remove them, or pass --skip-unreadable to train without them")
-    check_counts(embedded.photos, minimum=minimum)
-    head = train_head(embedded.vectors, [photo.category for photo in embedded.photos], seed=args.seed)
-    report = training_report(head, embedded, served, source=str(args.source), seed=args.seed)
-    heads = CategoryHeads(args.repository or default_repository())
-    version = heads.install(head_to_onnx(head).SerializeToString(), head.categories, report["provenance"],
-                            template=args.template)
-    markdown = render_markdown(report, version=version)
-    for folder in [heads.model_dir / str(version), *([args.report_dir] if args.report_dir else [])]:
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / REPORT_JSON).write_text(json.dumps(report, indent=2) + "\n")
-        (folder / REPORT_MARKDOWN).write_text(markdown)
-    print(markdown)
-    print(f"installed categories head {version} in {heads.model_dir / str(version)}; serve it with "
-          f"`shopvision categories promote {version}`")
+    with contextlib.ExitStack() as stack:
+        client = stack.enter_context(shopvision.Client(args.url))
+        catalog = stack.enter_context(Catalog.open(args.catalog)) if args.catalog else None
+        installed = train_and_install(
+            args.source, client, repository=args.repository or default_repository(), template=args.template,
+            catalog=catalog, seed=args.seed, minimum=args.min_photos or MIN_PHOTOS_PER_CATEGORY,
+            skip_unusable=args.skip_unreadable, progress=ProgressBar("embed"))
+    if args.report_dir:
+        write_report(args.report_dir, installed.report, installed.markdown)
+    print(installed.markdown)
+    print(f"installed categories head {installed.version}; serve it with "
+          f"`shopvision categories promote {installed.version}`")
     return EXIT_OK
 
 

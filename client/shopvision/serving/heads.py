@@ -18,7 +18,14 @@ from pathlib import Path
 import numpy as np
 
 from shopvision.client import Client
-from shopvision.contract import CATEGORIES_MODEL, CATEGORY_PROBABILITIES, EMBEDDING, ENSEMBLE_MODEL, MODEL_FILE
+from shopvision.contract import (
+    CATEGORIES_MODEL,
+    CATEGORISED_EMBEDDING,
+    CATEGORY_PROBABILITIES,
+    EMBEDDING,
+    ENSEMBLE_MODEL,
+    MODEL_FILE,
+)
 from shopvision.errors import PermissionDeniedError, ShopvisionError
 from shopvision.samples import product_jpeg
 from shopvision.serving.lifecycle import PromotionError, PromotionReport
@@ -72,6 +79,7 @@ def _switch(client: Client, heads: CategoryHeads, report: PromotionReport) -> No
     current, version = report.previous, report.version
     heads.serve(current or None)
     if version == NO_HEAD:
+        heads.serve(None)
         client.load_model(ENSEMBLE_MODEL)
         report.promoted = True
         return
@@ -107,18 +115,22 @@ def check_head(client: Client, heads: CategoryHeads, version: int, checks: dict[
         return f"categories head {version} did not become ready (see the server log)"
     checks["ready"] = "yes"
     trained_on = heads.provenance(version).get("embedding_model_sha256")
-    served = client.provenance().model_sha256
-    checks["embeddings"] = f"trained on ResNet50 {trained_on}, the server runs {served}"
-    if trained_on != served:
+    serving_model = client.provenance().model_sha256
+    checks["embeddings"] = f"trained on ResNet50 {trained_on}, the server runs {serving_model}"
+    if trained_on != serving_model:
         return (f"head {version} was trained on another model's embeddings ({checks['embeddings']}): "
                 "train it again against this server")
     embeddings = client.embed([product_jpeg(seed, size=(320, 240)) for seed in range(4)])
-    probabilities = client.infer_tensors(CATEGORIES_MODEL, {EMBEDDING: embeddings}, [CATEGORY_PROBABILITIES],
-                                         version=version)[CATEGORY_PROBABILITIES]
+    served = client.infer_tensors(CATEGORIES_MODEL, {EMBEDDING: embeddings},
+                                  [CATEGORY_PROBABILITIES, CATEGORISED_EMBEDDING], version=version)
+    probabilities = served[CATEGORY_PROBABILITIES]
     categories = heads.categories(version)
     if not np.isfinite(probabilities).all() or probabilities.shape != (len(embeddings), len(categories)):
         checks["outputs"] = f"shape {probabilities.shape}, finite: {bool(np.isfinite(probabilities).all())}"
         return f"head {version} does not answer one finite probability per category: {checks['outputs']}"
+    if not np.array_equal(served[CATEGORISED_EMBEDDING], embeddings):
+        checks["outputs"] = "the embedding does not pass through unchanged"
+        return f"head {version} changes the embedding it should pass through to the ensemble's output"
     sums = float(np.abs(probabilities.sum(axis=1) - 1).max())
     checks["outputs"] = f"{len(categories)} categories, probabilities sum to 1 within {sums:.1e}"
     if sums > 1e-3:

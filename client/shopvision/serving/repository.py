@@ -19,6 +19,7 @@ from typing import Any
 
 from shopvision.contract import (
     CATEGORIES_MODEL,
+    CATEGORISED_EMBEDDING,
     CATEGORY_LABELS_FILE,
     CATEGORY_PROBABILITIES,
     EMBEDDING,
@@ -26,6 +27,7 @@ from shopvision.contract import (
     MODEL_FILE,
     PROVENANCE_FILE,
     PROVENANCE_PARAMETER_PREFIX,
+    RESNET_EMBEDDING,
     RESNET_MODEL,
 )
 from shopvision.serving.configs import ModelConfig, atomic_write, edit_config, model_config_pb2, read_config
@@ -161,8 +163,9 @@ class CategoryHeads:
     """The categories model of a built repository: its head versions, and which one the ensemble serves.
 
     The template's ensemble has no categories step. While a head serves, the built ensemble config has a
-    step running it (pinned to its version) and a ``category_probabilities`` output whose label file is
-    that version's ``categories.txt``, copied next to the ensemble's config under a versioned name.
+    step running it (pinned to its version) between resnet50 and the ``embedding`` output, and a
+    ``category_probabilities`` output whose label file is that version's ``categories.txt``, copied next
+    to the ensemble's config under a versioned name.
     """
 
     def __init__(self, root: Path) -> None:
@@ -225,13 +228,17 @@ class CategoryHeads:
             config.output.extend(outputs)
             del config.ensemble_scheduling.step[:]
             config.ensemble_scheduling.step.extend(steps)
+            resnet = _resnet_step(config)
             if version is None:
+                resnet.output_map[EMBEDDING] = EMBEDDING
                 return
+            resnet.output_map[EMBEDDING] = RESNET_EMBEDDING
             config.output.add(name=CATEGORY_PROBABILITIES, data_type=model_config_pb2.TYPE_FP32,
                               dims=[len(self.categories(version))], label_filename=label_file)
             step = config.ensemble_scheduling.step.add(model_name=CATEGORIES_MODEL, model_version=version)
-            step.input_map[EMBEDDING] = EMBEDDING
+            step.input_map[EMBEDDING] = RESNET_EMBEDDING
             step.output_map[CATEGORY_PROBABILITIES] = CATEGORY_PROBABILITIES
+            step.output_map[CATEGORISED_EMBEDDING] = EMBEDDING
 
         edit_config(self.ensemble_config, rewire)
 

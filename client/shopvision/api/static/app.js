@@ -14,9 +14,11 @@ function element(tag, attributes = {}, ...children) {
   return node;
 }
 
-function labelFilter() {
-  const value = $("label-filter").value.trim();
-  return value ? `&label=${encodeURIComponent(value)}` : "";
+function filters() {
+  const label = $("label-filter").value.trim();
+  const category = $("category-filter").value.trim();
+  return (label ? `&label=${encodeURIComponent(label)}` : "") +
+         (category ? `&category=${encodeURIComponent(category)}` : "");
 }
 
 function showError(message) {
@@ -50,15 +52,27 @@ function showBanner(provenance) {
   }
 }
 
+function scoreItem(item, ...extra) {
+  const percent = (item.score * 100).toFixed(1);
+  const bar = element("div", { class: "bar", role: "img", "aria-label": `${percent} percent` },
+                      element("span", { style: `width: ${Math.max(1, item.score * 100)}%` }));
+  return element("li", {}, element("span", { text: `${item.label} · ${percent}%` }), ...extra, bar);
+}
+
 function showClasses(classes) {
-  const list = $("classes");
-  list.replaceChildren();
-  for (const item of classes) {
-    const percent = (item.score * 100).toFixed(1);
-    const bar = element("div", { class: "bar", role: "img", "aria-label": `${percent} percent` },
-                        element("span", { style: `width: ${Math.max(1, item.score * 100)}%` }));
-    list.append(element("li", {}, element("span", { text: `${item.label} · ${percent}%` }), bar));
-  }
+  $("classes").replaceChildren(...classes.map((item) => scoreItem(item)));
+}
+
+// The shop's own categories (a trained head serves): each offers to search within it.
+function showCategories(categories) {
+  $("shop-categories").hidden = categories.length === 0;
+  $("categories").replaceChildren(...categories.map((item) => {
+    const only = element("button", { type: "button", class: "link", text: "only this category",
+                                     "aria-label": `Only products in ${item.label}` });
+    only.addEventListener("click", () => { $("category-filter").value = item.label; rerun(); });
+    return scoreItem(item, " ", only);
+  }));
+  $("known-categories").replaceChildren(...categories.map((item) => element("option", { value: item.label })));
 }
 
 function showResults(results, note) {
@@ -66,7 +80,8 @@ function showResults(results, note) {
   grid.replaceChildren();
   $("results-note").textContent = results.length ? note : "No products match.";
   for (const hit of results) {
-    const details = Object.entries(hit.extra).map(([key, value]) => `${key}: ${value}`).join(" · ");
+    const details = Object.entries(hit.extra).filter(([key]) => key !== "category")
+      .map(([key, value]) => `${key}: ${value}`).join(" · ");
     const button = element("button", { type: "button", text: "More like this",
                                        "aria-label": `More like ${hit.product_id}` });
     button.addEventListener("click", () => searchSimilar(hit.product_id));
@@ -74,7 +89,8 @@ function showResults(results, note) {
       element("img", { src: `${hit.image_url}?size=256`, alt: `Photo of ${hit.product_id}`, loading: "lazy" }),
       element("div", { class: "meta" },
         element("strong", { text: hit.product_id }),
-        element("span", { text: `similarity ${hit.score.toFixed(3)} · ${hit.label}` }),
+        element("span", { text: `similarity ${hit.score.toFixed(3)} · ${hit.label}` +
+                                 (hit.category ? ` · category ${hit.category}` : "") }),
         details ? element("div", { text: details }) : ""),
       button));
   }
@@ -86,12 +102,14 @@ async function searchPhoto(file) {
   $("preview-image").src = URL.createObjectURL(file);
   $("preview").hidden = false;
   $("classes").replaceChildren();
+  showCategories([]);
   const form = new FormData();
   form.append("image", file);
   try {
-    const body = await call(`/v1/search?k=12${labelFilter()}`, { method: "POST", body: form });
+    const body = await call(`/v1/search?k=12${filters()}`, { method: "POST", body: form });
     showBanner(body.provenance);
     showClasses(body.query);
+    showCategories(body.categories);
     showResults(body.results, "Most similar first.");
   } catch (error) {
     $("preview").hidden = true;
@@ -103,11 +121,12 @@ async function searchPhoto(file) {
 async function searchSimilar(productId) {
   state.lastQuery = { productId };
   try {
-    const body = await call(`/v1/products/${encodeURIComponent(productId)}/similar?k=12${labelFilter()}`);
+    const body = await call(`/v1/products/${encodeURIComponent(productId)}/similar?k=12${filters()}`);
     showBanner(body.provenance);
     $("preview-image").src = `/v1/products/${encodeURIComponent(productId)}/image?size=512`;
     $("preview").hidden = false;
     $("classes").replaceChildren(element("li", { text: `Catalog product ${productId}` }));
+    showCategories([]);
     showResults(body.results, `More like ${productId}, most similar first.`);
   } catch (error) {
     showError(error.message);
