@@ -163,6 +163,8 @@ class ModelCounters:
     failed: int
     queue_ns: int
     """Time its requests waited in its queue, summed over requests."""
+    compute_ns: int
+    """Time its executions spent computing (Triton's compute_infer), summed over requests."""
 
     def __sub__(self, earlier: ModelCounters) -> ModelCounters:
         return ModelCounters(*(now - before for now, before in zip(asdict(self).values(), asdict(earlier).values(),
@@ -175,7 +177,7 @@ def model_counters(server: LocalTritonServer, model: str) -> ModelCounters:
     inference = stats["inference_stats"]
     return ModelCounters(int(stats["inference_count"]), int(stats["execution_count"]),
                          int(inference["success"]["count"]), int(inference["fail"]["count"]),
-                         int(inference["queue"]["ns"]))
+                         int(inference["queue"]["ns"]), int(inference["compute_infer"]["ns"]))
 
 
 def queued_models(model: str) -> tuple[str, ...]:

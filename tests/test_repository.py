@@ -88,3 +88,29 @@ def test_labels_are_the_1000_imagenet_classes(model: str) -> None:
     labels = (TEMPLATE / model / contract.LABELS_FILE).read_text().splitlines()
     assert len(labels) == contract.NUM_CLASSES
     assert (labels[0], labels[504], labels[954], labels[999]) == ("tench", "coffee mug", "banana", "toilet tissue")
+
+
+CATEGORIES_CONFIGS = [
+    TEMPLATE / contract.CATEGORIES_MODEL / "config.pbtxt",
+    TEMPLATE / contract.CATEGORIES_MODEL / "configs" / f"{contract.CPU_CONFIG_NAME}.pbtxt",
+    TEMPLATE / contract.CATEGORIES_MODEL / "configs" / f"{contract.STAND_IN_CONFIG_NAME}.pbtxt",
+]
+
+
+@pytest.mark.parametrize("path", CATEGORIES_CONFIGS, ids=lambda p: p.name)
+def test_every_categories_config_takes_the_embedding_and_passes_it_through(path: Path) -> None:
+    config = load_config(path)
+    assert config.name == contract.CATEGORIES_MODEL and config.max_batch_size == contract.MAX_BATCH_SIZE
+    assert tensors(config.input) == {contract.EMBEDDING: (FP32, [contract.EMBEDDING_DIM])}
+    # Any number of categories: heads of different widths share the config while a promotion runs.
+    assert tensors(config.output) == {contract.CATEGORY_PROBABILITIES: (FP32, [-1]),
+                                      contract.CATEGORISED_EMBEDDING: (FP32, [contract.EMBEDDING_DIM])}
+    backends = {"config.pbtxt": "onnxruntime", f"{contract.CPU_CONFIG_NAME}.pbtxt": "onnxruntime",
+                f"{contract.STAND_IN_CONFIG_NAME}.pbtxt": "python"}
+    assert config.backend == backends[path.name]
+
+
+def test_the_template_ensemble_has_no_categories_step_until_a_head_serves() -> None:
+    ensemble = load_config(TEMPLATE / contract.ENSEMBLE_MODEL / "config.pbtxt")
+    assert contract.CATEGORIES_MODEL not in [step.model_name for step in ensemble.ensemble_scheduling.step]
+    assert not list((TEMPLATE / contract.CATEGORIES_MODEL).glob("[0-9]*"))  # versions come from training
