@@ -31,7 +31,7 @@ from shopvision.serving.server import LocalTritonServer, ServerOptions, free_por
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "model_repository"
 ADMIN_KEY = "categories-benchmark"
-SETTINGS = {"stability": 15, "requests": 120, "concurrency": 2, "rounds": 3, "photos_per_category": 24}
+SETTINGS = {"stability": 15, "requests": 120, "concurrency": 2, "rounds": 4, "photos_per_category": 24}
 
 
 def measure(out: Path) -> dict:
@@ -58,7 +58,7 @@ def measure(out: Path) -> dict:
                 points = {}
                 for head in order:
                     promoted = promote_head(repository, head, url=server.grpc_url, admin_key=ADMIN_KEY)
-                    if not promoted.promoted:
+                    if not promoted.promoted and promoted.previous != head:
                         raise SystemExit(f"promoting head {head} failed: {promoted.reason}")
                     points["head" if head else "no_head"] = point(server, input_data, raw, f"{number}-{head}")
                 rounds.append(points)

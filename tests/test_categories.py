@@ -395,3 +395,26 @@ def test_the_cli_the_catalog_the_search_service_and_the_page_show_the_shops_cate
         cards = [item.text for item in browser.find_elements(By.CSS_SELECTOR, "#grid li")]
         assert ids and all(f"category {chosen}" in card for card in cards), cards
         browser.save_screenshot(str(ARTIFACTS / "categories.png"))
+
+
+@pytest.mark.integration
+def test_training_from_the_catalogs_csv_reuses_its_vectors_for_unchanged_photos(shop: Shop, tmp_path: Path) -> None:
+    rows = ["product_id,image_path,category"]
+    items = []
+    for category in ("red-round", "blue-boxy"):
+        for index, path in enumerate(sorted((shop.photos / category).glob("*.jpg"))[:10]):
+            rows.append(f"{category}-{index},{path},{category.split('-')[1]}")
+            items.append(CatalogItem(product_id=f"{category}-{index}", path=path))
+    table = tmp_path / "products.csv"
+    table.write_text("\n".join(rows) + "\n")
+    changed = tmp_path / "changed.jpg"  # the catalog has its old photo: this one must be embedded anew
+    changed.write_bytes(encode(category_image("red-round", 4242)))
+    table.write_text(table.read_text().replace(str(items[0].path), str(changed)))
+    with shopvision.Client(shop.running.grpc_url) as client:
+        with Catalog.open(tmp_path / "catalog", client=client) as catalog:
+            assert catalog.build(items).added == 20
+        with Catalog.open(tmp_path / "catalog") as catalog:
+            installed = train_and_install(table, client, repository=shop.repository, template=TEMPLATE,
+                                          catalog=catalog, minimum=10)
+    assert installed.report["vectors_from_catalog"] == 19 and installed.head.categories == ["boxy", "round"]
+    assert installed.report["provenance"]["photos"] == 20

@@ -7,7 +7,7 @@ import contextlib
 from pathlib import Path
 
 from shopvision.cli._common import EXIT_OK, ProgressBar, add_url_option
-from shopvision.cli.model import add_repository_argument, admin_key, print_promotion
+from shopvision.cli.model import add_lifecycle_actions, add_repository_argument, run_promotion
 from shopvision.serving.repository import DEFAULT_TEMPLATE, default_repository
 
 
@@ -46,18 +46,13 @@ def register(commands: argparse._SubParsersAction) -> None:
     add_url_option(train)
     train.set_defaults(handler=run_train)
 
-    for name, text in (("promote", "check a trained head on the running server, then serve it (0: no head)"),
-                       ("rollback", "serve again the head (or no head) that served before the last promotion")):
-        action = actions.add_parser(
-            name, help=text,
-            description=f"{text[0].upper()}{text[1:]}. Needs `shopvision serve --model-control explicit`, the admin "
-                        "key in $SHOPVISION_ADMIN_KEY and the server's model repository on this filesystem. "
-                        "No request is dropped; a failed check leaves what served serving.")
-        if name == "promote":
-            action.add_argument("version", type=int)
-        add_repository_argument(action)
-        action.add_argument("--url", default="grpc://localhost:8001", help="the server (gRPC or HTTP URL)")
-        action.set_defaults(handler=run_lifecycle)
+    add_lifecycle_actions(
+        actions, handler=run_lifecycle,
+        texts={"promote": "check a trained head on the running server, then serve it (0: no head)",
+               "rollback": "serve again the head (or no head) that served before the last promotion"},
+        epilog="examples:\n  shopvision categories promote 2 --url grpc://localhost:8001\n"
+               "  shopvision categories promote 0                  # no head: the ensemble as without one\n"
+               "  shopvision categories rollback")
 
     listing = actions.add_parser("list", help="trained heads: categories, held-out accuracy, which one serves")
     add_repository_argument(listing)
@@ -88,12 +83,7 @@ def run_train(args: argparse.Namespace) -> int:
 def run_lifecycle(args: argparse.Namespace) -> int:
     from shopvision.serving.heads import promote_head, rollback_head
 
-    repository = args.repository or default_repository()
-    if args.categories_command == "promote":
-        report = promote_head(repository, args.version, url=args.url, admin_key=admin_key())
-    else:
-        report = rollback_head(repository, url=args.url, admin_key=admin_key())
-    return print_promotion(report, subject="categories head")
+    return run_promotion(args, promote=promote_head, rollback=rollback_head, subject="categories head")
 
 
 def run_list(args: argparse.Namespace) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -71,34 +72,48 @@ def run_build(args: argparse.Namespace) -> int:
 
 
 def register_lifecycle(actions: argparse._SubParsersAction) -> None:
-    for name, text in (("promote", "check a built version on the running server, then serve it"),
-                       ("rollback", "serve again the version that served before the last promotion")):
+    add_lifecycle_actions(
+        actions, handler=run_lifecycle,
+        texts={"promote": "check a built version on the running server, then serve it",
+               "rollback": "serve again the version that served before the last promotion"},
+        epilog="examples:\n  shopvision model build --weights resnet50-v1-12-int8 --version 2\n"
+               "  shopvision model promote 2 --url grpc://localhost:8001\n"
+               "  shopvision model rollback --url grpc://localhost:8001")
+
+
+def add_lifecycle_actions(actions: argparse._SubParsersAction, *, texts: dict[str, str], epilog: str,
+                          handler: Callable[[argparse.Namespace], int]) -> None:
+    """``promote VERSION`` and ``rollback``: the same options for resnet50 versions and categories heads."""
+    for name, text in texts.items():
         action = actions.add_parser(
             name, help=text,
             description=f"{text[0].upper()}{text[1:]}. Needs `shopvision serve --model-control explicit`, the admin "
                         "key in $SHOPVISION_ADMIN_KEY and the server's model repository on this filesystem. "
-                        "No request is dropped; a failed check leaves the current version serving.",
-            epilog="examples:\n  shopvision model build --weights resnet50-v1-12-int8 --version 2\n"
-                   "  shopvision model promote 2 --url grpc://localhost:8001\n"
-                   "  shopvision model rollback --url grpc://localhost:8001",
-            formatter_class=argparse.RawDescriptionHelpFormatter,
+                        "No request is dropped; a failed check leaves what served serving.",
+            epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         if name == "promote":
             action.add_argument("version", type=int)
         add_repository_argument(action)
         action.add_argument("--url", default="grpc://localhost:8001", help="the server (gRPC or HTTP URL)")
-        action.set_defaults(handler=run_lifecycle)
+        action.set_defaults(handler=handler)
 
 
 def run_lifecycle(args: argparse.Namespace) -> int:
     from shopvision.serving.lifecycle import promote, rollback
 
+    return run_promotion(args, promote=promote, rollback=rollback, subject="resnet50 version")
+
+
+def run_promotion(args: argparse.Namespace, *, promote: Callable[..., PromotionReport],
+                  rollback: Callable[..., PromotionReport], subject: str) -> int:
+    """``promote VERSION`` or ``rollback`` on the server at ``--url``, then what serves now."""
     repository = args.repository or default_repository()
-    if args.model_command == "promote":
+    if getattr(args, "version", None) is not None:
         report = promote(repository, args.version, url=args.url, admin_key=admin_key())
     else:
         report = rollback(repository, url=args.url, admin_key=admin_key())
-    return print_promotion(report, subject="resnet50 version")
+    return print_promotion(report, subject=subject)
 
 
 def admin_key() -> str:

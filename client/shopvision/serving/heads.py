@@ -28,7 +28,12 @@ from shopvision.contract import (
 )
 from shopvision.errors import PermissionDeniedError, ShopvisionError
 from shopvision.samples import product_jpeg
-from shopvision.serving.lifecycle import PromotionError, PromotionReport
+from shopvision.serving.lifecycle import (
+    PromotionError,
+    PromotionReport,
+    repository_operations,
+    served_before_last_promotion,
+)
 from shopvision.serving.repository import CategoryHeads
 
 NO_HEAD = 0
@@ -48,23 +53,16 @@ def promote_head(repository: Path, version: int, *, url: str, admin_key: str) ->
         if report.version == report.previous:
             report.reason = f"head {version} is already serving" if version else "no head is serving already"
             return report
-        try:
+        with repository_operations():
             _switch(client, heads, report)
-        except PermissionDeniedError as error:
-            raise PromotionError(f"cannot change the server's models: {error}") from error
-        except ShopvisionError as error:
-            raise PromotionError(f"the server refused a repository operation ({error}); is it in "
-                                 "explicit model-control mode, and is the admin key right?") from error
     heads.record(asdict(report))
     return report
 
 
 def rollback_head(repository: Path, *, url: str, admin_key: str) -> PromotionReport:
     """Serve again the head (or no head) that served before the last successful promotion."""
-    promotions = [entry for entry in CategoryHeads(repository).history() if entry["promoted"]]
-    if not promotions:
-        raise PromotionError("nothing to roll back: no successful promotion of a categories head is recorded")
-    return promote_head(repository, promotions[-1]["previous"], url=url, admin_key=admin_key)
+    return promote_head(repository, served_before_last_promotion(CategoryHeads(repository).history()), url=url,
+                        admin_key=admin_key)
 
 
 def _served_head(client: Client) -> int:

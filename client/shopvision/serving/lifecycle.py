@@ -17,8 +17,11 @@ A failed check unloads N and leaves C serving; the report says why.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -69,21 +72,34 @@ def promote(repository: Path, version: int, *, url: str, admin_key: str) -> Prom
         if version == current:
             report.reason = f"version {version} is already serving"
             return report
-        try:
+        with repository_operations():
             _switch(client, files, report)
-        except ShopvisionError as error:
-            raise PromotionError(f"the server refused a repository operation ({error}); is it in "
-                                 "explicit model-control mode, and is the admin key right?") from error
     files.record(asdict(report))
     return report
 
 
 def rollback(repository: Path, *, url: str, admin_key: str) -> PromotionReport:
     """Promote the version that served before the last successful promotion."""
-    promotions = [entry for entry in ModelRepository(repository).history() if entry["promoted"]]
+    return promote(repository, served_before_last_promotion(ModelRepository(repository).history()), url=url,
+                   admin_key=admin_key)
+
+
+@contextlib.contextmanager
+def repository_operations() -> Iterator[None]:
+    """The server's refusals while models are switched, as one error that says what to check."""
+    try:
+        yield
+    except ShopvisionError as error:
+        raise PromotionError(f"the server refused a repository operation ({error}); is it in "
+                             "explicit model-control mode, and is the admin key right?") from error
+
+
+def served_before_last_promotion(history: list[dict[str, Any]]) -> int:
+    promotions = [entry for entry in history if entry["promoted"]]
     if not promotions:
         raise PromotionError("nothing to roll back: no successful promotion is recorded")
-    return promote(repository, promotions[-1]["previous"], url=url, admin_key=admin_key)
+    previous: int = promotions[-1]["previous"]
+    return previous
 
 
 def _switch(client: Client, files: ModelRepository, report: PromotionReport) -> None:
