@@ -138,3 +138,17 @@ def test_the_catalog_figures_are_the_catalog_reports() -> None:
                    f"{hnsw_1m['memory_mb']:,.0f} MB of memory",
                    f"and {hnsw_1m['vectors'] / hnsw_1m['build_vectors_s']:.0f} s to build"):
         assert figure in text, figure
+
+
+def test_the_categories_figures_are_the_reports() -> None:
+    from benchmarks.categories import span, summary
+
+    results = json.loads((ROOT / "benchmarks" / "results" / "categories" / "results.json").read_text())
+    figures = summary(results)
+    cost = (f"{figures['head_us']:.0f} µs", f"{figures['head_share_percent']:.2f} % of ResNet50's",
+            f"held-out accuracy {results['head']['held_out_accuracy']:.3f}")
+    for document, quoted in ((ROOT / "README.md", cost),
+                             (ROOT / "docs" / "categories.md", (*cost, f"throughput {span(figures['throughput'])}"))):
+        text = " ".join(document.read_text().split())
+        for figure in quoted:
+            assert figure in text, (document.name, figure)
