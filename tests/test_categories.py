@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -165,6 +166,21 @@ def test_a_repository_gets_the_head_model_and_the_ensemble_its_step_only_once_a_
     assemble(TEMPLATE, repository)  # a rollback to "no head" survives reassembly
     assert heads.serving_version() is None
     assert "category_probabilities" not in (repository / ENSEMBLE_MODEL / "config.pbtxt").read_text()
+
+
+def test_a_head_whose_first_promotion_failed_does_not_serve_after_reassembly(tmp_path: Path) -> None:
+    repository = tmp_path / "model_repository"
+    assemble(TEMPLATE, repository)
+    heads = CategoryHeads(repository)
+    vectors, labels = clustered_vectors(2, 12, seed=1)
+    head = train_head(vectors, labels, seed=0)
+    heads.install(head_to_onnx(head).SerializeToString(), head.categories, {}, template=TEMPLATE)
+    record_history(heads.model_dir, {"version": 1, "previous": 0, "promoted": False})
+    assemble(TEMPLATE, repository)
+    assert heads.serving_version() is None
+    # The template's ensemble, comments and all: nothing rewrote it.
+    assert (repository / ENSEMBLE_MODEL / "config.pbtxt").read_text() == (
+        TEMPLATE / ENSEMBLE_MODEL / "config.pbtxt").read_text()
 
 
 # --- On a real server ------------------------------------------------------------------------------
@@ -396,6 +412,11 @@ def test_the_cli_the_catalog_the_search_service_and_the_page_show_the_shops_cate
         assert ids and all(f"category {chosen}" in card for card in cards), cards
         browser.save_screenshot(str(ARTIFACTS / "categories.png"))
 
+        # The head goes away while the service still believes it serves: searches go on, without categories.
+        assert promote_head(shop.repository, 0, url=shop.running.grpc_url, admin_key=ADMIN_KEY).promoted
+        after = http.post("/v1/search?k=3", files={"image": query.read_bytes()})
+        assert after.status_code == 200 and after.json()["categories"] == [], after.text
+
 
 @pytest.mark.integration
 def test_training_from_the_catalogs_csv_reuses_its_vectors_for_unchanged_photos(shop: Shop, tmp_path: Path) -> None:
@@ -418,3 +439,31 @@ def test_training_from_the_catalogs_csv_reuses_its_vectors_for_unchanged_photos(
                                           catalog=catalog, minimum=10)
     assert installed.report["vectors_from_catalog"] == 19 and installed.head.categories == ["boxy", "round"]
     assert installed.report["provenance"]["photos"] == 20
+
+
+def documented_commands() -> list[str]:
+    """The README's categories block, then the first block of docs/categories.md: commands in order."""
+    root = TEMPLATE.parent
+    blocks = [block for document in (root / "README.md", root / "docs" / "categories.md")
+              for block in re.findall(r"```bash\n(.*?)```", document.read_text(), flags=re.DOTALL)
+              if "shopvision categories" in block]
+    return [line.split("  #")[0].strip() for block in blocks[:2] for line in block.splitlines()
+            if line.startswith("shopvision ")]
+
+
+@pytest.mark.integration
+def test_the_documented_commands_run_as_written(shop: Shop, tmp_path: Path) -> None:
+    (tmp_path / "labelled").symlink_to(shop.photos)
+    (tmp_path / "shoe.jpg").write_bytes(encode(category_image("dotted", 31337)))
+    commands = documented_commands()
+    assert commands[:3] == ["shopvision categories train labelled/", "shopvision categories promote 1",
+                            "shopvision classify shoe.jpg --categories"], commands
+    environment = {**os.environ, "SHOPVISION_URL": shop.running.grpc_url, ADMIN_KEY_ENV: ADMIN_KEY,
+                   "SHOPVISION_MODEL_REPOSITORY": str(shop.repository),
+                   "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    for command in commands:
+        result = subprocess.run(command, shell=True, cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                                env=environment)
+        assert result.returncode == 0, f"{command}: {result.stderr[-2000:]}"
+        if "--categories" in command:
+            assert "categories: dotted" in result.stdout, result.stdout

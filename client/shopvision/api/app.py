@@ -38,7 +38,7 @@ from shopvision.api.schemas import (
 from shopvision.api.settings import ApiSettings
 from shopvision.api.uploads import Upload, read_image
 from shopvision.catalog import CATEGORY_COLUMN, Product, SearchHit, categorised
-from shopvision.errors import ShopvisionError
+from shopvision.errors import NoCategoriesError, ShopvisionError
 from shopvision.types import ImageResult, Prediction
 
 MAX_K = 100
@@ -77,6 +77,11 @@ class HeadProbe:
             self._serves = await self._client.serves_categories()
             self._checked_at = time.monotonic()
         return QUERY_CATEGORIES if self._serves else 0
+
+    def no_head(self) -> None:
+        """The server said no head serves (removed since the last look): stop asking until the next look."""
+        self._serves = False
+        self._checked_at = time.monotonic()
 
 
 def create_app(settings: ApiSettings) -> FastAPI:
@@ -196,7 +201,11 @@ async def analyze(shared: Services, data: bytes, *, top_k: int) -> ImageResult:
     categories = await shared.head.categories()
     started = time.perf_counter()
     try:
-        (result,) = await shared.client.analyze([data], top_k=top_k, categories=categories)
+        try:
+            (result,) = await shared.client.analyze([data], top_k=top_k, categories=categories)
+        except NoCategoriesError:
+            shared.head.no_head()
+            (result,) = await shared.client.analyze([data], top_k=top_k)
     finally:
         shared.metrics.triton.observe(time.perf_counter() - started)
     return result

@@ -54,7 +54,8 @@ def register(commands: argparse._SubParsersAction) -> None:
                "  shopvision categories promote 0                  # no head: the ensemble as without one\n"
                "  shopvision categories rollback")
 
-    listing = actions.add_parser("list", help="trained heads: categories, held-out accuracy, which one serves")
+    listing = actions.add_parser("list", help="trained heads: categories, held-out accuracy, the weights they were "
+                                              "trained on, and which one serves (*)")
     add_repository_argument(listing)
     listing.set_defaults(handler=run_list)
 
@@ -95,9 +96,10 @@ def run_list(args: argparse.Namespace) -> int:
         print("no categories head trained: `shopvision categories train SOURCE`")
     for version in heads.built_versions():
         provenance = heads.provenance(version)
-        synthetic = "  (SYNTHETIC weights)" if provenance.get("embedding_weights_synthetic") else ""
+        synthetic = " SYNTHETIC" if provenance.get("embedding_weights_synthetic") else ""
         marker = "*" if version == serving else " "
         print(f"{marker} {version}  held-out accuracy {provenance['held_out_accuracy']:.3f} "
               f"(chance {provenance['chance']:.3f})  {len(provenance['categories'])} categories: "
-              f"{', '.join(provenance['categories'])}{synthetic}")
+              f"{', '.join(provenance['categories'])}  trained on{synthetic} weights "
+              f"{provenance['embedding_model_source']} {str(provenance['embedding_model_sha256'])[:12]}")
     return EXIT_OK

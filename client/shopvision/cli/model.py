@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from shopvision.cli._common import EXIT_OK
+from shopvision.cli._common import EXIT_OK, add_url_option
 from shopvision.serving.repository import DEFAULT_TEMPLATE, REPOSITORY_ENV, default_repository
 from shopvision.serving.weights import DEFAULT_ZOO_MODEL, ZOO_MODELS
 
@@ -95,7 +95,7 @@ def add_lifecycle_actions(actions: argparse._SubParsersAction, *, texts: dict[st
         if name == "promote":
             action.add_argument("version", type=int)
         add_repository_argument(action)
-        action.add_argument("--url", default="grpc://localhost:8001", help="the server (gRPC or HTTP URL)")
+        add_url_option(action)
         action.set_defaults(handler=handler)
 
 
@@ -137,6 +137,9 @@ def print_promotion(report: PromotionReport, *, subject: str) -> int:
     print(json.dumps(report.checks, indent=2))
     if report.promoted:
         print(f"{subject} {report.version} is serving (was {report.previous})")
+        return EXIT_OK
+    if report.version == report.previous:
+        print(f"nothing to do: {report.reason}")
         return EXIT_OK
     print(f"{subject} {report.version} NOT promoted: {report.reason}; {subject} {report.previous} keeps serving",
           file=sys.stderr)

@@ -4,8 +4,9 @@ The same path as resnet50 versions (:mod:`shopvision.serving.lifecycle`): explic
 admin key, the repository on this filesystem. Promoting head N while head C serves (or none does):
 1. pin the ensemble's files to what the server runs now, then load categories with versions [C, N];
 2. check N: ready, trained on the embeddings the server computes now (same ResNet50 sha256), finite
-   probabilities summing to 1 over its own categories, and the same outputs as onnxruntime running N's
-   model.onnx in this process on the server's embeddings of fixed images;
+   probabilities summing to 1 over its own categories, the embedding passed through unchanged, and the
+   same outputs as onnxruntime running N's model.onnx in this process on the server's embeddings of
+   fixed images;
 3. only then switch the ensemble to N (its step and its labelled output; one atomic reload), and unload C.
 Promoting version 0 removes the head: the ensemble serves as it does before any head is trained.
 """
@@ -75,12 +76,12 @@ def _served_head(client: Client) -> int:
 def _switch(client: Client, heads: CategoryHeads, report: PromotionReport) -> None:
     """Steps 1-3 of the module docstring; ``report`` says whether the new head serves now, and why not."""
     current, version = report.previous, report.version
-    heads.serve(current or None)
     if version == NO_HEAD:
         heads.serve(None)
         client.load_model(ENSEMBLE_MODEL)
         report.promoted = True
         return
+    heads.serve(current or None)
     heads.load_versions([v for v in (current, version) if v])
     try:
         client.load_model(CATEGORIES_MODEL)

@@ -249,12 +249,16 @@ class CategoryHeads:
         record_history(self.model_dir, entry)
 
     def restore_serving_state(self) -> None:
-        """The last promoted head serves (version 0: none); with no promotion recorded, the newest built one."""
-        built = self.built_versions()
-        promoted = [entry["version"] for entry in self.history() if entry["promoted"]]
-        serving = (promoted[-1] or None) if promoted else (built[-1] if built else None)
-        if serving is not None and serving not in built:
-            serving = None
+        """The last promoted head serves (version 0: none). Before any promotion was tried, the newest built
+        one does, as a new resnet50 build does; after a failed first promotion, none."""
+        built, history = self.built_versions(), self.history()
+        promoted = [entry["version"] for entry in history if entry["promoted"]]
+        if promoted:
+            serving = promoted[-1] if promoted[-1] in built else None
+        else:
+            serving = built[-1] if built and not history else None
+        if serving is None and self.serving_version() is None:
+            return  # nothing to change: the built ensemble stays a plain copy of the template
         if serving is not None:
             self.load_versions([serving])
         self.serve(serving)
