@@ -44,6 +44,7 @@ from shopvision.contract import (
     EMBEDDING,
     ENSEMBLE_MODEL,
     IMAGE_INPUT,
+    STAND_IN_CONFIG_NAME,
 )
 from shopvision.samples import SAMPLE_CATEGORIES, category_image, encode, write_labelled_photos
 from shopvision.serving.heads import promote_head, rollback_head
@@ -269,9 +270,9 @@ class Traffic:
         join_all(self._threads, timeout=60)
 
 
-def served_categories(shop: Shop, images: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
-    """The server's embeddings of ``images`` and the ensemble's category probabilities, from one pass each."""
-    client = grpcclient.InferenceServerClient(shop.running.grpc_address)
+def served_categories(running: RunningServer, images: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    """The server's embeddings of ``images`` and the ensemble's category probabilities, from one pass."""
+    client = grpcclient.InferenceServerClient(running.grpc_address)
     tensor = grpcclient.InferInput(IMAGE_INPUT, [len(images), 1], "BYTES")
     tensor.set_data_from_numpy(np.array([[image] for image in images], dtype=object))
     result = client.infer(ENSEMBLE_MODEL, [tensor], outputs=[grpcclient.InferRequestedOutput(EMBEDDING),
@@ -318,7 +319,7 @@ def test_the_served_head_equals_predict_proba_and_switches_under_load_without_a_
         first = promote_head(shop.repository, five_version, **common)
     assert first.promoted and first.previous == 0 and set(first.checks) == {"ready", "embeddings", "outputs",
                                                                              "parity"}, first
-    embeddings, probabilities = served_categories(shop, images)
+    embeddings, probabilities = served_categories(shop.running, images)
     assert float(np.abs(probabilities - five.classifier.predict_proba(embeddings)).max()) < 1e-5
     assert [five.categories[i] for i in probabilities.argmax(axis=1)] == list(SAMPLE_CATEGORIES)
 
@@ -467,3 +468,26 @@ def test_the_documented_commands_run_as_written(shop: Shop, tmp_path: Path) -> N
         assert result.returncode == 0, f"{command}: {result.stderr[-2000:]}"
         if "--categories" in command:
             assert "categories: dotted" in result.stdout, result.stdout
+
+
+@pytest.mark.integration
+def test_the_python_backend_stand_in_serves_a_head_too(built_repository: Path, tmp_path: Path) -> None:
+    repository = tmp_path / "model_repository"
+    shutil.copytree(built_repository, repository, symlinks=True)
+    vectors, labels = clustered_vectors(3, 12, seed=5)
+    head = train_head(vectors, labels, seed=0)
+    model = head_to_onnx(head).SerializeToString()
+    CategoryHeads(repository).install(model, head.categories, {}, template=TEMPLATE)
+    assemble(TEMPLATE, repository)  # before any promotion was tried, the newest head serves
+    running = start_server(repository, tmp_path / "stand-in.log", config_name=STAND_IN_CONFIG_NAME)
+    try:
+        images = [encode(category_image(category, 777)) for category in SAMPLE_CATEGORIES]
+        embeddings, probabilities = served_categories(running, images)
+        session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+        expected = session.run([CATEGORY_PROBABILITIES], {EMBEDDING: embeddings})[0]
+        assert float(np.abs(probabilities - expected).max()) < 1e-5
+        with shopvision.Client(running.http_url) as client:
+            ranked = client.categorize(images, top_k=3)
+        assert all(sorted(p.label for p in top) == head.categories for top in ranked)
+    finally:
+        running.server.stop()
