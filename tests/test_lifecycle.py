@@ -166,3 +166,25 @@ def test_the_cli_needs_the_admin_key_and_reports_promotion(versioned) -> None:
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False,
                           env={**os.environ, ADMIN_KEY_ENV: ADMIN_KEY})
     assert done.returncode == 0 and "resnet50 version 2 is serving (was 1)" in done.stdout, done.stderr
+
+
+def test_promoting_new_weights_warns_that_the_serving_categories_head_was_trained_on_the_old_ones(versioned) -> None:
+    from shopvision.categories.export import head_to_onnx
+    from shopvision.categories.training import train_head
+    from shopvision.serving.heads import promote_head
+    from shopvision.serving.repository import CategoryHeads, read_provenance
+    from tests.conftest import TEMPLATE
+    from tests.test_categories import clustered_vectors
+
+    repository, running = versioned
+    vectors, labels = clustered_vectors(2, 12, seed=3)
+    head = train_head(vectors, labels, seed=0)
+    trained_on = read_provenance(repository / RESNET_MODEL / "1").model_sha256
+    version = CategoryHeads(repository).install(head_to_onnx(head).SerializeToString(), head.categories,
+                                                {"embedding_model_sha256": trained_on}, template=TEMPLATE)
+    common = {"url": running.grpc_url, "admin_key": ADMIN_KEY}
+    assert promote_head(repository, version, **common).promoted
+    report = promote(repository, 2, **common)
+    assert report.promoted and f"categories head {version} serves" in report.checks["categories"], report.checks
+    back = rollback(repository, **common)
+    assert back.promoted and "categories" not in back.checks, back.checks

@@ -2,7 +2,8 @@
 
 The same path as resnet50 versions (:mod:`shopvision.serving.lifecycle`): explicit model control, the
 admin key, the repository on this filesystem. Promoting head N while head C serves (or none does):
-1. pin the ensemble's files to what the server runs now, then load categories with versions [C, N];
+1. pin the ensemble's files to what the server runs now (its head and its resnet50 version: reloading the
+   ensemble must not bring in a newer resnet50 build unchecked), then load categories with versions [C, N];
 2. check N: ready, trained on the embeddings the server computes now (same ResNet50 sha256), finite
    probabilities summing to 1 over its own categories, the embedding passed through unchanged, and the
    same outputs as onnxruntime running N's model.onnx in this process on the server's embeddings of
@@ -32,10 +33,12 @@ from shopvision.samples import product_jpeg
 from shopvision.serving.lifecycle import (
     PromotionError,
     PromotionReport,
+    pin_serving_version,
     repository_operations,
     served_before_last_promotion,
+    serving_version,
 )
-from shopvision.serving.repository import CategoryHeads
+from shopvision.serving.repository import CategoryHeads, ModelRepository
 
 NO_HEAD = 0
 """The version number that stands for "no head": promoting it removes the categories step."""
@@ -78,10 +81,12 @@ def _switch(client: Client, heads: CategoryHeads, report: PromotionReport) -> No
     current, version = report.previous, report.version
     if version == NO_HEAD:
         heads.serve(None)
+        _pin_resnet(client, heads)
         client.load_model(ENSEMBLE_MODEL)
         report.promoted = True
         return
     heads.serve(current or None)
+    _pin_resnet(client, heads)
     heads.load_versions([v for v in (current, version) if v])
     try:
         client.load_model(CATEGORIES_MODEL)
@@ -103,6 +108,12 @@ def _switch(client: Client, heads: CategoryHeads, report: PromotionReport) -> No
     heads.load_versions([version])
     client.load_model(CATEGORIES_MODEL)
     report.promoted = True
+
+
+def _pin_resnet(client: Client, heads: CategoryHeads) -> None:
+    """Reloading the ensemble must not bring in a newer resnet50 build: that goes through its own promotion."""
+    files = ModelRepository(heads.root)
+    pin_serving_version(files, serving_version(client, files))
 
 
 def check_head(client: Client, heads: CategoryHeads, version: int, checks: dict[str, str]) -> str | None:

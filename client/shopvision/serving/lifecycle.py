@@ -38,7 +38,7 @@ from shopvision.contract import (
 )
 from shopvision.errors import PermissionDeniedError, ShopvisionError
 from shopvision.samples import product_jpeg
-from shopvision.serving.repository import ModelRepository, read_provenance
+from shopvision.serving.repository import CategoryHeads, ModelRepository, Provenance, read_provenance
 
 PARITY_TOLERANCE = 1e-3
 """Largest |served - in-process| allowed in probabilities and embeddings (threading noise is ~1e-6)."""
@@ -65,7 +65,7 @@ def promote(repository: Path, version: int, *, url: str, admin_key: str) -> Prom
                              f"(built: {files.built_versions()}); run `shopvision model build --version {version}`")
     with Client(url, admin_key=admin_key) as client:
         try:
-            current = files.pinned_version() or _loaded_version(client)
+            current = serving_version(client, files)
         except PermissionDeniedError as error:
             raise PromotionError(f"cannot read the server's models: {error}") from error
         report = PromotionReport(version=version, previous=current, promoted=False)
@@ -105,10 +105,7 @@ def served_before_last_promotion(history: list[dict[str, Any]]) -> int:
 def _switch(client: Client, files: ModelRepository, report: PromotionReport) -> None:
     """Steps 1-3 of the module docstring; ``report`` says whether the new version serves now, and why not."""
     current, version = report.previous, report.version
-    # Pin what serves now, in both files, before anything else is loaded: loading the ensemble
-    # reloads resnet50 from disk, and under `latest 1` that would swap in the newest version unchecked.
-    files.load_versions([current])
-    files.pin_ensemble(current)
+    pin_serving_version(files, current)
     client.load_model(ENSEMBLE_MODEL)
     files.load_versions([current, version])
     try:
@@ -133,6 +130,35 @@ def _switch(client: Client, files: ModelRepository, report: PromotionReport) -> 
     files.load_versions([version])
     client.load_model(RESNET_MODEL)
     report.promoted = True
+    stale = _stale_head(files.root, provenance)
+    if stale is not None:
+        report.checks["categories"] = stale
+
+
+def _stale_head(repository: Path, provenance: Provenance | None) -> str | None:
+    """A warning when the categories head that serves was trained on other weights' embeddings than these."""
+    heads = CategoryHeads(repository)
+    head = heads.serving_version()
+    if head is None:
+        return None
+    trained_on = heads.provenance(head).get("embedding_model_sha256")
+    if provenance is not None and trained_on == provenance.model_sha256:
+        return None
+    return (f"WARNING: categories head {head} serves, trained on the embeddings of ResNet50 {trained_on}, not of "
+            "this version: its categories mean nothing until a head trained on this version is promoted "
+            "(`shopvision categories train`, then `shopvision categories promote`)")
+
+
+def pin_serving_version(files: ModelRepository, current: int) -> None:
+    """Write the resnet50 version that serves into both files before anything else is loaded: loading the
+    ensemble reloads resnet50 from disk, and under `latest 1` that would swap in the newest build unchecked."""
+    files.load_versions([current])
+    files.pin_ensemble(current)
+
+
+def serving_version(client: Client, files: ModelRepository) -> int:
+    """The resnet50 version the server runs: the ensemble's pin, else the one it loaded."""
+    return files.pinned_version() or _loaded_version(client)
 
 
 def _loaded_version(client: Client) -> int:
