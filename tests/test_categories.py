@@ -33,6 +33,7 @@ import shopvision
 from shopvision.api.settings import ApiSettings
 from shopvision.catalog import CATEGORY_COLUMN, Catalog, CatalogItem
 from shopvision.categories.dataset import LabelledPhoto, TrainingDataError, check_counts, read_labelled
+from shopvision.categories.embedding import EmbeddedPhotos
 from shopvision.categories.export import head_to_onnx
 from shopvision.categories.pipeline import train_and_install
 from shopvision.categories.report import render_markdown, training_report
@@ -132,8 +133,6 @@ def test_the_report_names_confusions_and_says_loudly_when_weights_are_synthetic(
     confused = {(pair["category"], pair["predicted_as"]) for pair in head.evaluation["held_out"]["most_confused"]}
     assert confused & {("cat-1", "cat-2"), ("cat-2", "cat-1")}, head.evaluation["held_out"]["most_confused"]
     photos = [LabelledPhoto(label, Path(f"{index}.jpg")) for index, label in enumerate(labels)]
-    from shopvision.categories.embedding import EmbeddedPhotos
-
     embedded = EmbeddedPhotos(photos=photos, vectors=vectors, digests=[f"{i:064x}" for i in range(len(photos))])
     report = training_report(head, embedded, fake_served(synthetic=True), source="labelled/", seed=0)
     assert report["provenance"]["embedding_weights_synthetic"] is True

@@ -16,6 +16,8 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
+from shopvision.categories.export import head_to_onnx
+from shopvision.categories.training import train_head
 from shopvision.contract import (
     ADMIN_KEY_ENV,
     EMBEDDING,
@@ -28,8 +30,11 @@ from shopvision.contract import (
 )
 from shopvision.samples import product_jpeg
 from shopvision.serving.build import build_model
+from shopvision.serving.heads import promote_head
 from shopvision.serving.lifecycle import ModelRepository, PromotionError, promote, rollback
-from tests.conftest import RunningServer, start_server
+from shopvision.serving.repository import CategoryHeads, read_provenance
+from tests.conftest import TEMPLATE, RunningServer, start_server
+from tests.test_categories import clustered_vectors
 from tests.threads import RecordingThread, join_all
 
 pytestmark = pytest.mark.integration
@@ -169,13 +174,6 @@ def test_the_cli_needs_the_admin_key_and_reports_promotion(versioned) -> None:
 
 
 def test_promoting_new_weights_warns_that_the_serving_categories_head_was_trained_on_the_old_ones(versioned) -> None:
-    from shopvision.categories.export import head_to_onnx
-    from shopvision.categories.training import train_head
-    from shopvision.serving.heads import promote_head
-    from shopvision.serving.repository import CategoryHeads, read_provenance
-    from tests.conftest import TEMPLATE
-    from tests.test_categories import clustered_vectors
-
     repository, running = versioned
     vectors, labels = clustered_vectors(2, 12, seed=3)
     head = train_head(vectors, labels, seed=0)

@@ -69,8 +69,8 @@ def category_image(category: str, seed: int, *, size: tuple[int, int] = (400, 40
     x1, y1 = x0 + rng.uniform(0.4, 0.6) * width, y0 + rng.uniform(0.4, 0.6) * height
     jitter = rng.integers(-30, 30, size=3)
 
-    def colour(base: tuple[int, int, int]) -> tuple[int, int, int]:
-        return tuple(int(np.clip(c + j, 0, 255)) for c, j in zip(base, jitter, strict=True))  # type: ignore[return-value]
+    def colour(base: tuple[int, int, int]) -> tuple[int, ...]:
+        return tuple(int(np.clip(c + j, 0, 255)) for c, j in zip(base, jitter, strict=True))
 
     if category == "red-round":
         draw.ellipse((x0, y0, x1, y1), fill=colour((200, 40, 40)))

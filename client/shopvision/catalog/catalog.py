@@ -121,7 +121,7 @@ class Catalog:
         return [hit for hit in hits if hit.product_id != product_id][:k]
 
     def get(self, product_id: str) -> Product | None:
-        stored = self._store.get(product_id)
+        stored = self.stored(product_id)
         return None if stored is None else stored[0]
 
     def stored(self, product_id: str) -> tuple[Product, np.ndarray] | None:

@@ -11,6 +11,7 @@ from numpy.typing import NDArray
 
 from shopvision.categories.dataset import LabelledPhoto
 from shopvision.contract import EMBEDDING_DIM
+from shopvision.serving.weights import sha256_of
 
 if TYPE_CHECKING:
     from shopvision.aio import Progress
@@ -39,29 +40,32 @@ class EmbeddedPhotos:
 
 def embed_photos(photos: list[LabelledPhoto], client: Client, *, catalog: Catalog | None = None,
                  progress: Progress | None = None) -> EmbeddedPhotos:
-    """Embed every photo, reusing a catalog's vector where the photo is a product whose file is unchanged."""
-    contents: list[tuple[LabelledPhoto, bytes, str]] = []
+    """Embed every photo, reusing a catalog's vector where the photo is a product whose file is unchanged.
+
+    Photos are hashed here and read again by the client when their request is sent, so memory holds one
+    request's photos at a time, not the whole training set."""
+    contents: list[tuple[LabelledPhoto, str]] = []
     failed: list[tuple[str, str]] = []
     for photo in photos:
         try:
-            data = photo.path.read_bytes()
+            digest = sha256_of(photo.path)
         except OSError as error:
             failed.append((str(photo.path), f"cannot read: {error.strerror or error}"))
             continue
-        contents.append((photo, data, hashlib.sha256(data).hexdigest()))
+        contents.append((photo, digest))
     stored: dict[int, NDArray[np.float32]] = {}
     if catalog is not None:
         catalog.check_model(client.provenance(), url=client.url)
-        for position, (photo, _, digest) in enumerate(contents):
+        for position, (photo, digest) in enumerate(contents):
             known = catalog.stored(photo.product_id) if photo.product_id else None
             if known is not None and known[0].content_sha256 == digest:
                 stored[position] = known[1]
     to_embed = [position for position in range(len(contents)) if position not in stored]
-    results = client.analyze([contents[position][1] for position in to_embed], top_k=0, on_error="report",
+    results = client.analyze([contents[position][0].path for position in to_embed], top_k=0, on_error="report",
                              progress=progress)
     embedded = dict(zip(to_embed, results, strict=True))
     kept: list[tuple[LabelledPhoto, str, NDArray[np.float32]]] = []
-    for position, (photo, _, digest) in enumerate(contents):
+    for position, (photo, digest) in enumerate(contents):
         if position in stored:
             kept.append((photo, digest, stored[position]))
             continue

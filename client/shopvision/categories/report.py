@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import datetime, timezone
 from importlib.metadata import version as package_version
 from typing import Any
@@ -15,9 +16,6 @@ def training_report(head: TrainedHead, embedded: EmbeddedPhotos, served: Weights
                     source: str, seed: int) -> dict[str, Any]:
     """Everything a reviewer needs to trust (or not) a head; its ``provenance`` goes next to the model."""
     held_out = head.evaluation["held_out"]
-    counts: dict[str, int] = {}
-    for photo in embedded.photos:
-        counts[photo.category] = counts.get(photo.category, 0) + 1
     return {
         "provenance": {
             "categories": head.categories,
@@ -34,7 +32,7 @@ def training_report(head: TrainedHead, embedded: EmbeddedPhotos, served: Weights
             "seed": seed,
             "scikit_learn": package_version("scikit-learn"),
         },
-        "photos_per_category": counts,
+        "photos_per_category": dict(sorted(Counter(photo.category for photo in embedded.photos).items())),
         "vectors_from_catalog": embedded.from_catalog,
         "skipped_photos": [{"photo": photo, "reason": reason} for photo, reason in embedded.failed],
         **head.evaluation,
