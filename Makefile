@@ -10,7 +10,7 @@ WEIGHTS ?=
 SERVE_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: serve test test-fast lint venv locust-venv model backend backend-required system-deps clean
+.PHONY: serve test test-fast lint venv locust-venv model system-deps clean
 
 $(BIN)/shopvision: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,16 +34,8 @@ locust-venv: $(LOCUST_VENV)/bin/locust
 model: venv
 	$(BIN)/shopvision model build --template model_repository --repository $(BUILD_DIR) $(if $(WEIGHTS),--weights $(WEIGHTS))
 
-# Triton's native ONNX Runtime backend, built once into ~/.cache/shopvision (outside the repository).
-# Without a C++ toolchain `make serve` warns and serves the python_ort stand-in; the suite needs it.
-backend: venv
-	$(BIN)/shopvision backend build
-
-backend-required: system-deps venv
-	$(BIN)/shopvision backend build --require
-
-# Triton (8000 HTTP, 8001 gRPC, 8002 metrics), then the search API and page on 8080.
-serve: venv model backend
+# Triton (8000 HTTP, 8001 gRPC, 8002 metrics) with the `cpu` configuration, then the search API and page on 8080.
+serve: venv model
 	$(BIN)/shopvision serve --repository $(BUILD_DIR) --api $(SERVE_ARGS)
 
 system-deps:
@@ -53,10 +45,10 @@ lint: venv
 	$(BIN)/ruff check client tests benchmarks model_repository
 	$(BIN)/mypy
 
-test: system-deps venv locust-venv backend-required lint
+test: system-deps venv locust-venv lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# Every test that needs no tritonserver: seconds, no native backend, no Locust.
+# Every test that needs no tritonserver: seconds, no Locust.
 test-fast: venv
 	$(BIN)/python -m pytest -m "not integration" $(PYTEST_ARGS)
 

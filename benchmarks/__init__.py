@@ -6,3 +6,8 @@ PUBLISHED = Path(__file__).resolve().parent / "results"
 """The reports committed with the code: write there with ``--out benchmarks/results/<name>``."""
 SCRATCH = Path(__file__).resolve().parent.parent / "build" / "benchmarks"
 """Where a run writes by default (ignored by git), so a benchmark run never changes tracked files."""
+SERVED_CONFIGURATION = "the `cpu` configuration (resnet50 in the Python backend on ONNX Runtime)"
+"""What a benchmark's server runs, recorded in its results so that a report re-rendered later still says what was
+measured, not what serves today."""
+RETIRED_CONFIGURATION = "the `cpu` configuration of the time (Triton's native ONNX Runtime backend, since retired)"
+"""What results that predate :data:`SERVED_CONFIGURATION` were measured on."""

@@ -24,21 +24,27 @@ from shopvision.serving.server import LocalTritonServer, ServerOptions, free_por
 
 @dataclass(frozen=True)
 class Variant:
-    """A way to serve the same repository: a config name, server flags, and edits of a copy of it."""
+    """A way to serve the same repository: edits of a copy of it."""
 
     what: str
-    config_name: str | None = contract.CPU_CONFIG_NAME
-    server_args: tuple[str, ...] = ()
     resnet_edit: Callable[[ModelConfig], None] | None = None
     """Applied to resnet50's configs/cpu.pbtxt in the variant's copy."""
     repository_edit: Callable[[Path], None] | None = None
 
 
 def _resnet_instances(count: int, threads: int) -> Callable[[ModelConfig], None]:
+    """``count`` resnet50 instances, each with ``threads`` threads for a batch and for a lone image."""
     def edit(config: ModelConfig) -> None:
         (group,) = config.instance_group
         group.count = count
-        config.parameters["intra_op_thread_count"].string_value = str(threads)
+        for parameter in ("intra_op_threads", "single_image_intra_op_threads"):
+            config.parameters[parameter].string_value = str(threads)
+    return edit
+
+
+def engine(name: str) -> Callable[[ModelConfig], None]:
+    def edit(config: ModelConfig) -> None:
+        config.parameters[contract.ENGINE_PARAMETER].string_value = name
     return edit
 
 
@@ -66,29 +72,20 @@ def _without_quality_monitor(repository: Path) -> None:
 
 CORES = os.cpu_count() or 1
 VARIANTS = {
-    "default": Variant("the shipped CPU configuration (native ONNX Runtime: 1 resnet50 instance with a thread per "
-                       "core, batches of 2, no queue delay)"),
-    "two_instances_one_thread": Variant("2 resnet50 instances with 1 thread each",
+    "default": Variant("the shipped CPU configuration (resnet50 in the Python backend on ONNX Runtime: 2 instances "
+                       "with cores/2 threads for a batch and every core for a lone image, batches of 2, no queue "
+                       "delay)"),
+    "openvino": Variant("the same layout on OpenVINO (engine: openvino, f32)", resnet_edit=engine("openvino")),
+    "single_instance": Variant("1 resnet50 instance with a thread per core", resnet_edit=_resnet_instances(1, CORES)),
+    "two_instances_one_thread": Variant("2 resnet50 instances with 1 thread each, a lone image too",
                                         resnet_edit=_resnet_instances(2, 1)),
-    "two_instances_all_cores": Variant("2 resnet50 instances with a thread per core each",
-                                       resnet_edit=_resnet_instances(2, CORES)),
-    "global_thread_pool": Variant("2 resnet50 instances sharing ONNX Runtime's global pool of a thread per core "
-                                  "(--backend-config=onnxruntime,enable-global-threadpool=1,...)",
-                                  server_args=("--backend-config=onnxruntime,enable-global-threadpool=1",
-                                               f"--backend-config=onnxruntime,intra_op_thread_count={CORES}"),
-                                  resnet_edit=_resnet_instances(2, CORES)),
     "unbounded_batches": Variant("batches as large as the queue allows (no preferred batch size of 2)",
                                  resnet_edit=_without_batch_preference),
     "no_batching": Variant("dynamic batching off in preprocess and resnet50",
                            repository_edit=_without_dynamic_batching),
-    "gpu_config_on_cpu": Variant("each model's config.pbtxt (the GPU configuration: ORT's default threads, batches of "
-                                 "8-32 after 2 ms, 8 preprocess instances), what a CPU node ran before `cpu` existed",
-                                 config_name=None),
-    "python_ort": Variant("the stand-in: resnet50 in a Python-backend stub (onnxruntime's Python API)",
-                          config_name=contract.STAND_IN_CONFIG_NAME),
     "no_quality_monitor": Variant("the ensemble without its quality_monitor step (the confidence metric's cost)",
                                   repository_edit=_without_quality_monitor),
-    "int8": Variant("resnet50 statically quantized (QDQ, int8) from the same fp32 weights"),
+    "int8": Variant("resnet50 statically quantized (QDQ, int8) from the same fp32 weights, on ONNX Runtime"),
 }
 
 
@@ -145,10 +142,9 @@ def variant_repository(base: Path, scratch: Path, name: str, int8_model: Path | 
 
 
 @contextlib.contextmanager
-def triton(repository: Path, log: Path, variant: Variant = VARIANTS["default"]) -> Iterator[LocalTritonServer]:
+def triton(repository: Path, log: Path) -> Iterator[LocalTritonServer]:
     http, grpc, metrics = free_ports(3)
-    options = ServerOptions(repository, http_port=http, grpc_port=grpc, metrics_port=metrics,
-                            config_name=variant.config_name, extra_args=variant.server_args)
+    options = ServerOptions(repository, http_port=http, grpc_port=grpc, metrics_port=metrics)
     with log.open("wb") as stream, LocalTritonServer(options, log=stream) as server:
         yield server
 
@@ -165,6 +161,10 @@ class ModelCounters:
     """Time its requests waited in its queue, summed over requests."""
     compute_ns: int
     """Time its executions spent computing (Triton's compute_infer), summed over requests."""
+    input_ns: int = 0
+    """Time spent handing its inputs to the model (compute_input: for a Python model, into shared memory)."""
+    output_ns: int = 0
+    """Time spent taking its outputs back (compute_output)."""
 
     def __sub__(self, earlier: ModelCounters) -> ModelCounters:
         return ModelCounters(*(now - before for now, before in zip(asdict(self).values(), asdict(earlier).values(),
@@ -177,7 +177,8 @@ def model_counters(server: LocalTritonServer, model: str) -> ModelCounters:
     inference = stats["inference_stats"]
     return ModelCounters(int(stats["inference_count"]), int(stats["execution_count"]),
                          int(inference["success"]["count"]), int(inference["fail"]["count"]),
-                         int(inference["queue"]["ns"]), int(inference["compute_infer"]["ns"]))
+                         int(inference["queue"]["ns"]), int(inference["compute_infer"]["ns"]),
+                         int(inference["compute_input"]["ns"]), int(inference["compute_output"]["ns"]))
 
 
 def queued_models(model: str) -> tuple[str, ...]:
@@ -211,7 +212,7 @@ def measure_variants(base: Path, input_data: Path, work: Path, settings: dict, i
     rows = []
     for name in settings["variants"]:
         repository = variant_repository(base, scratch / "variants", name, int8_model)
-        with triton(repository, work / f"tritonserver-{name}.log", VARIANTS[name]) as server:
+        with triton(repository, work / f"tritonserver-{name}.log") as server:
             for concurrency in settings["variant_concurrency"]:
                 row = perf_point(server, model=contract.ENSEMBLE_MODEL, protocol="grpc", input_data=input_data,
                                  concurrency=concurrency, csv_path=work / f"pa-{name}-{concurrency}.csv",
@@ -235,12 +236,18 @@ def measure_resnet_alone(base: Path, work: Path, settings: dict) -> list[dict]:
     return rows
 
 
+@dataclass(frozen=True)
+class NaiveServer:
+    url: str
+    pid: int
+
+
 @contextlib.contextmanager
-def naive_server(model: Path, log: Path) -> Iterator[str]:
+def naive_server(model: Path, log: Path, *, engine: str = contract.ENGINES[0]) -> Iterator[NaiveServer]:
     (port,) = free_ports(1)
     with log.open("wb") as stream:
-        process = subprocess.Popen([sys.executable, "-m", "benchmarks.naive_server", str(model), "--port", str(port)],
-                                   stdout=stream, stderr=subprocess.STDOUT)
+        process = subprocess.Popen([sys.executable, "-m", "benchmarks.naive_server", str(model), "--port", str(port),
+                                    "--engine", engine], stdout=stream, stderr=subprocess.STDOUT)
         url = f"http://127.0.0.1:{port}"
         try:
             deadline = time.monotonic() + 60
@@ -252,7 +259,7 @@ def naive_server(model: Path, log: Path) -> Iterator[str]:
                     if process.poll() is not None or time.monotonic() > deadline:
                         raise RuntimeError(f"the naive server did not start (see {log})") from None
                     time.sleep(0.3)
-            yield url
+            yield NaiveServer(url, process.pid)
         finally:
             process.terminate()
             process.wait(timeout=30)

@@ -2,9 +2,9 @@
 
     python -m benchmarks.limits --out benchmarks/results/limits
 
-Each section starts its own tritonserver (the CPU configuration on the native backend, with the flags
-shopvision ships) and measures the resident memory of tritonserver and its backend stubs (VmRSS summed
-over the process tree, the soak's accounting; shared memory counts once per process that maps it):
+Each section starts its own tritonserver (the `cpu` configuration, with the flags shopvision ships)
+and measures the resident memory of tritonserver and its backend stubs (VmRSS summed over the
+process tree, the soak's accounting; shared memory counts once per process that maps it):
 
 - burst: two rounds of four concurrent requests at the limit (two over HTTP, two over gRPC; each 32
   JPEGs padded to just under the per-image limit): peak while they run, and the level after each round.
@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks import PUBLISHED, SCRATCH
+from benchmarks import PUBLISHED, RETIRED_CONFIGURATION, SCRATCH, SERVED_CONFIGURATION
 from benchmarks.processes import process_tree, python_model, tree_rss_bytes
 from shopvision.contract import (
     EMBEDDING,
@@ -225,8 +225,8 @@ def render_report(results: dict) -> str:
         "# Requests at the size limit",
         "",
         f"`{results['command']}` on {results['machine']} ({results['cores']} cores), "
-        f"measured {results['measured_at']}, commit {results['commit']}. Synthetic weights; the CPU configuration "
-        "on the native ONNX Runtime backend.",
+        f"measured {results['measured_at']}, commit {results['commit']}. Synthetic weights; "
+        f"{results.get('configuration', RETIRED_CONFIGURATION)}.",
         "",
         f"The request limit is {limit_mb:.0f} MiB: {MAX_BATCH_SIZE} images of at most {MAX_IMAGE_BYTES // MIB} MiB "
         "(`shopvision.contract.max_request_bytes`). Memory is the RSS of tritonserver and its backend stubs, "
@@ -292,6 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True,
                             check=False, cwd=Path(__file__).parent).stdout.strip()
     results: dict = {
+        "configuration": SERVED_CONFIGURATION,
         "command": " ".join(["python -m benchmarks.limits", *(argv if argv is not None else sys.argv[1:])]),
         "machine": platform.node(), "cores": len(__import__("os").sched_getaffinity(0)),
         "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "commit": commit,

@@ -1,11 +1,12 @@
 """The baseline a team builds without Triton: FastAPI + onnxruntime, one image per request.
 
-    python -m benchmarks.naive_server MODEL.onnx --port 9000
+    python -m benchmarks.naive_server MODEL.onnx --port 9000 [--engine openvino]
     curl --data-binary @shoe.jpg http://127.0.0.1:9000/classify
 
-Same model file and the same preprocessing code as the served ensemble, so the comparison is about
-serving, not preprocessing. One uvicorn worker; each request is decoded and run through ORT (every
-core, spinning off) in FastAPI's thread pool. No batching, no queue bound, no metrics.
+Same model file, the same preprocessing code and the same engines (:mod:`shopvision.serving.engines`)
+as the served ensemble, so the comparison is about serving, not preprocessing. One uvicorn worker;
+each request is decoded and run through the engine (every core; ONNX Runtime's spinning off) in
+FastAPI's thread pool. No batching, no queue bound, no metrics.
 """
 
 from __future__ import annotations
@@ -13,26 +14,24 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-import onnxruntime as ort
 import uvicorn
 from fastapi import FastAPI, HTTPException, Request
 from starlette.concurrency import run_in_threadpool
 
 from shopvision import contract
+from shopvision.serving.engines import open_engine
 from shopvision.serving.preprocessing import ImageRejected, Preprocessor
 
 TOP_K = 5
 
 
-def create_app(model: str) -> FastAPI:
-    options = ort.SessionOptions()
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+def create_app(model: str, engine: str = contract.ENGINES[0]) -> FastAPI:
+    runner = open_engine(engine, model, input_name=contract.PIXELS, output_names=[contract.PROBABILITIES], threads=0)
     preprocessor = Preprocessor()
     app = FastAPI(title="naive ResNet50 baseline")
 
     def top_classes(data: bytes) -> list[dict]:
-        (probabilities,) = session.run([contract.PROBABILITIES], {contract.PIXELS: preprocessor([data])})
+        (probabilities,) = runner.run(preprocessor([data]))
         best = np.argsort(-probabilities[0])[:TOP_K]
         return [{"index": int(index), "score": float(probabilities[0][index])} for index in best]
 
@@ -56,8 +55,9 @@ def main() -> None:
     parser.add_argument("model")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9000)
+    parser.add_argument("--engine", choices=contract.ENGINES, default=contract.ENGINES[0])
     args = parser.parse_args()
-    uvicorn.run(create_app(args.model), host=args.host, port=args.port, log_level="warning")
+    uvicorn.run(create_app(args.model, args.engine), host=args.host, port=args.port, log_level="warning")
 
 
 if __name__ == "__main__":

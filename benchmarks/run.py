@@ -29,7 +29,6 @@ from benchmarks import SCRATCH, compare, paired, perf
 from benchmarks.in_process import InProcess, measure_in_process
 from shopvision import contract
 from shopvision.samples import product_jpeg
-from shopvision.serving import native_backend
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "model_repository"
 SECTIONS = ("in_process", "paired", "variants", "resnet50_alone", "served")
@@ -39,14 +38,13 @@ MODES = {
     # every concurrency on a slow machine.
     "quick": {"sizes": [(640, 480)], "concurrency": [1, 8], "protocols": ["grpc"], "requests": 48,
               "stability": 50, "repeats": 16, "compare_concurrency": [8], "compare_requests": 24,
-              "rounds": 1, "variants": [], "variant_concurrency": [8], "resnet_alone": []},
+              "rounds": 1, "engines_compared": [], "variants": [], "variant_concurrency": [8], "resnet_alone": []},
     "full": {"sizes": [(640, 480), (1600, 1200)], "concurrency": [1, 2, 4, 8, 16, 32],
              "protocols": ["grpc", "http"], "requests": 160, "stability": 30, "repeats": 64,
              "compare_concurrency": [1, 8], "compare_requests": 160,
-             "rounds": 3,
-             "variants": ["default", "two_instances_one_thread", "two_instances_all_cores", "global_thread_pool",
-                          "unbounded_batches", "no_batching", "gpu_config_on_cpu", "python_ort", "no_quality_monitor",
-                          "int8"],
+             "rounds": 3, "engines_compared": ["openvino"],
+             "variants": ["default", "openvino", "single_instance", "two_instances_one_thread", "unbounded_batches",
+                          "no_batching", "no_quality_monitor", "int8"],
              "variant_concurrency": [1, 8],
              "resnet_alone": [1, 8]},
 }
@@ -191,12 +189,13 @@ def _analysis(results: dict) -> list[str]:
     lines.append("- The compute ceiling counts only ORT and decoding; perf_analyzer, Triton's threads, the "
                  "Python-backend stubs and their shared-memory copies run on the same "
                  f"{f'{cores} cores' if cores else 'cores'} (the CPU table above measures each).")
-    naive = [f"{target.median}× at c={target.name.rsplit('c=', 1)[1].split()[0]}"
-             for target in paired.targets(results["paired"]) if target.name.startswith("served ≥")]
-    lines.append("- Against the naive server (img/s, Triton/naive, median of the paired rounds): "
-                 f"{', '.join(naive)}. Both do the same decoding and ORT work; the naive server in one process "
-                 "without copies between processes, Triton with its stubs and shared-memory copies. Triton's case "
-                 "on CPU is what the naive server lacks: queue bounds and load shedding, metrics, model control, "
+    medians = {target.name: target.median for target in paired.targets(results["paired"])}
+    naive = [f"{medians[name]}× over {protocol}" for protocol in ("HTTP", "gRPC")
+             if (name := paired.naive_target_name(protocol, 8, "throughput")) in medians]
+    lines.append("- Against the naive server at c=8 (img/s, Triton/naive, median of the paired rounds): "
+                 f"{', '.join(naive)}. Both do the same decoding and engine work; the naive server in one process, "
+                 "one image at a time, Triton with its stubs, shared-memory copies and dynamic batches. Triton's case "
+                 "on CPU is also what the naive server lacks: queue bounds and load shedding, metrics, model control, "
                  "one repository for CPU and GPU.")
     shipped = {c: variants.get(("default", c)) for c in (1, 8)}
     for name in compare.VARIANTS:
@@ -226,10 +225,11 @@ def report(out: Path, results: dict, plots: list[str]) -> str:
         f"`{command}`; rendered {datetime.now(timezone.utc).isoformat(timespec='seconds')} from results.json.", "",
         *_section_lines(results), "",
         "**Synthetic ResNet50 weights** (exact architecture, seeded): speed is "
-        "representative, accuracy is not. tritonserver 2.51 from the nvidia-pytriton wheel with Triton's "
-        f"native onnxruntime backend (r24.10, ONNX Runtime {native_backend.ONNXRUNTIME_VERSION}) built by "
-        f"`shopvision backend build`, `--model-config-name={contract.CPU_CONFIG_NAME}`: what the container "
-        "serves on a CPU node. The python_ort stand-in is measured beside it.", "",
+        "representative, accuracy is not. tritonserver 2.51 from the nvidia-pytriton wheel, "
+        f"`--model-config-name={contract.CPU_CONFIG_NAME}`: resnet50 in the Python backend on ONNX Runtime "
+        f"{ort.__version__} from PyPI, what the container serves on a CPU node. The naive server is FastAPI + the "
+        "same engine, preprocessing and model file (`benchmarks/naive_server.py`), driven by the same closed-loop "
+        "client as Triton's HTTP and gRPC points.", "",
         "## Targets (ratios within this run)", "", *paired.report_lines(results["paired"]), "",
         *_analysis(results),
         "## In-process baselines (same model file, same JPEGs)", "",

@@ -22,7 +22,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from collections.abc import Callable
@@ -31,8 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks import SCRATCH
-from benchmarks.loadgen import LoadPoint, closed_loop
+from benchmarks import RETIRED_CONFIGURATION, SCRATCH, SERVED_CONFIGURATION
+from benchmarks.loadgen import LoadPoint, closed_loop, http_connection
 from benchmarks.processes import cpu_seconds, tree_cpu_seconds, tree_rss_bytes
 from benchmarks.search_http import classify_request, search_request
 from shopvision.contract import EMBEDDING_DIM
@@ -112,42 +111,17 @@ def sdk_closed_loop(triton_url: str, images: list[bytes], *, concurrency: int, r
     """The SDK calling Triton directly: ``concurrency`` threads, one image per call, one shared client."""
     import shopvision
 
-    latencies: list[float] = []
-    failures = 0
-    lock = threading.Lock()
-    issued = 0
-
     with shopvision.Client(triton_url, max_in_flight=concurrency) as client:
         client.classify([images[0]])  # connect and warm up
 
-        def worker(offset: int) -> None:
-            nonlocal issued, failures
-            sent = offset
-            while True:
-                with lock:
-                    if issued >= requests:
-                        return
-                    issued += 1
-                started = time.perf_counter()
-                try:
-                    client.classify([images[sent % len(images)]], top_k=5)
-                except shopvision.ShopvisionError:
-                    with lock:
-                        failures += 1
-                with lock:
-                    latencies.append(time.perf_counter() - started)
-                sent += concurrency
+        def send(image: bytes) -> bool:
+            try:
+                client.classify([image], top_k=5)
+            except shopvision.ShopvisionError:
+                return False
+            return True
 
-        threads = [threading.Thread(target=worker, args=(offset,)) for offset in range(concurrency)]
-        began = time.perf_counter()
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        elapsed = time.perf_counter() - began
-    samples = np.array(latencies) * 1000
-    return LoadPoint("sdk", concurrency, len(latencies), failures, round(len(latencies) / elapsed, 1),
-                     round(float(np.percentile(samples, 50)), 1), round(float(np.percentile(samples, 99)), 1))
+        return closed_loop("sdk", lambda: (send, lambda: None), images, concurrency=concurrency, requests=requests)
 
 
 def with_cpu(measure: Callable[[], LoadPoint], clocks: dict[str, Callable[[], float]]) -> dict:
@@ -163,11 +137,11 @@ def measure_round(index: int, triton_url: str, service_url: str, images: list[by
                   clocks: dict[str, Callable[[], float]]) -> dict:
     points = {
         "sdk_c8": lambda: sdk_closed_loop(triton_url, images, concurrency=8, requests=settings["requests_c8"]),
-        "api_classify_c8": lambda: closed_loop("api classify", service_url, classify_request, images,
+        "api_classify_c8": lambda: closed_loop("api classify", http_connection(service_url, classify_request), images,
                                                concurrency=8, requests=settings["requests_c8"]),
-        "api_classify_c1": lambda: closed_loop("api classify", service_url, classify_request, images,
+        "api_classify_c1": lambda: closed_loop("api classify", http_connection(service_url, classify_request), images,
                                                concurrency=1, requests=settings["requests_c1"]),
-        "api_search_c1": lambda: closed_loop("api search", service_url, search_request, images,
+        "api_search_c1": lambda: closed_loop("api search", http_connection(service_url, search_request), images,
                                              concurrency=1, requests=settings["requests_c1"]),
     }
     order = list(points) if index % 2 == 0 else list(reversed(points))
@@ -194,7 +168,7 @@ def report(results: dict) -> str:
         "# Search service benchmark", "",
         f"Measured {results['measured_at']} on {results['machine']} ({results['cores']} cores), "
         f"{len(results['rounds'])} round(s), by `{results['command']}`. Triton: synthetic weights, "
-        "configuration `cpu` (native ONNX Runtime backend). Every figure below comes from this run.", "",
+        f"{results.get('configuration', RETIRED_CONFIGURATION)}. Every figure below comes from this run.", "",
         "## Targets", "",
         "| target | median (range over rounds) | met |", "|---|---|---|",
         f"| `/v1/classify` c=8 ≥ {TARGETS['throughput']}× the SDK calling Triton directly | "
@@ -271,7 +245,8 @@ def main(argv: list[str] | None = None) -> int:
             triton.stop()
     command = " ".join(["python -m benchmarks.search_service", *(argv if argv is not None else sys.argv[1:])])
     results = {
-        "command": command, "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "configuration": SERVED_CONFIGURATION, "command": command,
+        "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": platform.machine(), "cores": len(os.sched_getaffinity(0)), "mode": args.mode,
         "catalog": catalog, "rounds": rounds,
         "memory": {"empty_mb": empty_mb, "loaded_mb": loaded_mb,

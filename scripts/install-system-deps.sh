@@ -2,20 +2,15 @@
 # Debian packages the test suite and benchmarks need beyond PyPI:
 #   libb64-0d    perf_analyzer (from the tritonclient==2.51.0 wheel) links libb64.so.0d
 #   prometheus   promtool checks the alert rules; a real Prometheus scrapes the test server
-#   cmake g++ make git rapidjson-dev googletest npm
-#                `shopvision backend build`: Triton's native ONNX Runtime backend (googletest
-#                only spares the build a download; npm fetches ONNX Runtime's library)
 #   chromium chromium-driver
 #                the search page's tests drive a real headless Chromium through Selenium
 #   nginx-light  the gateway's own configuration (deploy/gateway) runs in front of the test server
 set -euo pipefail
-packages=(libb64-0d prometheus cmake g++ make git rapidjson-dev googletest chromium chromium-driver nginx-light)
+packages=(libb64-0d prometheus chromium chromium-driver nginx-light)
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
 done
-# Node.js may come from elsewhere than Debian (nodesource, nvm): any npm on PATH will do.
-command -v npm >/dev/null || missing+=(npm)
 if [ ${#missing[@]} -eq 0 ]; then
     exit 0
 fi

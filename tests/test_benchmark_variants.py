@@ -30,14 +30,23 @@ def test_without_quality_monitor_the_ensemble_takes_probabilities_from_resnet50(
 
 
 @pytest.mark.parametrize("name, count, threads", [("two_instances_one_thread", 2, "1"),
-                                                  ("two_instances_all_cores", 2, str(compare.CORES)),
-                                                  ("global_thread_pool", 2, str(compare.CORES))])
+                                                  ("single_instance", 1, str(compare.CORES))])
 def test_layout_variants_set_instances_and_threads(tmp_path: Path, name: str, count: int, threads: str) -> None:
     config = cpu_config(variant(tmp_path, name))
     assert [group.count for group in config.instance_group] == [count]
-    assert config.parameters["intra_op_thread_count"].string_value == threads
+    for parameter in ("intra_op_threads", "single_image_intra_op_threads"):
+        assert config.parameters[parameter].string_value == threads
     shipped = cpu_config(TEMPLATE)
     assert config.dynamic_batching == shipped.dynamic_batching and config.output == shipped.output
+    assert config.parameters[contract.ENGINE_PARAMETER] == shipped.parameters[contract.ENGINE_PARAMETER]
+
+
+def test_the_openvino_variant_changes_the_engine_and_nothing_else(tmp_path: Path) -> None:
+    config, shipped = cpu_config(variant(tmp_path, "openvino")), cpu_config(TEMPLATE)
+    assert shipped.parameters[contract.ENGINE_PARAMETER].string_value == "onnxruntime"
+    assert config.parameters[contract.ENGINE_PARAMETER].string_value == "openvino"
+    config.parameters[contract.ENGINE_PARAMETER].string_value = "onnxruntime"
+    assert config == shipped
 
 
 def test_batching_variants(tmp_path: Path) -> None:
@@ -51,5 +60,5 @@ def test_batching_variants(tmp_path: Path) -> None:
 
 
 def test_variants_without_edits_serve_the_base_repository(tmp_path: Path) -> None:
-    for name in ("default", "gpu_config_on_cpu", "python_ort"):
+    for name in ("default",):
         assert variant(tmp_path / name, name) == tmp_path / name / "base"

@@ -45,7 +45,6 @@ from shopvision.contract import (
     EMBEDDING,
     ENSEMBLE_MODEL,
     IMAGE_INPUT,
-    STAND_IN_CONFIG_NAME,
 )
 from shopvision.samples import SAMPLE_CATEGORIES, category_image, encode, write_labelled_photos
 from shopvision.serving.heads import promote_head, rollback_head
@@ -467,26 +466,3 @@ def test_the_documented_commands_run_as_written(shop: Shop, tmp_path: Path) -> N
         assert result.returncode == 0, f"{command}: {result.stderr[-2000:]}"
         if "--categories" in command:
             assert "categories: dotted" in result.stdout, result.stdout
-
-
-@pytest.mark.integration
-def test_the_python_backend_stand_in_serves_a_head_too(built_repository: Path, tmp_path: Path) -> None:
-    repository = tmp_path / "model_repository"
-    shutil.copytree(built_repository, repository, symlinks=True)
-    vectors, labels = clustered_vectors(3, 12, seed=5)
-    head = train_head(vectors, labels, seed=0)
-    model = head_to_onnx(head).SerializeToString()
-    CategoryHeads(repository).install(model, head.categories, {}, template=TEMPLATE)
-    assemble(TEMPLATE, repository)  # before any promotion was tried, the newest head serves
-    running = start_server(repository, tmp_path / "stand-in.log", config_name=STAND_IN_CONFIG_NAME)
-    try:
-        images = [encode(category_image(category, 777)) for category in SAMPLE_CATEGORIES]
-        embeddings, probabilities = served_categories(running, images)
-        session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
-        expected = session.run([CATEGORY_PROBABILITIES], {EMBEDDING: embeddings})[0]
-        assert float(np.abs(probabilities - expected).max()) < 1e-5
-        with shopvision.Client(running.http_url) as client:
-            ranked = client.categorize(images, top_k=3)
-        assert all(sorted(p.label for p in top) == head.categories for top in ranked)
-    finally:
-        running.server.stop()

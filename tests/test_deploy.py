@@ -210,7 +210,7 @@ def test_container_entrypoint_turns_the_environment_into_tritonserver_flags() ->
 
 @pytest.mark.parametrize("requested, gpu, expected", [
     (None, False, "cpu"), ("auto", False, "cpu"), ("", True, None), ("auto", True, None),
-    ("default", False, None), ("cpu", True, "cpu"), ("python_ort", False, "python_ort"),
+    ("default", False, None), ("cpu", True, "cpu"),
 ])
 def test_container_picks_the_cpu_configuration_when_no_gpu_is_visible(requested, gpu, expected) -> None:
     environ = {} if requested is None else {"SHOPVISION_MODEL_CONFIG_NAME": requested}
@@ -239,6 +239,31 @@ def test_dockerfile_runs_as_non_root_with_a_readiness_healthcheck() -> None:
     assert re.search(r"^USER 1000:1000$", text, flags=re.MULTILINE)
     assert "/v2/health/ready" in text.split("HEALTHCHECK", 1)[1]
     assert re.search(r"^ARG TRITON_IMAGE=nvcr\.io/nvidia/tritonserver:\d\d\.\d\d-py3$", text, flags=re.MULTILINE)
+
+
+def test_the_cpu_image_installs_the_engine_the_suite_serves_with() -> None:
+    """The CPU node's resnet50 runs on the engine wheel the image installs: the same pin as the `server` extra."""
+    text = (ROOT / "deploy" / "Dockerfile").read_text()
+    (packages,) = re.findall(r'^ARG ENGINE_PACKAGES="([^"]+)"$', text, flags=re.MULTILINE)
+    (server_extra,) = re.findall(r"^server = \[(.*)\]$", (ROOT / "pyproject.toml").read_text(), flags=re.MULTILINE)
+    image_pins = packages.split()
+    assert image_pins and all(f'"{pin}"' in server_extra for pin in image_pins), (image_pins, server_extra)
+    assert any(pin.startswith("onnxruntime==") for pin in image_pins)  # the default engine, and the head's
+
+
+def test_nothing_in_code_makefile_or_ci_fetches_pins_or_builds_a_triton_backend() -> None:
+    """Triton's C++ backends come only with the official container: the product may not build one."""
+    # Spelled in pieces so that this file does not find itself.
+    forbidden = re.compile("backend" + " build|BACKEND" + "_MIRROR|onnxruntime" + "_backend|c" + "make", re.IGNORECASE)
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, text=True, check=True)
+    places = [name for name in tracked.stdout.split("\0")
+              if name and not name.startswith(("docs/", "benchmarks/results/")) and name != "README.md"]
+    assert "Makefile" in places and ".ci/run" in places
+    found = [f"{name}:{number}: {line.strip()}" for name in places if (ROOT / name).is_file()
+             and not (ROOT / name).is_symlink()
+             for number, line in enumerate((ROOT / name).read_text(errors="replace").splitlines(), start=1)
+             if forbidden.search(line)]
+    assert not found, "\n".join(found)
 
 
 def compose_config(*profiles: str, **environment: str) -> subprocess.CompletedProcess:

@@ -157,15 +157,19 @@ def tiny_resnet_contract_model(path: Path) -> Path:
     return path
 
 
-def test_the_stand_in_resnet50_splits_one_batched_run_back_into_its_requests(tmp_path: Path) -> None:
+@pytest.mark.parametrize("engine", contract.ENGINES)
+def test_the_cpu_resnet50_splits_one_batched_run_back_into_its_requests(engine: str, tmp_path: Path) -> None:
     repository = tmp_path / "repository"
     resnet = repository / contract.RESNET_MODEL
     (resnet / "1").mkdir(parents=True)
     (resnet / "configs").mkdir()
     source = TEMPLATE / contract.RESNET_MODEL
     (resnet / "1" / "model.py").write_bytes((source / "1" / "model.py").read_bytes())
-    config_file = f"{contract.STAND_IN_CONFIG_NAME}.pbtxt"
-    (resnet / "configs" / config_file).write_bytes((source / "configs" / config_file).read_bytes())
+    config_file = f"{contract.CPU_CONFIG_NAME}.pbtxt"
+    config_text = (source / "configs" / config_file).read_text().replace(
+        'key: "engine" value { string_value: "onnxruntime" }', f'key: "engine" value {{ string_value: "{engine}" }}')
+    assert f'string_value: "{engine}"' in config_text
+    (resnet / "configs" / config_file).write_text(config_text)
     model_file = tiny_resnet_contract_model(resnet / "1" / contract.MODEL_FILE)
     model = load_model(contract.RESNET_MODEL, repository, config_file)
     pixels = np.random.default_rng(1).normal(size=(4, 3, 224, 224)).astype(np.float32)

@@ -21,7 +21,6 @@ def tensors(entries) -> dict[str, tuple[int, list[int]]]:
 RESNET_CONFIGS = [
     TEMPLATE / contract.RESNET_MODEL / "config.pbtxt",
     TEMPLATE / contract.RESNET_MODEL / "configs" / f"{contract.CPU_CONFIG_NAME}.pbtxt",
-    TEMPLATE / contract.RESNET_MODEL / "configs" / f"{contract.STAND_IN_CONFIG_NAME}.pbtxt",
 ]
 RESNET_OUTPUTS = {
     contract.PROBABILITIES: (FP32, [contract.NUM_CLASSES]),
@@ -77,10 +76,38 @@ def test_every_resnet50_config_has_the_same_contract(path: Path) -> None:
     assert {o.label_filename for o in config.output if o.name == contract.PROBABILITIES} == {contract.LABELS_FILE}
 
 
-def test_default_and_cpu_configs_use_native_onnxruntime_and_the_stand_in_the_python_backend() -> None:
-    default, cpu, stand_in = (load_config(path) for path in RESNET_CONFIGS)
-    assert (default.backend, cpu.backend, stand_in.backend) == ("onnxruntime", "onnxruntime", "python")
+def test_the_gpu_config_runs_on_tritons_onnxruntime_and_the_cpu_config_on_the_python_backend() -> None:
+    gpu, cpu = (load_config(path) for path in RESNET_CONFIGS)
+    assert (gpu.backend, cpu.backend) == ("onnxruntime", "python")
     assert [group.kind for group in cpu.instance_group] == [model_config_pb2.ModelInstanceGroup.KIND_CPU]
+    assert cpu.parameters[contract.ENGINE_PARAMETER].string_value in contract.ENGINES
+
+
+# config.pbtxt is the GPU node's and cannot run here (Triton's onnxruntime backend comes only with the official
+# container, and there is no GPU): these static checks are all it gets (docs/serving-modes.md says so).
+def test_the_gpu_config_warms_up_a_lone_image_and_every_batch_size_it_prefers() -> None:
+    config = load_config(RESNET_CONFIGS[0])
+    preferred = list(config.dynamic_batching.preferred_batch_size)
+    assert preferred == sorted(preferred) and preferred[-1] == config.max_batch_size == contract.MAX_BATCH_SIZE
+    warmups = {warmup.batch_size: warmup for warmup in config.model_warmup}
+    assert sorted(warmups) == [1, *preferred] and len(warmups) == len(config.model_warmup)
+    for warmup in warmups.values():
+        (name, tensor), = warmup.inputs.items()
+        assert (name, tensor.data_type, list(tensor.dims)) == (contract.PIXELS, FP32, [3, contract.CROP_SIZE,
+                                                                                       contract.CROP_SIZE])
+        assert tensor.zero_data
+    # A batch size the scheduler has not formed before must not stall on cuDNN's exhaustive algorithm search.
+    assert config.parameters["cudnn_conv_algo_search"].string_value == "1"
+
+
+def test_the_gpu_config_has_one_resnet50_instance_per_gpu_and_preprocess_several_decoders() -> None:
+    (group,) = load_config(RESNET_CONFIGS[0]).instance_group
+    # No kind: Triton places it on each GPU when there is one (KIND_AUTO), one instance each.
+    assert (group.count, group.kind, list(group.gpus)) == (1, model_config_pb2.ModelInstanceGroup.KIND_AUTO, [])
+    preprocess = load_config(TEMPLATE / contract.PREPROCESS_MODEL / "config.pbtxt")
+    cpu_preprocess = load_config(TEMPLATE / contract.PREPROCESS_MODEL / "configs" / f"{contract.CPU_CONFIG_NAME}.pbtxt")
+    assert sum(g.count for g in preprocess.instance_group) > sum(g.count for g in cpu_preprocess.instance_group) == 1
+    assert all(g.kind == model_config_pb2.ModelInstanceGroup.KIND_CPU for g in preprocess.instance_group)
 
 
 @pytest.mark.parametrize("model", [contract.ENSEMBLE_MODEL, contract.RESNET_MODEL])
@@ -93,7 +120,6 @@ def test_labels_are_the_1000_imagenet_classes(model: str) -> None:
 CATEGORIES_CONFIGS = [
     TEMPLATE / contract.CATEGORIES_MODEL / "config.pbtxt",
     TEMPLATE / contract.CATEGORIES_MODEL / "configs" / f"{contract.CPU_CONFIG_NAME}.pbtxt",
-    TEMPLATE / contract.CATEGORIES_MODEL / "configs" / f"{contract.STAND_IN_CONFIG_NAME}.pbtxt",
 ]
 
 
@@ -105,8 +131,7 @@ def test_every_categories_config_takes_the_embedding_and_passes_it_through(path:
     # Any number of categories: heads of different widths share the config while a promotion runs.
     assert tensors(config.output) == {contract.CATEGORY_PROBABILITIES: (FP32, [-1]),
                                       contract.CATEGORISED_EMBEDDING: (FP32, [contract.EMBEDDING_DIM])}
-    backends = {"config.pbtxt": "onnxruntime", f"{contract.CPU_CONFIG_NAME}.pbtxt": "onnxruntime",
-                f"{contract.STAND_IN_CONFIG_NAME}.pbtxt": "python"}
+    backends = {"config.pbtxt": "onnxruntime", f"{contract.CPU_CONFIG_NAME}.pbtxt": "python"}
     assert config.backend == backends[path.name]
 
 

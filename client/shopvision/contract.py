@@ -70,9 +70,13 @@ IMAGENET_MEAN: Final = (0.485, 0.456, 0.406)
 IMAGENET_STD: Final = (0.229, 0.224, 0.225)
 
 CPU_CONFIG_NAME: Final = "cpu"
-"""``--model-config-name`` on hosts without a GPU: resnet50 on the native ONNX Runtime backend, tuned for CPU."""
-STAND_IN_CONFIG_NAME: Final = "python_ort"
-"""``--model-config-name`` for tritonserver builds without the ONNX Runtime backend: resnet50 in a Python stub."""
+"""``--model-config-name`` wherever a CPU serves (``make serve``, the tests, compose's cpu profile, the chart without
+GPUs, the container when it sees none): resnet50 in the Python backend, on an inference engine installed from PyPI.
+Each model's ``config.pbtxt`` is the GPU node's: Triton's own onnxruntime backend on CUDA."""
+ENGINE_PARAMETER: Final = "engine"
+"""The ``cpu`` configuration's parameter naming the engine that runs resnet50 (one of :data:`ENGINES`)."""
+ENGINES: Final = ("onnxruntime", "openvino")
+"""Inference engines the Python-backend runner drives; the first is what a config without the parameter gets."""
 
 MODEL_FILE: Final = "model.onnx"
 """ResNet50 weights in each version folder of resnet50 (Triton's onnxruntime default name)."""

@@ -6,7 +6,7 @@ import argparse
 import sys
 import warnings
 
-from shopvision.cli import api, backend, catalog, categories, evaluate, infer, model, serve
+from shopvision.cli import api, catalog, categories, evaluate, infer, model, serve
 from shopvision.cli._common import EXIT_UNAVAILABLE, EXIT_USAGE
 
 
@@ -16,7 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="ResNet50 classification and visual search served by NVIDIA Triton.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (model, backend, serve, api, infer, catalog, categories, evaluate):
+    for module in (model, serve, api, infer, catalog, categories, evaluate):
         module.register(commands)
     return parser
 

@@ -6,12 +6,12 @@ import argparse
 import os
 import signal
 import sys
+from pathlib import Path
 
 from shopvision.cli._common import EXIT_OK, EXIT_USAGE
 from shopvision.cli.api import add_api_arguments, serve_api
 from shopvision.cli.model import add_repository_argument
-from shopvision.contract import CPU_CONFIG_NAME, MODEL_FILE, RESNET_MODEL, STAND_IN_CONFIG_NAME
-from shopvision.serving.container import AUTO_CONFIG, DEFAULT_CONFIG
+from shopvision.contract import CPU_CONFIG_NAME, MODEL_FILE, RESNET_MODEL
 
 
 class _Terminated(Exception):
@@ -31,11 +31,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--http-port", type=int, default=8000)
     serve.add_argument("--grpc-port", type=int, default=8001)
     serve.add_argument("--metrics-port", type=int, default=8002)
-    serve.add_argument("--config-name", default=AUTO_CONFIG,
-                       help=f"Triton --model-config-name; {AUTO_CONFIG} (default): {CPU_CONFIG_NAME} (native ONNX "
-                            f"Runtime backend, as the container runs on a CPU node) once `shopvision backend build` "
-                            f"has run, else {STAND_IN_CONFIG_NAME} (resnet50 in a Python stub); {DEFAULT_CONFIG}: "
-                            "each model's config.pbtxt")
+    serve.add_argument("--config-name", default=CPU_CONFIG_NAME,
+                       help=f"Triton --model-config-name (default {CPU_CONFIG_NAME}: resnet50 in the Python backend "
+                            "on an engine from PyPI, what the container serves on a CPU node)")
     serve.add_argument("--log-verbose", type=int, default=0)
     serve.add_argument("--model-control", choices=["none", "explicit"], default="none",
                        help="explicit lets `shopvision model promote/rollback` swap versions live "
@@ -44,6 +42,19 @@ def register(commands: argparse._SubParsersAction) -> None:
                        help="also serve the visual search API and page (`shopvision api`) once Triton is ready")
     add_api_arguments(serve, prefix="api-")
     serve.set_defaults(handler=run_serve)
+
+
+def describe_runner(repository: Path, config_name: str) -> str:
+    """What runs resnet50 under ``config_name``: the backend, and for the Python backend its engine."""
+    from shopvision.contract import ENGINE_PARAMETER, ENGINES
+    from shopvision.serving.configs import read_config
+
+    path = repository / RESNET_MODEL / "configs" / f"{config_name}.pbtxt"
+    config = read_config(path if path.exists() else repository / RESNET_MODEL / "config.pbtxt")
+    if config.backend != "python":
+        return f"Triton's {config.backend} backend"
+    engine = config.parameters[ENGINE_PARAMETER].string_value if ENGINE_PARAMETER in config.parameters else ENGINES[0]
+    return f"Python backend, {engine}"
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -63,14 +74,9 @@ def run_serve(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     admin_key = os.environ.get(ADMIN_KEY_ENV) or None
     installation = TritonInstallation.from_wheel()
-    config_name = {AUTO_CONFIG: installation.default_config_name, DEFAULT_CONFIG: None}.get(args.config_name,
-                                                                                         args.config_name)
-    if installation.native_backend is None and config_name == STAND_IN_CONFIG_NAME:
-        print(f"no native ONNX Runtime backend built (`shopvision backend build`): serving with the "
-              f"{STAND_IN_CONFIG_NAME} stand-in", file=sys.stderr)
     options = ServerOptions(
         model_repository=repository, host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
-        metrics_port=args.metrics_port, config_name=config_name, log_verbose=args.log_verbose,
+        metrics_port=args.metrics_port, config_name=args.config_name, log_verbose=args.log_verbose,
         admin_key=admin_key, model_control=args.model_control,
     )
     server = LocalTritonServer(options, installation=installation)
@@ -87,8 +93,8 @@ def run_serve(args: argparse.Namespace) -> int:
             synthetic = provenance is not None and provenance.synthetic
             banner = "  <<< SYNTHETIC WEIGHTS: outputs are meaningless >>>" if synthetic else ""
             print(f"resnet50 version {model_file.parent.name}: {source}{banner}", flush=True)
-        runner = "Python-backend stand-in" if config_name == STAND_IN_CONFIG_NAME else "native ONNX Runtime backend"
-        print(f"resnet50 configuration: {config_name or 'config.pbtxt'} ({runner})", flush=True)
+        print(f"resnet50 configuration: {args.config_name} ({describe_runner(repository, args.config_name)})",
+              flush=True)
         print(f"ready: HTTP {server.http_url}  gRPC {server.grpc_url}  metrics {server.metrics_url}", flush=True)
         access = (f"open with header '{ADMIN_KEY_HEADER}' (${ADMIN_KEY_ENV})" if admin_key
                   else f"closed (set ${ADMIN_KEY_ENV} to open them with header '{ADMIN_KEY_HEADER}')")

@@ -1,4 +1,4 @@
 """The server side: preprocessing (imported by the Python-backend models), the model repository
-build (weights, graph surgery, configs), promotion and rollback, the local tritonserver, the
-container entry point and the native ONNX Runtime backend build. Needs the ``server``/``model``
+build (weights, graph surgery, configs), promotion and rollback, the local tritonserver and the
+container entry point. Needs the ``server``/``model``
 extras; the SDK in :mod:`shopvision` never imports it."""

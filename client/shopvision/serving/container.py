@@ -4,10 +4,10 @@ Configured by environment variables, so the same image serves under docker, comp
 
 =============================== ===============================================================
 SHOPVISION_MODEL_REPOSITORY     ``/models`` (baked in), a mounted folder, or ``s3://``/``gs://``
-SHOPVISION_MODEL_CONFIG_NAME    ``auto`` (or empty): ``cpu`` when no GPU is visible, else each
-                                model's ``config.pbtxt`` (the GPU configuration); ``default``
-                                forces ``config.pbtxt``; ``cpu``; ``python_ort`` only on
-                                builds without the onnxruntime backend
+SHOPVISION_MODEL_CONFIG_NAME    ``auto`` (or empty): ``cpu`` when no GPU is visible (resnet50 in
+                                the Python backend on the engine the image installs), else each
+                                model's ``config.pbtxt`` (the onnxruntime backend on CUDA);
+                                ``default`` forces ``config.pbtxt``; ``cpu`` forces ``cpu``
 SHOPVISION_ADMIN_KEY            opens the restricted admin APIs to requests carrying it
 SHOPVISION_GRPC_TLS_CERT/_KEY   PEM files: gRPC over TLS; ``SHOPVISION_GRPC_TLS_CLIENT_CA``
                                 adds mutual TLS

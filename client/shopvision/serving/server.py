@@ -1,10 +1,9 @@
 """Run a real tritonserver locally: the binary inside the ``nvidia-pytriton`` wheel (CPU only).
 
-That build has the Python backend but no ONNX Runtime backend. With the native backend built
-into the cache (``shopvision backend build``, see :mod:`shopvision.serving.native_backend`) it serves
-the repository as the official container does on a CPU node (``--model-config-name=cpu``);
-without it, with the ``python_ort`` stand-in. Used by ``shopvision serve``, the tests and the
-benchmarks.
+That build has the Python backend and no other. It serves the repository's ``cpu`` configuration
+(``--model-config-name=cpu``), the one the official container serves on a CPU node: resnet50 runs in
+the Python backend with an inference engine installed from PyPI. Used by ``shopvision serve``, the
+tests and the benchmarks.
 """
 
 from __future__ import annotations
@@ -22,8 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from shopvision.contract import ADMIN_KEY_HEADER, CPU_CONFIG_NAME, STAND_IN_CONFIG_NAME
-from shopvision.serving.native_backend import find_native_backend
+from shopvision.contract import ADMIN_KEY_HEADER, CPU_CONFIG_NAME
 
 _STUB = "triton_python_backend_stub"
 RESTRICTED_APIS = ("model-repository", "shared-memory", "trace", "logging")
@@ -112,8 +110,6 @@ class TritonInstallation:
     python_backend: Path
     stub: Path
     libraries: Path
-    native_backend: Path | None = None
-    """Triton's onnxruntime backend built for this server (None: only the python_ort stand-in runs)."""
 
     @classmethod
     def from_wheel(cls) -> TritonInstallation:
@@ -131,28 +127,15 @@ class TritonInstallation:
             python_backend=root / "backends" / "python",
             stub=root / "python_backend_stubs" / version / _STUB,
             libraries=Path(pytriton.__file__).parent.parent / "nvidia_pytriton.libs",
-            native_backend=find_native_backend(),
         )
-        missing = [str(path) for path in vars(installation).values() if path is not None and not path.exists()]
+        missing = [str(path) for path in vars(installation).values() if not path.exists()]
         if missing:
             raise ServerError(f"the nvidia-pytriton wheel is incomplete for Python {version}: missing {missing}")
         return installation
 
-    @property
-    def default_config_name(self) -> str:
-        """The CPU configuration this installation can serve: native when built, else the stand-in."""
-        return CPU_CONFIG_NAME if self.native_backend else STAND_IN_CONFIG_NAME
-
     def backend_directory(self, root: Path) -> Path:
-        """``root/python`` (backend library, utils, the stub for this Python) and, when built,
-        ``root/onnxruntime`` (Triton's backend and ONNX Runtime)."""
+        """``root/python``: the backend library, its utils and the stub for this Python."""
         _link_all(root / "python", [*self.python_backend.glob("*.so"), *self.python_backend.glob("*.py"), self.stub])
-        if self.native_backend is not None:
-            # The backend links libtritonserver.so; the wheel ships it renamed. A link by the plain
-            # name next to the backend ($ORIGIN) resolves to the file the server already loaded.
-            (server_library,) = self.libraries.glob("libtritonserver*.so")
-            libraries = [path for path in self.native_backend.iterdir() if ".so" in path.name]
-            _link_all(root / "onnxruntime", libraries, extra={"libtritonserver.so": server_library})
         return root
 
     def environment(self) -> dict[str, str]:
@@ -164,10 +147,10 @@ class TritonInstallation:
         return env
 
 
-def _link_all(directory: Path, sources: list[Path], *, extra: dict[str, Path] | None = None) -> None:
+def _link_all(directory: Path, sources: list[Path]) -> None:
     directory.mkdir(parents=True, exist_ok=True)
-    links = {source.name: source for source in sources} | (extra or {})
-    for name, source in links.items():
+    for source in sources:
+        name = source.name
         link = directory / name
         if link.is_symlink() or link.exists():
             link.unlink()
@@ -221,11 +204,10 @@ class LocalTritonServer:
     def start(self, *, ready_timeout_s: float = 180.0) -> None:
         if self._process is not None and self._process.poll() is None:
             raise ServerError("the server is already running")
-        if self._installation.native_backend is None and self.options.config_name != STAND_IN_CONFIG_NAME:
+        if self.options.config_name is None:
             raise ServerError(
-                f"configuration {self.options.config_name or 'config.pbtxt'} needs Triton's onnxruntime backend, "
-                f"which this tritonserver lacks: build it with `shopvision backend build` (or `make backend`), "
-                f"or serve the stand-in with config name {STAND_IN_CONFIG_NAME}")
+                "each model's config.pbtxt (the GPU configuration) needs Triton's onnxruntime backend, which only the "
+                f"official container ships; this tritonserver serves --model-config-name={CPU_CONFIG_NAME}")
         self._process = subprocess.Popen(
             self.command(), env=self._installation.environment(),
             stdout=self._log, stderr=subprocess.STDOUT if self._log else None,

@@ -1,7 +1,8 @@
-"""Triton Python-backend model: ResNet50 through the onnxruntime package.
+"""Triton Python-backend model: ResNet50 on an inference engine from PyPI (ONNX Runtime or OpenVINO).
 
-Only used with ``--model-config-name=python_ort``, on tritonserver builds that lack the
-native ONNX Runtime backend. It runs the same ``model.onnx`` on the whole dynamic batch.
+The ``cpu`` configuration (``--model-config-name=cpu``), wherever a CPU serves: it runs the version's
+``model.onnx`` on the whole dynamic batch with the engine the config's ``engine`` parameter names
+(:mod:`shopvision.serving.engines`). The categories head's ``cpu`` config runs a copy of it too.
 
 CPU execution (measured in benchmarks/results): several instances with a share of the cores each
 keep every core busy under load, without per-operator hand-offs between threads. A lone image is
@@ -22,18 +23,10 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
-from shopvision.contract import MODEL_FILE
-
-
-def _session(model_file: str, *, threads: int, spinning: str) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", spinning)
-    return ort.InferenceSession(model_file, options, providers=["CPUExecutionProvider"])
+from shopvision.contract import ENGINE_PARAMETER, ENGINES, MODEL_FILE
+from shopvision.serving.engines import open_engine
 
 
 def _private_directory() -> Path:
@@ -53,25 +46,27 @@ class TritonPythonModel:
         version_dir = Path(args["model_repository"]) / args["model_version"]
         parameters = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
 
-        model_file = str(version_dir / MODEL_FILE)
-        spinning = parameters.get("allow_spinning", "0")
         cores = len(os.sched_getaffinity(0))
         instances = sum(group.get("count", 1) for group in config.get("instance_group", [])) or 1
         threads = int(parameters.get("intra_op_threads", "0")) or max(1, cores // instances)
         single_image_threads = int(parameters.get("single_image_intra_op_threads", "0")) or cores
-        self._session = _session(model_file, threads=threads, spinning=spinning)
-        self._single_image_session = (
-            _session(model_file, threads=single_image_threads, spinning=spinning)
-            if single_image_threads > threads else None
-        )
+        self._input_name = input_name = config["input"][0]["name"]
+        self._output_names = [output["name"] for output in config["output"]]
+
+        def engine(threads: int):
+            return open_engine(parameters.get(ENGINE_PARAMETER, ENGINES[0]), version_dir / MODEL_FILE,
+                               input_name=input_name, output_names=self._output_names, threads=threads,
+                               spinning=parameters.get("allow_spinning", "0") == "1")
+
+        self._engine = engine(threads)
+        self._single_image_engine = engine(single_image_threads) if single_image_threads > threads else None
         lock_name = f"{args['model_name']}-{os.getppid()}.cores"
         self._cores = open(_private_directory() / lock_name, "ab")  # noqa: SIM115 (held for the model's life)
-        self._input_name = config["input"][0]["name"]
-        self._output_names = [output["name"] for output in config["output"]]
 
     def execute(self, requests: list) -> list:
         batches = [pb_utils.get_input_tensor_by_name(r, self._input_name).as_numpy() for r in requests]
-        outputs = self._infer(np.concatenate(batches))
+        # One request (the usual case at low load) is run as it came, without a copy.
+        outputs = self._infer(batches[0] if len(batches) == 1 else np.concatenate(batches))
 
         responses = []
         offset = 0
@@ -86,20 +81,19 @@ class TritonPythonModel:
         return responses
 
     def _infer(self, pixels: np.ndarray) -> list[np.ndarray]:
-        feed = {self._input_name: pixels}
-        if len(pixels) == 1 and self._single_image_session is not None:
+        if len(pixels) == 1 and self._single_image_engine is not None:
             try:
                 fcntl.flock(self._cores, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 pass  # another instance is computing: this image takes its share of the cores
             else:
                 try:
-                    return self._single_image_session.run(self._output_names, feed)
+                    return self._single_image_engine.run(pixels)
                 finally:
                     fcntl.flock(self._cores, fcntl.LOCK_UN)
         fcntl.flock(self._cores, fcntl.LOCK_SH)
         try:
-            return self._session.run(self._output_names, feed)
+            return self._engine.run(pixels)
         finally:
             fcntl.flock(self._cores, fcntl.LOCK_UN)
 
