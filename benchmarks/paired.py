@@ -39,17 +39,18 @@ class Target:
 
 
 def measure_rounds(repository: Path, int8_repository: Path | None, images: list[bytes], input_data: Path,
-                   work: Path, settings: dict) -> list[dict]:
+                   work: Path, settings: dict, *, scratch: Path) -> list[dict]:
     """Rounds of: served gRPC c=1 and c=8 (perf_analyzer) on the shipped CPU configuration and on each engine it
     is compared with, the in-process baselines, int8 served at c=8, and, at each comparison concurrency, Triton
-    over HTTP and over gRPC then the naive server on each engine, all through the same closed-loop client."""
+    over HTTP and over gRPC then the naive server on each engine, all through the same closed-loop client.
+    Logs and CSVs go to ``work``; the engine variants' repositories are built under ``scratch``."""
     model = repository / contract.RESNET_MODEL / "1" / contract.MODEL_FILE
     label = "x".join(str(side) for side in settings["sizes"][0])
     other_engines = settings["engines_compared"]
     with contextlib.ExitStack() as servers:
         fp32 = servers.enter_context(compare.triton(repository, work / "tritonserver-paired.log"))
         engine_servers = {name: servers.enter_context(compare.triton(
-            compare.variant_repository(repository, work / "paired", name), work / f"tritonserver-paired-{name}.log"))
+            compare.variant_repository(repository, scratch / "paired", name), work / f"tritonserver-paired-{name}.log"))
             for name in other_engines}
         int8 = (servers.enter_context(compare.triton(int8_repository, work / "tritonserver-paired-int8.log"))
                 if int8_repository else None)
@@ -192,6 +193,10 @@ def targets(rounds: list[dict]) -> list[Target]:
         Target("served fp32 gRPC c=8 ≥ 0.95× the in-process compute ceiling",
                per_round(lambda r: r["grpc_c8"]["throughput"], lambda r: r["in_process"]["compute_ceiling_img_s"]),
                lambda value: value >= 0.95),
+        *([Target("the naive server's img/s ÷ the in-process compute ceiling, HTTP c=8",
+                  per_round(lambda r: r["http_naive_c8"]["throughput"],
+                            lambda r: r["in_process"]["compute_ceiling_img_s"]), None)]
+          if "http_naive_c8" in rounds[0] else []),
         Target("served fp32 gRPC c=8 ÷ the engine alone on every core (in process)",
                per_round(lambda r: r["grpc_c8"]["throughput"], lambda r: r["in_process"]["raw_ort_img_s"]),
                None),

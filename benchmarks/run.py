@@ -393,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
         section("in_process", in_process)
         section("paired", lambda: paired.measure_rounds(
             repository, int8_model and compare.variant_repository(repository, work / "paired", "int8", int8_model),
-            first_images, data[first_size], raw, settings))
+            first_images, data[first_size], raw, settings, scratch=work))
         section("variants", lambda: compare.measure_variants(repository, data[first_size], raw, settings, int8_model,
                                                                     scratch=work))
         section("resnet50_alone", lambda: compare.measure_resnet_alone(repository, raw, settings))
