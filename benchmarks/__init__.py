@@ -11,3 +11,9 @@ SERVED_CONFIGURATION = "the `cpu` configuration (resnet50 in the Python backend 
 measured, not what serves today."""
 RETIRED_CONFIGURATION = "the `cpu` configuration of the time (Triton's native ONNX Runtime backend, since retired)"
 """What results that predate :data:`SERVED_CONFIGURATION` were measured on."""
+
+
+def configuration_of(results: dict) -> str:
+    """What a report's results were measured on, as a sentence's start."""
+    text = results.get("configuration", RETIRED_CONFIGURATION)
+    return text[0].upper() + text[1:]

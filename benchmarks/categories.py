@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks import PUBLISHED, SCRATCH, compare, perf
+from benchmarks import PUBLISHED, SCRATCH, SERVED_CONFIGURATION, compare, configuration_of, perf
 from shopvision import Client, contract
 from shopvision.categories.pipeline import train_and_install
 from shopvision.samples import SAMPLE_CATEGORIES, category_image, encode, write_labelled_photos
@@ -106,7 +106,7 @@ def render(results: dict) -> str:
         f"{results['commit']}: `{results['command']}`. SYNTHETIC ResNet50 weights; the head (version "
         f"{head['version']}, {len(head['categories'])} generated categories, held-out accuracy "
         f"{head['held_out_accuracy']:.3f} on these synthetic embeddings) is a 2048 x {len(head['categories'])} "
-        "Gemm and a Softmax. The CPU configuration (native ONNX Runtime backend), explicit model control; "
+        f"Gemm and a Softmax. {configuration_of(results)}, explicit model control; "
         f"perf_analyzer over gRPC at concurrency {SETTINGS['concurrency']}, real JPEGs, "
         f"{SETTINGS['requests']} requests a window.",
         "",
@@ -154,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True,
                                 check=False, cwd=Path(__file__).parent).stdout.strip()
-        results = {"command": " ".join(["python -m benchmarks.categories", *(argv if argv is not None
+        results = {"configuration": SERVED_CONFIGURATION,
+                   "command": " ".join(["python -m benchmarks.categories", *(argv if argv is not None
                                                                                else sys.argv[1:])]),
                    "machine": platform.node(), "cores": len(os.sched_getaffinity(0)),
                    "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "commit": commit,

@@ -81,7 +81,7 @@ def start_server(repository: Path, log_path: Path, **options: object) -> Running
 
 @pytest.fixture(scope="session")
 def triton(built_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    """A real tritonserver (nvidia-pytriton wheel, python_ort config) for the whole session."""
+    """A real tritonserver (nvidia-pytriton wheel, the cpu config) for the whole session."""
     running = start_server(built_repository, tmp_path_factory.mktemp("logs") / "tritonserver.log")
     try:
         yield running

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -47,3 +48,24 @@ def test_an_engines_outputs_are_not_overwritten_by_its_next_run(tmp_path: Path) 
 def test_an_unknown_engine_is_refused_with_the_choices(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown engine 'tensorrt': choose one of onnxruntime, openvino"):
         engines.open_engine("tensorrt", tmp_path / "model.onnx", input_name="x", output_names=["y"], threads=1)
+
+
+def write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def test_available_cores_honours_a_cgroup_quota_below_the_affinity(tmp_path: Path) -> None:
+    affinity = len(os.sched_getaffinity(0))
+    assert engines.available_cores(tmp_path / "none") == affinity  # no cgroup files: the affinity
+    write(tmp_path / "v2" / "cpu.max", "max 100000\n")
+    assert engines.available_cores(tmp_path / "v2") == affinity
+    write(tmp_path / "v2" / "cpu.max", "50000 100000\n")  # half a core: still one thread
+    assert engines.available_cores(tmp_path / "v2") == 1
+    write(tmp_path / "v2" / "cpu.max", f"{150000 * affinity} 100000\n")  # more than the affinity: the affinity
+    assert engines.available_cores(tmp_path / "v2") == affinity
+    write(tmp_path / "v1" / "cpu" / "cpu.cfs_quota_us", "-1\n")
+    write(tmp_path / "v1" / "cpu" / "cpu.cfs_period_us", "100000\n")
+    assert engines.available_cores(tmp_path / "v1") == affinity
+    write(tmp_path / "v1" / "cpu" / "cpu.cfs_quota_us", "100000\n")
+    assert engines.available_cores(tmp_path / "v1") == 1

@@ -226,7 +226,7 @@ def test_local_onnx_file_is_accepted_with_its_sha256(tmp_path: Path, synthetic: 
     result = build_model(str(export), repository, version=2)
     assert not result.provenance.synthetic
     assert result.provenance.source_sha256 == hashlib.sha256(export.read_bytes()).hexdigest()
-    assert (repository / "resnet50" / "2" / "model.py").exists()  # the python_ort runner for the new version
+    assert (repository / "resnet50" / "2" / "model.py").exists()  # the cpu configuration's runner, for the new version
 
 
 class _CalibrationImages:

@@ -10,7 +10,8 @@ from shopvision.categories.training import TrainedHead
 from shopvision.contract import CATEGORISED_EMBEDDING, CATEGORY_PROBABILITIES, EMBEDDING, EMBEDDING_DIM
 
 OPSET = 15
-"""Shape's ``end`` attribute needs 15; ONNX Runtime 1.19 (the native backend's) runs up to 21."""
+"""Shape's ``end`` attribute needs 15; ONNX Runtime 1.19 (Triton 24.10's onnxruntime backend, on GPU nodes) runs up
+to 21."""
 
 
 def head_to_onnx(head: TrainedHead) -> onnx.ModelProto:
@@ -18,7 +19,7 @@ def head_to_onnx(head: TrainedHead) -> onnx.ModelProto:
     embedding itself as ``categorised_embedding`` (the ensemble's embedding passes through the head).
 
     The Reshape to (batch, -1) changes nothing but hides the number of categories from shape inference:
-    Triton's native backend refuses a config whose ``dims: [-1]`` meets a fixed model dimension, and one
+    Triton's onnxruntime backend refuses a config whose ``dims: [-1]`` meets a fixed model dimension, and one
     config must fit heads of any width (two versions are loaded side by side while a promotion checks the
     new one). The category names travel in the model's metadata too (and in ``categories.txt``).
     """
@@ -37,7 +38,7 @@ def head_to_onnx(head: TrainedHead) -> onnx.ModelProto:
                      numpy_helper.from_array(np.array([-1], dtype=np.int64), "any_width")],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="shopvision")
-    # ONNX Runtime 1.19 (the native backend's) reads IR version 10 at most.
+    # ONNX Runtime 1.19 (Triton 24.10's onnxruntime backend, on GPU nodes) reads IR version 10 at most.
     model.ir_version = 8
     helper.set_model_props(model, {"categories": "\n".join(head.categories)})
     onnx.checker.check_model(model)

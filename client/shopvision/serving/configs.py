@@ -22,7 +22,7 @@ def read_config(path: Path) -> ModelConfig:
 def edit_config(path: Path, edit: Callable[[ModelConfig], None]) -> None:
     """Parse, change and rewrite a config. Comments do not survive: edit built copies, never the template.
 
-    A link (``configs/python_ort.pbtxt``) becomes a file of its own, leaving its target alone.
+    A link (symbolic or hard) becomes a file of its own, leaving its target alone.
     """
     config = read_config(path)
     edit(config)

@@ -293,7 +293,7 @@ def _categories_step(config: ModelConfig) -> Any:
 
 
 def ensure_python_runner(model_dir: Path, version_dir: Path) -> None:
-    """The python_ort config runs ``<version>/model.py``; new versions get version 1's of ``model_dir``
+    """The cpu config runs ``<version>/model.py``; new versions get version 1's of ``model_dir``
     (resnet50's for the categories head too: it runs any ONNX model with the config's inputs and outputs)."""
     runner = version_dir / PYTHON_RUNNER
     template = model_dir / "1" / PYTHON_RUNNER

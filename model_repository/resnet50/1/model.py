@@ -26,7 +26,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from shopvision.contract import ENGINE_PARAMETER, ENGINES, MODEL_FILE
-from shopvision.serving.engines import open_engine
+from shopvision.serving.engines import available_cores, open_engine
 
 
 def _private_directory() -> Path:
@@ -46,7 +46,7 @@ class TritonPythonModel:
         version_dir = Path(args["model_repository"]) / args["model_version"]
         parameters = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
 
-        cores = len(os.sched_getaffinity(0))
+        cores = available_cores()
         instances = sum(group.get("count", 1) for group in config.get("instance_group", [])) or 1
         threads = int(parameters.get("intra_op_threads", "0")) or max(1, cores // instances)
         single_image_threads = int(parameters.get("single_image_intra_op_threads", "0")) or cores
