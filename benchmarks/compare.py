@@ -161,9 +161,9 @@ class ModelCounters:
     """Time its requests waited in its queue, summed over requests."""
     compute_ns: int
     """Time its executions spent computing (Triton's compute_infer), summed over requests."""
-    input_ns: int = 0
+    input_ns: int
     """Time spent handing its inputs to the model (compute_input: for a Python model, into shared memory)."""
-    output_ns: int = 0
+    output_ns: int
     """Time spent taking its outputs back (compute_output)."""
 
     def __sub__(self, earlier: ModelCounters) -> ModelCounters:

@@ -142,7 +142,7 @@ def _against(point: dict, ceiling: str) -> str:
 
 def _served_table(rows: list[dict]) -> list[str]:
     lines = ["| images | protocol | concurrency | img/s | p50 ms | p90 ms | p99 ms | queue ms (preprocess + resnet50) "
-             "| server compute ms | avg batch | failed | vs compute ceiling | vs raw ORT |",
+             "| server compute ms | avg batch | failed | vs compute ceiling | vs the engine alone |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         queue = f"{r['server_queue_ms']:.1f}" if "requests" in r else "not measured"
@@ -255,7 +255,7 @@ def report(out: Path, results: dict, plots: list[str]) -> str:
         "## Targets (ratios within this run)", "", *paired.report_lines(results["paired"]), "",
         *_analysis(results),
         "## In-process baselines (same model file, same JPEGs)", "",
-        "| images | preprocess core-ms/img | ORT core-ms/img | compute ceiling img/s | raw ORT img/s "
+        "| images | preprocess core-ms/img | engine core-ms/img | compute ceiling img/s | engine alone img/s "
         "| in-process single-image ms |",
         "|---|---|---|---|---|---|",
     ]
