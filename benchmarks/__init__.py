@@ -1,5 +1,6 @@
 """shopvision's benchmarks: ``python -m benchmarks.run``, ``.catalog``, ``.soak``, ``.gpu_feed``."""
 
+import subprocess
 from pathlib import Path
 
 PUBLISHED = Path(__file__).resolve().parent / "results"
@@ -17,3 +18,15 @@ def configuration_of(results: dict) -> str:
     """What a report's results were measured on, as a sentence's start."""
     text = results.get("configuration", RETIRED_CONFIGURATION)
     return text[0].upper() + text[1:]
+
+
+def git(*arguments: str) -> str:
+    """A git command's output in this repository (empty outside a checkout)."""
+    completed = subprocess.run(["git", *arguments], capture_output=True, text=True, check=False,
+                               cwd=Path(__file__).resolve().parent.parent)
+    return completed.stdout
+
+
+def current_commit() -> str:
+    """The checked-out commit, abbreviated as every report prints it."""
+    return git("rev-parse", "--short=12", "HEAD").strip()

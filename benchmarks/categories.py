@@ -16,13 +16,12 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from benchmarks import PUBLISHED, SCRATCH, SERVED_CONFIGURATION, compare, configuration_of, perf
+from benchmarks import PUBLISHED, SCRATCH, SERVED_CONFIGURATION, compare, configuration_of, current_commit, perf
 from shopvision import Client, contract
 from shopvision.categories.pipeline import train_and_install
 from shopvision.samples import SAMPLE_CATEGORIES, category_image, encode, write_labelled_photos
@@ -152,8 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.render:
         results = json.loads((args.out / "results.json").read_text())
     else:
-        commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True,
-                                check=False, cwd=Path(__file__).parent).stdout.strip()
+        commit = current_commit()
         results = {"configuration": SERVED_CONFIGURATION,
                    "command": " ".join(["python -m benchmarks.categories", *(argv if argv is not None
                                                                                else sys.argv[1:])]),

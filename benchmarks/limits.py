@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks import PUBLISHED, RETIRED_CONFIGURATION, SCRATCH, SERVED_CONFIGURATION
+from benchmarks import PUBLISHED, RETIRED_CONFIGURATION, SCRATCH, SERVED_CONFIGURATION, current_commit
 from benchmarks.processes import process_tree, python_model, tree_rss_bytes
 from shopvision.contract import (
     EMBEDDING,
@@ -289,8 +289,7 @@ def main(argv: list[str] | None = None) -> int:
 
     (args.out / "raw").mkdir(parents=True, exist_ok=True)
     log_path = args.out / "raw" / "tritonserver.log"
-    commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True,
-                            check=False, cwd=Path(__file__).parent).stdout.strip()
+    commit = current_commit()
     results: dict = {
         "configuration": SERVED_CONFIGURATION,
         "command": " ".join(["python -m benchmarks.limits", *(argv if argv is not None else sys.argv[1:])]),

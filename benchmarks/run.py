@@ -16,7 +16,6 @@ import json
 import os
 import platform
 import signal
-import subprocess
 import sys
 import tempfile
 from dataclasses import asdict
@@ -25,7 +24,7 @@ from pathlib import Path
 
 import onnxruntime as ort
 
-from benchmarks import SCRATCH, compare, paired, perf
+from benchmarks import SCRATCH, compare, current_commit, git, paired, perf
 from benchmarks.in_process import InProcess, measure_in_process
 from shopvision import contract
 from shopvision.samples import product_jpeg
@@ -292,17 +291,11 @@ def report(out: Path, results: dict, plots: list[str]) -> str:
     return text
 
 
-def _git(*arguments: str) -> str:
-    root = Path(__file__).resolve().parent.parent
-    completed = subprocess.run(["git", *arguments], capture_output=True, text=True, check=False, cwd=root)
-    return completed.stdout
-
-
 def fingerprint(settings: dict) -> str:
     """What a section's numbers depend on: the code (commit and uncommitted changes, reports aside) and the
     mode's settings. ``--resume`` keeps only sections measured with the same fingerprint."""
-    changes = _git("diff", "HEAD", "--", "client", "model_repository", "benchmarks", ":!benchmarks/results")
-    material = json.dumps({"commit": _git("rev-parse", "HEAD").strip(), "changes": changes, "settings": settings},
+    changes = git("diff", "HEAD", "--", "client", "model_repository", "benchmarks", ":!benchmarks/results")
+    material = json.dumps({"commit": git("rev-parse", "HEAD").strip(), "changes": changes, "settings": settings},
                           sort_keys=True)
     return hashlib.sha256(material.encode()).hexdigest()[:16]
 
@@ -311,7 +304,7 @@ def section_stamp(settings: dict) -> dict:
     """Recorded when a section is measured, not when the report is rendered."""
     return {"measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": platform.node(),
             "platform": platform.platform(), "cores": os.cpu_count(), "python": platform.python_version(),
-            "onnxruntime": ort.__version__, "commit": _git("rev-parse", "--short=12", "HEAD").strip(),
+            "onnxruntime": ort.__version__, "commit": current_commit(),
             "fingerprint": fingerprint(settings)}
 
 

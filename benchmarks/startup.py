@@ -18,7 +18,6 @@ import json
 import os
 import platform
 import re
-import shutil
 import statistics
 import subprocess
 import sys
@@ -27,7 +26,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from benchmarks import PUBLISHED, SCRATCH, SERVED_CONFIGURATION, configuration_of
+from benchmarks import PUBLISHED, SCRATCH, SERVED_CONFIGURATION, configuration_of, current_commit
 from shopvision.serving.server import LocalTritonServer, ServerOptions, free_ports
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,12 +65,13 @@ def measure_starts(repository: Path, starts: int, log: Path) -> list[float]:
     seconds = []
     for _ in range(starts):
         http, grpc, metrics = free_ports(3)
-        server = LocalTritonServer(ServerOptions(repository, http_port=http, grpc_port=grpc, metrics_port=metrics),
-                                   log=log.open("ab"))
-        began = time.perf_counter()
-        server.start()
-        seconds.append(round(time.perf_counter() - began, 2))
-        server.stop()
+        with log.open("ab") as stream:
+            server = LocalTritonServer(ServerOptions(repository, http_port=http, grpc_port=grpc, metrics_port=metrics),
+                                       log=stream)
+            began = time.perf_counter()
+            server.start()
+            seconds.append(round(time.perf_counter() - began, 2))
+            server.stop()
     return seconds
 
 
@@ -113,13 +113,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from benchmarks.run import synthetic_repository
 
-    commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, cwd=ROOT,
-                            check=False).stdout.strip()
+    commit = current_commit()
     with tempfile.TemporaryDirectory() as scratch:
         repository = synthetic_repository(Path(scratch))
         (args.out / "raw").mkdir(exist_ok=True)  # ignored by git, like every report's raw/
         starts = measure_starts(repository, args.starts, args.out / "raw" / "tritonserver.log")
-        shutil.rmtree(repository)
     results = {"command": " ".join(["python -m benchmarks.startup", *(argv if argv is not None else sys.argv[1:])]),
                "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "commit": commit,
                "machine": f"{platform.platform()}, {len(os.sched_getaffinity(0))} cores",
