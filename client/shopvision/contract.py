@@ -39,7 +39,11 @@ CATEGORY_LABELS_FILE: Final = "categories.txt"
 """The category names of a head version, one per line in output order (next to its ``model.onnx``)."""
 
 NUM_CLASSES: Final = 1000
-EMBEDDING_DIM: Final = 2048
+RESNET50_EMBEDDING_DIM: Final = 2048
+"""The default backbone's embedding width, which the template's configs spell. It is not the served width:
+``shopvision model build`` writes the built backbone's (1280 for MobileNet v2) into every config of the built
+repository, and the SDK, the catalog, the categories head and the search service read it from the served model
+(``ServerInfo.embedding_dim``, the ``weights_embedding_dim`` parameter)."""
 LABELS_FILE: Final = "imagenet_labels.txt"
 
 MIB: Final = 1024 * 1024

@@ -25,20 +25,25 @@ def register(commands: argparse._SubParsersAction) -> None:
     model = commands.add_parser("model", help="build model versions, promote them on a running server, roll back")
     actions = model.add_subparsers(dest="model_command", required=True, metavar="ACTION")
     build = actions.add_parser(
-        "build", help="assemble the served model repository from the template, with weights",
+        "build", help="assemble the served model repository from the template, with a backbone's weights",
         description="Assemble the model repository tritonserver serves from the template in git (configs, "
-                    "Python models, labels; the template is never written), then download or generate ResNet50 "
-                    "weights, add the softmax and L2-normalised embedding outputs, and write them with their "
-                    "provenance. Rerun it after editing the template: built weights and promotions are kept.",
+                    "Python models, labels; the template is never written), then download, copy or generate the "
+                    "backbone (ResNet50 by default; any ImageNet-style ONNX classifier), add the softmax and the "
+                    "L2-normalised embedding (its global-average pool) as outputs, and write them with their "
+                    "provenance. Every config takes the backbone's embedding width. Rerun it after editing the "
+                    "template: built weights and promotions are kept.",
         epilog="weights:\n"
                f"  auto                  {DEFAULT_ZOO_MODEL} when the network allows, else synthetic (with a warning)\n"
-               + "".join(f"  {name:<21} ONNX Model Zoo, top-1 {zoo.top1} published, sha256-verified\n"
+               + "".join(f"  {name:<21} {zoo.architecture}, ONNX Model Zoo, top-1 {zoo.top1} published, "
+                         "sha256-verified\n"
                          for name, zoo in ZOO_MODELS.items())
                + "  synthetic             exact ResNet50 v1.5 architecture, seeded random weights: TESTS ONLY\n"
-               "  PATH                  any local ResNet50 ONNX export (torchvision, timm, zoo)\n"
+               "  PATH                  any ImageNet ONNX classifier: NCHW float input at 224, 1000 classes,\n"
+               "                        fp32 or quantised (torchvision, timm, zoo; a known file keeps its name)\n"
                "  (none)                keep the built weights; build version 1 with auto if none is built\n"
                "examples:\n  shopvision model build\n  shopvision model build --weights auto\n"
-               "  shopvision model build --weights ./resnet50_torchvision.onnx --version 2",
+               "  shopvision model build --weights ./resnet50_torchvision.onnx --version 2\n"
+               "  shopvision model build --weights ../shared/data/mobilenetv2-12-int8/model.onnx",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     build.add_argument("--weights", metavar="SOURCE")
@@ -47,6 +52,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     add_repository_argument(build)
     build.add_argument("--version", type=int, default=1)
     build.add_argument("--seed", type=int, default=0, help="seed of synthetic weights")
+    build.add_argument("--embedding-node", metavar="NAME",
+                       help="the node (or tensor) whose output is the embedding, where inspection cannot find the "
+                            "global-average pool above the classifier")
     build.set_defaults(handler=run_build)
     register_lifecycle(actions)
 
@@ -60,14 +68,16 @@ def run_build(args: argparse.Namespace) -> int:
     if args.weights is None and files.built_versions():
         print(f"assembled {repository} from {args.template} (built versions kept: {files.built_versions()})")
         return EXIT_OK
-    result = build_model(args.weights or AUTO, repository, version=args.version, seed=args.seed)
+    result = build_model(args.weights or AUTO, repository, version=args.version, seed=args.seed,
+                         embedding_node=args.embedding_node)
     provenance = result.provenance
     if result.fallback_reason:
         print(f"WARNING: real weights unavailable ({result.fallback_reason})", file=sys.stderr)
     if provenance.synthetic:
         print("WARNING: built SYNTHETIC weights (seeded random): classes and embeddings are meaningless; "
               "for tests and offline demos only.", file=sys.stderr)
-    print(f"wrote {result.model_path} from {provenance.source} (model sha256 {provenance.model_sha256})")
+    print(f"wrote {result.model_path}: {provenance.backbone} from {provenance.source}, "
+          f"{provenance.embedding_dim}-d embedding (model sha256 {provenance.model_sha256})")
     return EXIT_OK
 
 

@@ -1,4 +1,4 @@
-"""``shopvision model build``: ResNet50 weights (zoo, local file or synthetic) into the built repository."""
+"""``shopvision model build``: backbone weights (zoo, local file or synthetic ResNet50) into the built repository."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import onnx
 from shopvision.contract import MODEL_FILE, PROVENANCE_FILE
 from shopvision.serving.configs import atomic_write
 from shopvision.serving.repository import ModelRepository, Provenance, assemble, ensure_python_runner
-from shopvision.serving.surgery import canonicalize
+from shopvision.serving.surgery import canonicalize, embedding_width
 from shopvision.serving.synthetic import build_synthetic_resnet50
 from shopvision.serving.weights import (
     DEFAULT_ZOO_MODEL,
@@ -21,8 +21,11 @@ from shopvision.serving.weights import (
     ZOO_MODELS,
     WeightsUnavailable,
     fetch_zoo_model,
+    known_model_by_sha256,
     sha256_of,
 )
+
+SYNTHETIC_BACKBONE = "resnet50-synthetic"
 
 AUTO = "auto"
 """Real zoo weights when the network allows, synthetic ones (with a warning) when not."""
@@ -37,14 +40,19 @@ class BuildResult:
 
 
 def build_model(weights: str, repository: Path, *, template: Path | None = None, version: int = 1,
-                seed: int = 0) -> BuildResult:
+                seed: int = 0, embedding_node: str | None = None) -> BuildResult:
     """Build ``repository/resnet50/<version>/model.onnx`` from ``weights`` atomically.
 
+    ``weights`` is any ImageNet-style ONNX classifier (NCHW float input at 224, 1000 classes, fp32 or quantised),
+    a known zoo name, ``auto`` or ``synthetic``. The served model's step keeps the name ``resnet50`` whatever
+    the backbone (clients, dashboards and perf_analyzer address it by that name); its identity and embedding
+    width are in the provenance every config states. ``embedding_node`` names the node whose output is the
+    embedding where inspection cannot find the global-average pool.
     With ``template``, the repository is (re)assembled from it first; without, it must be built already.
     """
     files = assemble(template, repository) if template is not None else ModelRepository(repository)
     source_model, provenance_source, source_sha, fallback_reason = _resolve_source(weights, seed=seed)
-    served = canonicalize(source_model)
+    served = canonicalize(source_model, embedding_node=embedding_node)
     version_dir = files.model_dir / str(version)
     version_dir.mkdir(parents=True, exist_ok=True)
     ensure_python_runner(files.model_dir, version_dir)
@@ -57,6 +65,8 @@ def build_model(weights: str, repository: Path, *, template: Path | None = None,
         synthetic=provenance_source == SYNTHETIC,
         built_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         seed=seed if provenance_source == SYNTHETIC else None,
+        backbone=_backbone_name(provenance_source, source_sha),
+        embedding_dim=embedding_width(served),
     )
     atomic_write(version_dir / PROVENANCE_FILE, (json.dumps(asdict(provenance), indent=2) + "\n").encode())
     # Under `latest` the newest build is what serves; under `specific` (after a promotion) a new
@@ -76,6 +86,16 @@ def _resolve_source(weights: str, *, seed: int) -> tuple[onnx.ModelProto, str, s
     if weights in ZOO_MODELS:
         return (*_load_zoo(weights), None)
     return (*_load_local(Path(weights)), None)
+
+
+def _backbone_name(source: str, source_sha256: str) -> str:
+    """The zoo's name for a known file wherever it came from; a local file's own name otherwise."""
+    if source == SYNTHETIC:
+        return SYNTHETIC_BACKBONE
+    known = known_model_by_sha256(source_sha256)
+    if known is not None:
+        return known.name
+    return Path(source).stem
 
 
 def _synthetic(seed: int) -> tuple[onnx.ModelProto, str, str]:

@@ -27,6 +27,7 @@ from shopvision.contract import (
     EMBEDDING,
     ENSEMBLE_MODEL,
     MODEL_FILE,
+    RESNET50_EMBEDDING_DIM,
 )
 from shopvision.errors import PermissionDeniedError, ShopvisionError
 from shopvision.samples import product_jpeg
@@ -124,10 +125,14 @@ def check_head(client: Client, heads: CategoryHeads, version: int, checks: dict[
         checks["ready"] = "no"
         return f"categories head {version} did not become ready (see the server log)"
     checks["ready"] = "yes"
-    trained_on = heads.provenance(version).get("embedding_model_sha256")
-    serving_model = client.provenance().model_sha256
-    checks["embeddings"] = f"trained on ResNet50 {trained_on}, the server runs {serving_model}"
-    if trained_on != serving_model:
+    head_provenance, weights = heads.provenance(version), client.provenance()
+    trained_on = head_provenance.get("embedding_model_sha256")
+    # Heads trained before backbones were a choice read ResNet50's 2048-d embeddings.
+    trained_backbone = head_provenance.get("embedding_backbone", "resnet50-v1-12")
+    trained_width = head_provenance.get("embedding_dim", RESNET50_EMBEDDING_DIM)
+    checks["embeddings"] = (f"trained on {trained_backbone} {trained_on} ({trained_width}-d), "
+                            f"the server runs {weights.backbone} {weights.model_sha256} ({weights.embedding_dim}-d)")
+    if trained_on != weights.model_sha256:
         return (f"head {version} was trained on another model's embeddings ({checks['embeddings']}): "
                 "train it again against this server")
     embeddings = client.embed([product_jpeg(seed, size=(320, 240)) for seed in range(4)])

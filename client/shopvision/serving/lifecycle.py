@@ -72,6 +72,7 @@ def promote(repository: Path, version: int, *, url: str, admin_key: str) -> Prom
         if version == current:
             report.reason = f"version {version} is already serving"
             return report
+        _refuse_another_width(files, current, version)
         with repository_operations():
             _switch(client, files, report)
     files.record(asdict(report))
@@ -92,6 +93,18 @@ def repository_operations() -> Iterator[None]:
     except ShopvisionError as error:
         raise PromotionError(f"the server refused a repository operation ({error}); is it in "
                              "explicit model-control mode, and is the admin key right?") from error
+
+
+def _refuse_another_width(files: ModelRepository, current: int, version: int) -> None:
+    """A live switch keeps one embedding width: the ensemble, the head and every catalog are built for it."""
+    serving, candidate = (read_provenance(files.model_dir / str(v)) for v in (current, version))
+    if serving is None or candidate is None or serving.embedding_dim == candidate.embedding_dim:
+        return
+    raise PromotionError(
+        f"version {version} is {candidate.backbone} with {candidate.embedding_dim}-d embeddings, and version {current} "
+        f"serves {serving.backbone} with {serving.embedding_dim}-d ones: another backbone is not switched live. "
+        "Build it into a fresh repository and restart the server on it, then rebuild every catalog and categories "
+        "head against it (their vectors are not comparable across backbones)")
 
 
 def served_before_last_promotion(history: list[dict[str, Any]]) -> int:
@@ -144,7 +157,7 @@ def _stale_head(repository: Path, provenance: Provenance | None) -> str | None:
     trained_on = heads.provenance(head).get("embedding_model_sha256")
     if provenance is not None and trained_on == provenance.model_sha256:
         return None
-    return (f"WARNING: categories head {head} serves, trained on the embeddings of ResNet50 {trained_on}, not of "
+    return (f"WARNING: categories head {head} serves, trained on the embeddings of model {trained_on}, not of "
             "this version: its categories mean nothing until a head trained on this version is promoted "
             "(`shopvision categories train`, then `shopvision categories promote`)")
 

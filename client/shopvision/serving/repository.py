@@ -27,6 +27,7 @@ from shopvision.contract import (
     MODEL_FILE,
     PROVENANCE_FILE,
     PROVENANCE_PARAMETER_PREFIX,
+    RESNET50_EMBEDDING_DIM,
     RESNET_EMBEDDING,
     RESNET_MODEL,
 )
@@ -57,6 +58,11 @@ class Provenance:
     synthetic: bool
     built_at: str
     seed: int | None = None
+    backbone: str = "resnet50-v1-12"
+    """What the network is: a known zoo name (a local copy of a known file keeps it), the file's name without
+    ``.onnx``, or ``resnet50-synthetic``. Builds from before backbones were a choice were ResNet50."""
+    embedding_dim: int = RESNET50_EMBEDDING_DIM
+    """The width of the ``embedding`` output, written into every config of the built repository."""
 
     def as_parameters(self) -> dict[str, str]:
         return {f"{PROVENANCE_PARAMETER_PREFIX}{key}": _text(value) for key, value in asdict(self).items()}
@@ -96,7 +102,8 @@ class ModelRepository:
         pin_versions(self.resnet_configs(), versions)
 
     def stamp_provenance(self, provenance: Provenance) -> None:
-        """Expose the serving version's provenance as ``parameters`` in every resnet50 config."""
+        """Expose the serving version's provenance as ``parameters`` in every resnet50 config, and make every
+        config's embedding as wide as that version's (the ensemble's, and the categories head's once built)."""
         def stamp(config: ModelConfig) -> None:
             for key in [key for key in config.parameters if key.startswith(PROVENANCE_PARAMETER_PREFIX)]:
                 del config.parameters[key]
@@ -105,6 +112,8 @@ class ModelRepository:
 
         for config in self.resnet_configs():
             edit_config(config, stamp)
+        set_embedding_width([*self.resnet_configs(), self.ensemble_config, *CategoryHeads(self.root).configs()],
+                            provenance.embedding_dim)
 
     def history(self) -> list[dict[str, Any]]:
         return read_history(self.model_dir)
@@ -185,6 +194,8 @@ class CategoryHeads:
     def install(self, model: bytes, categories: list[str], provenance: dict[str, Any], *, template: Path) -> int:
         """Write a new head version (the next number) with its labels and provenance; returns its number.
 
+        The configs, copied from the template with the first version, take the width of the embeddings it reads.
+
         It does not serve until promoted (or, without any promotion recorded, until the next assembly)."""
         if not (self.model_dir / "config.pbtxt").exists():
             source = template / CATEGORIES_MODEL
@@ -194,6 +205,7 @@ class CategoryHeads:
                 target = self.model_dir / path.relative_to(source)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 atomic_write(target, path.read_bytes())
+            set_embedding_width(self.configs(), _input_width(model))
         version = max(self.built_versions(), default=0) + 1
         version_dir = self.model_dir / str(version)
         version_dir.mkdir(parents=True)
@@ -204,7 +216,9 @@ class CategoryHeads:
         return version
 
     def configs(self) -> list[Path]:
-        return [self.model_dir / "config.pbtxt", *sorted((self.model_dir / "configs").glob("*.pbtxt"))]
+        """The head's configs once its first version is installed (none before)."""
+        main = self.model_dir / "config.pbtxt"
+        return [main, *sorted((self.model_dir / "configs").glob("*.pbtxt"))] if main.exists() else []
 
     def load_versions(self, versions: list[int]) -> None:
         pin_versions(self.configs(), versions)
@@ -264,6 +278,20 @@ class CategoryHeads:
         self.serve(serving)
 
 
+def set_embedding_width(configs: list[Path], width: int) -> None:
+    """Make the embedding tensors of these configs (inputs and outputs, under any of their names) ``width`` wide."""
+    names = {EMBEDDING, CATEGORISED_EMBEDDING}
+
+    def widen(config: ModelConfig) -> None:
+        for tensor in (*config.input, *config.output):
+            if tensor.name in names:
+                tensor.dims[:] = [width]
+
+    for config in configs:
+        if config.exists():
+            edit_config(config, widen)
+
+
 def pin_versions(configs: list[Path], versions: list[int]) -> None:
     """Make every config of a model load exactly these versions (Triton's ``specific`` version policy)."""
     def pin(config: ModelConfig) -> None:
@@ -299,6 +327,15 @@ def ensure_python_runner(model_dir: Path, version_dir: Path) -> None:
     template = model_dir / "1" / PYTHON_RUNNER
     if not runner.exists() and template.exists():
         shutil.copyfile(template, runner)
+
+
+def _input_width(model: bytes) -> int:
+    """The width of an ONNX head's ``embedding`` input."""
+    import onnx
+
+    graph = onnx.load_from_string(model).graph
+    embedding = next(value for value in graph.input if value.name == EMBEDDING)
+    return int(embedding.type.tensor_type.shape.dim[-1].dim_value)
 
 
 def read_provenance(version_dir: Path) -> Provenance | None:

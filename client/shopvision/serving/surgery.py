@@ -1,9 +1,10 @@
-"""Turn any ResNet50-style ONNX classifier into the graph the repository serves.
+"""Turn any ImageNet-style ONNX classifier into the graph the repository serves.
 
-Input ``pixel_values`` [batch, 3, 224, 224]; outputs ``probabilities`` (softmax) and
-``embedding`` (the input of the final fully-connected layer, L2-normalised). Works on the
-ONNX Model Zoo exports (input ``data``, output ``resnetv17_dense0_fwd``), torchvision and
-timm exports, quantised graphs (QDQ or QOperator) and our synthetic model.
+Input ``pixel_values`` [batch, 3, 224, 224]; outputs ``probabilities`` (softmax over the 1000 ImageNet
+classes) and ``embedding`` (the global-average-pool output, dequantized where the graph is quantised,
+L2-normalised), as wide as the backbone makes it: 2048 for ResNet50, 1280 for MobileNet v2. Works on the
+ONNX Model Zoo exports (ResNet50 v1 input ``data``, MobileNet v2 input ``input``), torchvision and timm
+exports, quantised graphs (QDQ or QOperator) and our synthetic model.
 """
 
 from __future__ import annotations
@@ -12,13 +13,20 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper, shape_inference
 
-from shopvision.contract import EMBEDDING, EMBEDDING_DIM, NUM_CLASSES, PIXELS, PROBABILITIES
+from shopvision.contract import CROP_SIZE, EMBEDDING, NUM_CLASSES, PIXELS, PROBABILITIES
 
 BATCH_DIM = "batch"
-_FULLY_CONNECTED = frozenset({"Gemm", "MatMul", "QGemm", "QLinearMatMul", "MatMulInteger"})
-# Ops that may sit between the final FC and the logits output without changing their meaning.
-_PASS_THROUGH = frozenset({"Add", "Identity", "Reshape", "Flatten", "Squeeze", "QuantizeLinear", "DequantizeLinear",
-                           "Cast"})
+_POOLS = frozenset({"GlobalAveragePool", "QLinearGlobalAveragePool", "ReduceMean", "AveragePool",
+                    "QLinearAveragePool"})
+# Ops that compute over space: reaching one on the way up from the logits means the pool was passed (or the
+# head is convolutional), so inspection stops and asks for --embedding-node.
+_SPATIAL = frozenset({"Conv", "QLinearConv", "ConvInteger", "MaxPool"})
+# Where each quantised op keeps its output's scale and zero point, to dequantize a tensor it made.
+_OUTPUT_QUANTIZATION = {"QLinearGlobalAveragePool": (3, 4), "QLinearAveragePool": (3, 4), "QLinearConv": (6, 7),
+                        "QLinearMatMul": (6, 7), "QLinearAdd": (6, 7), "QLinearMul": (6, 7), "QuantizeLinear": (1, 2)}
+# Ops that only move a quantised tensor's values around, so it keeps its producer's scale and zero point.
+_KEEPS_QUANTIZATION = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Transpose"})
+_INSPECTION_DEPTH = 32
 _L2_EPSILON = 1e-12
 
 
@@ -26,8 +34,12 @@ class SurgeryError(ValueError):
     """The graph does not look like a single-input ImageNet classifier."""
 
 
-def canonicalize(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A checked copy of ``model`` with the serving contract's input and outputs."""
+def canonicalize(model: onnx.ModelProto, *, embedding_node: str | None = None) -> onnx.ModelProto:
+    """A checked copy of ``model`` with the serving contract's input and outputs.
+
+    ``embedding_node`` names the node (or the tensor) whose output is the embedding, for graphs where
+    inspection cannot find the global-average pool above the classifier.
+    """
     model = _copy(model)
     graph = model.graph
     opset = _default_opset(model)
@@ -40,7 +52,8 @@ def canonicalize(model: onnx.ModelProto) -> onnx.ModelProto:
         _free_hardcoded_batch_in_reshapes(graph, fixed_batch)
 
     logits = _logits_tensor(graph)
-    features = _embedding_tensor(graph, logits)
+    pooled = _named_tensor(graph, embedding_node) if embedding_node else _pooled_tensor(graph, logits)
+    features = _flattened(graph, _dequantized(graph, pooled))
 
     probabilities = helper.make_node("Softmax", [logits], [PROBABILITIES], name="shopvision_softmax", axis=1)
     graph.node.append(probabilities)
@@ -49,16 +62,31 @@ def canonicalize(model: onnx.ModelProto) -> onnx.ModelProto:
     del graph.output[:]
     graph.output.extend([
         helper.make_tensor_value_info(PROBABILITIES, TensorProto.FLOAT, [BATCH_DIM, NUM_CLASSES]),
-        helper.make_tensor_value_info(EMBEDDING, TensorProto.FLOAT, [BATCH_DIM, EMBEDDING_DIM]),
+        helper.make_tensor_value_info(EMBEDDING, TensorProto.FLOAT, [BATCH_DIM, "embedding_width"]),
     ])
     # Shapes recorded for the old fixed batch would contradict the dynamic one.
     del graph.value_info[:]
     _prune_unused_nodes(graph)
+    # Shape inference cannot see through the contrib ops of quantised graphs (QLinearGlobalAveragePool), so the
+    # width is what the graph computes on one image.
+    width = _computed_width(model)
+    graph.output[1].type.tensor_type.shape.dim[1].Clear()
+    graph.output[1].type.tensor_type.shape.dim[1].dim_value = width
 
     inferred = shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
     onnx.checker.check_model(inferred, full_check=True)
-    _check_output_shapes(inferred)
+    _check_output_shapes(inferred, width)
     return inferred
+
+
+def embedding_width(model: onnx.ModelProto) -> int:
+    """The width of a canonical model's ``embedding`` output: what every config and catalog must agree on."""
+    for output in model.graph.output:
+        if output.name == EMBEDDING:
+            dim = output.type.tensor_type.shape.dim[-1]
+            if dim.HasField("dim_value"):
+                return int(dim.dim_value)
+    raise SurgeryError(f"the model has no fixed-width '{EMBEDDING}' output; build it with `shopvision model build`")
 
 
 def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -146,37 +174,67 @@ def _last_dim(value: onnx.ValueInfoProto) -> int | None:
     return dims[-1].dim_value if dims and dims[-1].HasField("dim_value") else None
 
 
-def _embedding_tensor(graph: onnx.GraphProto, logits: str) -> str:
-    """A float tensor [batch, 2048]: the input of the last fully-connected layer."""
+def _pooled_tensor(graph: onnx.GraphProto, logits: str) -> str:
+    """The global-average pool's output above the logits: the features the classifier reads."""
     producers = _producers(graph)
     node = producers.get(logits)
-    while node is not None and node.op_type not in _FULLY_CONNECTED:
-        if node.op_type not in _PASS_THROUGH:
-            raise SurgeryError(f"cannot find the final fully-connected layer: reached '{node.op_type}' first")
+    for _ in range(_INSPECTION_DEPTH):
+        if node is None or node.op_type in _SPATIAL:
+            break
+        if node.op_type in _POOLS:
+            return node.output[0]
         node = producers.get(node.input[0])
-    if node is None:
-        raise SurgeryError("cannot find the final fully-connected layer above the logits")
+    reached = "the graph's input" if node is None else f"'{node.op_type}' ({node.name or node.output[0]})"
+    raise SurgeryError(f"cannot find the global-average pool above the logits: reached {reached} first; "
+                       "name the node whose output is the embedding with --embedding-node")
 
-    features = node.input[0]
-    feature_producer = producers.get(features)
-    if feature_producer is not None and feature_producer.op_type == "DequantizeLinear":
-        # QDQ graphs: take the float tensor before its quantize/dequantize round trip.
-        quantizer = producers.get(feature_producer.input[0])
-        if quantizer is not None and quantizer.op_type == "QuantizeLinear":
-            features = quantizer.input[0]
-    elif feature_producer is not None and feature_producer.op_type == "QuantizeLinear":
-        features = feature_producer.input[0]
-    elif node.op_type in ("QGemm", "QLinearMatMul"):
-        # QOperator graphs keep the features quantised; inputs 1 and 2 are their scale and zero point.
-        dequantized = f"{features}_dequantized"
-        graph.node.append(helper.make_node("DequantizeLinear", [features, node.input[1], node.input[2]],
-                                           [dequantized], name="shopvision_dequantize_features"))
-        features = dequantized
 
+def _named_tensor(graph: onnx.GraphProto, name: str) -> str:
+    """The output of the node called ``name``, or the tensor called ``name``."""
+    for node in graph.node:
+        if node.name == name:
+            return node.output[0]
+    if name in _producers(graph):
+        return name
+    raise SurgeryError(f"--embedding-node {name}: no node or tensor has that name")
+
+
+def _dequantized(graph: onnx.GraphProto, tensor: str) -> str:
+    """``tensor`` as float: unchanged when it is float, else through DequantizeLinear with its producer's scale."""
+    producers = _producers(graph)
+    node = producers.get(tensor)
+    while node is not None and node.op_type in _KEEPS_QUANTIZATION:
+        node = producers.get(node.input[0])
+    if node is None or node.op_type not in _OUTPUT_QUANTIZATION:
+        return tensor
+    if node.op_type == "QuantizeLinear" and producers.get(tensor) is node:
+        return node.input[0]  # QDQ graphs: the float tensor before its quantize/dequantize round trip
+    scale, zero_point = (node.input[i] for i in _OUTPUT_QUANTIZATION[node.op_type])
+    dequantized = f"{tensor}_dequantized"
+    graph.node.append(helper.make_node("DequantizeLinear", [tensor, scale, zero_point], [dequantized],
+                                       name="shopvision_dequantize_embedding"))
+    return dequantized
+
+
+def _flattened(graph: onnx.GraphProto, features: str) -> str:
     flattened = f"{features}_flat"
-    # Flatten is a no-op on [batch, 2048] and fixes [batch, 2048, 1, 1] from 1x1-conv heads.
+    # Global pools give [batch, C, 1, 1]; Flatten makes it [batch, C] (and leaves [batch, C] alone).
     graph.node.append(helper.make_node("Flatten", [features], [flattened], name="shopvision_flatten", axis=1))
     return flattened
+
+
+def _computed_width(model: onnx.ModelProto) -> int:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    image = np.zeros((1, 3, CROP_SIZE, CROP_SIZE), dtype=np.float32)
+    (embedding,) = session.run([EMBEDDING], {PIXELS: image})
+    if embedding.ndim != 2 or embedding.shape[0] != 1:
+        raise SurgeryError(f"the embedding of one image has shape {list(embedding.shape)}, expected [1, width]: "
+                           "--embedding-node must name a pooled feature map")
+    return int(embedding.shape[1])
 
 
 def _l2_normalise_nodes(graph: onnx.GraphProto, features: str, opset: int) -> list[onnx.NodeProto]:
@@ -209,11 +267,11 @@ def _prune_unused_nodes(graph: onnx.GraphProto) -> None:
     graph.initializer.extend(initializers)
 
 
-def _check_output_shapes(model: onnx.ModelProto) -> None:
+def _check_output_shapes(model: onnx.ModelProto, width: int) -> None:
     shapes = {
         out.name: [d.dim_value if d.HasField("dim_value") else d.dim_param for d in out.type.tensor_type.shape.dim]
         for out in model.graph.output
     }
-    expected = {PROBABILITIES: [BATCH_DIM, NUM_CLASSES], EMBEDDING: [BATCH_DIM, EMBEDDING_DIM]}
+    expected = {PROBABILITIES: [BATCH_DIM, NUM_CLASSES], EMBEDDING: [BATCH_DIM, width]}
     if shapes != expected:
         raise SurgeryError(f"outputs after surgery are {shapes}, expected {expected}")

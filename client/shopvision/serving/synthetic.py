@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from shopvision.contract import CROP_SIZE, EMBEDDING_DIM, NUM_CLASSES
+from shopvision.contract import CROP_SIZE, NUM_CLASSES, RESNET50_EMBEDDING_DIM
 
 OPSET = 17
 INPUT_NAME = "input"
@@ -91,8 +91,8 @@ def build_synthetic_resnet50(*, seed: int = 0) -> onnx.ModelProto:
             channels = width * _EXPANSION
     builder.nodes.append(helper.make_node("GlobalAveragePool", [x], ["avgpool"]))
     builder.nodes.append(helper.make_node("Flatten", ["avgpool"], ["features"], axis=1))
-    bound = 1.0 / np.sqrt(EMBEDDING_DIM)
-    fc_weight = builder._rng.uniform(-bound, bound, size=(NUM_CLASSES, EMBEDDING_DIM)) * _LOGIT_SCALE / bound
+    bound = 1.0 / np.sqrt(RESNET50_EMBEDDING_DIM)
+    fc_weight = builder._rng.uniform(-bound, bound, size=(NUM_CLASSES, RESNET50_EMBEDDING_DIM)) * _LOGIT_SCALE / bound
     fc_bias = builder._rng.uniform(-bound, bound, size=NUM_CLASSES) * _LOGIT_SCALE
     w = builder._weight("fc.weight", fc_weight, trainable=True)
     b = builder._weight("fc.bias", fc_bias, trainable=True)

@@ -1,4 +1,4 @@
-"""Where ResNet50 weights come from: the ONNX Model Zoo, a local ONNX file, or synthetic."""
+"""Where backbone weights come from: the ONNX Model Zoo, a local ONNX file, or synthetic (ResNet50 only)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ SYNTHETIC = "synthetic"
 MIRROR_ENV = "SHOPVISION_WEIGHTS_MIRROR"
 """Base URL that replaces the zoo's, for air-gapped installs (and the download tests)."""
 CACHE_ENV = "SHOPVISION_CACHE_DIR"
-_ZOO_BASE = "https://github.com/onnx/models/raw/main/validated/vision/classification/resnet/model"
+_ZOO_BASE = "https://github.com/onnx/models/raw/main/validated/vision/classification"
 _CHUNK = 1 << 20
 
 
@@ -24,13 +24,18 @@ class ZooModel:
     sha256: str
     top1: float
     """ImageNet top-1 published by the ONNX Model Zoo (not measured here)."""
+    zoo_folder: str = "resnet/model"
+    """Where the zoo keeps it, under ``validated/vision/classification``."""
+    architecture: str = "ResNet50 v1"
 
     @property
     def filename(self) -> str:
         return f"{self.name}.onnx"
 
     def url(self) -> str:
-        base = os.environ.get(MIRROR_ENV, _ZOO_BASE).rstrip("/")
+        """The zoo's file, or the mirror's: a mirror holds every known model flat, under its ``filename``."""
+        mirror = os.environ.get(MIRROR_ENV)
+        base = mirror.rstrip("/") if mirror else f"{_ZOO_BASE}/{self.zoo_folder}"
         return f"{base}/{self.filename}"
 
 
@@ -39,9 +44,18 @@ ZOO_MODELS = {
     for model in (
         ZooModel("resnet50-v1-12", "3f03fdef724b22947eed826f1eef1dc5c34151bb4c37d634f1db89dfa2dd1526", 74.97),
         ZooModel("resnet50-v1-12-int8", "c234f30975989788b4405f25253275aae247ab6dbdd34aaa69ab0a59ff76f6d0", 74.77),
+        # A small real backbone for cheap CPU nodes, and the one real network these machines hold
+        # (../shared/data/mobilenetv2-12-int8/model.onnx is this file, byte for byte).
+        ZooModel("mobilenetv2-12-int8", "cc028fe6cae7bc11a4ff53cfc9b79c920e8be65ce33a904ec3e2a8f66d77f95f", 68.30,
+                 zoo_folder="mobilenet/model", architecture="MobileNet v2 1.0"),
     )
 }
 DEFAULT_ZOO_MODEL = "resnet50-v1-12"
+
+
+def known_model_by_sha256(sha256: str) -> ZooModel | None:
+    """The known zoo model a file is, by content: a local copy keeps its published name."""
+    return next((model for model in ZOO_MODELS.values() if model.sha256 == sha256), None)
 
 
 class WeightsUnavailable(RuntimeError):
