@@ -29,7 +29,7 @@ import numpy as np
 from benchmarks import PUBLISHED, SCRATCH
 from shopvision.catalog import Catalog, Product
 from shopvision.catalog.faiss_store import HNSW_THRESHOLD
-from shopvision.contract import EMBEDDING_DIM
+from shopvision.contract import RESNET50_EMBEDDING_DIM
 
 INSERT_BATCH = 1024
 ENGINES = ("faiss-exact", "faiss-hnsw", "milvus-lite")
@@ -57,12 +57,12 @@ def resident_mb() -> float:
 
 def clustered(count: int, *, seed: int, clusters: int = 1000, spread: float = 0.35) -> np.ndarray:
     rng = np.random.default_rng(seed)
-    centres = np.random.default_rng(12345).normal(size=(clusters, EMBEDDING_DIM)).astype(np.float32)
-    out = np.empty((count, EMBEDDING_DIM), dtype=np.float32)
+    centres = np.random.default_rng(12345).normal(size=(clusters, RESNET50_EMBEDDING_DIM)).astype(np.float32)
+    out = np.empty((count, RESNET50_EMBEDDING_DIM), dtype=np.float32)
     for start in range(0, count, 65536):
         size = min(65536, count - start)
         block = centres[rng.integers(0, clusters, size=size)] + spread * rng.standard_normal(
-            (size, EMBEDDING_DIM), dtype=np.float32)
+            (size, RESNET50_EMBEDDING_DIM), dtype=np.float32)
         out[start:start + size] = block / np.linalg.norm(block, axis=1, keepdims=True)
     return out
 
@@ -131,7 +131,7 @@ def report(out: Path, results: dict) -> str:
         "# Catalog search benchmark", "",
         f"Measured {measured.get('at', 'at a time this run did not record')} by `{command}` on "
         f"{measured.get('machine', 'a machine this run did not record')}. Generated clustered unit vectors, "
-        f"{EMBEDDING_DIM}-d; {INSERT_BATCH} products per commit; queries are held-out vectors from the same "
+        f"{RESNET50_EMBEDDING_DIM}-d; {INSERT_BATCH} products per commit; queries are held-out vectors from the same "
         "clusters, one at a time (k=10, no label filter).", "",
         "| engine | vectors | build vectors/s | build s | memory MB | query p50 ms | query p99 ms "
         "| recall@10 vs exact |",

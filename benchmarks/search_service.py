@@ -34,7 +34,7 @@ from benchmarks import RETIRED_CONFIGURATION, SCRATCH, SERVED_CONFIGURATION
 from benchmarks.loadgen import LoadPoint, closed_loop, http_connection
 from benchmarks.processes import cpu_seconds, tree_cpu_seconds, tree_rss_bytes
 from benchmarks.search_http import classify_request, search_request
-from shopvision.contract import EMBEDDING_DIM
+from shopvision.contract import RESNET50_EMBEDDING_DIM
 from shopvision.samples import product_jpeg
 
 MODES = {"quick": {"products": 20_000, "rounds": 1, "requests_c8": 48, "requests_c1": 24},
@@ -44,9 +44,9 @@ TARGETS = {"throughput": 0.95, "p99_added_ms": 10.0, "search_added_p50_ms": 5.0}
 
 def clustered_unit_vectors(count: int, *, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
-    centres = rng.normal(size=(200, EMBEDDING_DIM)).astype(np.float32)
-    vectors = centres[rng.integers(0, 200, size=count)] + 0.35 * rng.normal(size=(count, EMBEDDING_DIM)).astype(
-        np.float32)
+    width = RESNET50_EMBEDDING_DIM
+    centres = rng.normal(size=(200, width)).astype(np.float32)
+    vectors = centres[rng.integers(0, 200, size=count)] + 0.35 * rng.normal(size=(count, width)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     return vectors
 

@@ -7,7 +7,7 @@ import pytest
 
 from shopvision.catalog import Catalog, CatalogError, CatalogSourceError, Product, read_source
 from shopvision.catalog.faiss_store import FaissStore
-from shopvision.contract import EMBEDDING_DIM
+from shopvision.contract import RESNET50_EMBEDDING_DIM
 
 ENGINES = ["faiss", "milvus-lite"]
 
@@ -15,8 +15,8 @@ ENGINES = ["faiss", "milvus-lite"]
 def clustered_vectors(count: int, *, clusters: int = 50, seed: int = 0, spread: float = 0.35) -> np.ndarray:
     """Unit vectors around random centres: the shape of real product embeddings, not uniform noise."""
     rng = np.random.default_rng(seed)
-    centres = rng.normal(size=(clusters, EMBEDDING_DIM))
-    vectors = centres[rng.integers(0, clusters, size=count)] + spread * rng.normal(size=(count, EMBEDDING_DIM))
+    centres = rng.normal(size=(clusters, RESNET50_EMBEDDING_DIM))
+    vectors = centres[rng.integers(0, clusters, size=count)] + spread * rng.normal(size=(count, RESNET50_EMBEDDING_DIM))
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     return vectors.astype(np.float32)
 
@@ -42,7 +42,7 @@ def test_upsert_search_and_metadata_round_trip(location) -> None:
         assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
     with Catalog.open(location) as reopened:
         stats = reopened.stats()
-        assert stats.products == 200 and stats.dimension == EMBEDDING_DIM
+        assert stats.products == 200 and stats.dimension == RESNET50_EMBEDDING_DIM
         assert stats.labels == {"shoe": 67, "bag": 67, "hat": 66}
         assert reopened.search(vectors[42], k=1)[0].product_id == "sku-42"
         assert len(reopened.fingerprints()) == 200
@@ -91,7 +91,8 @@ def test_hnsw_recall_at_10_against_exact_search(tmp_path) -> None:
     everything = clustered_vectors(5200, clusters=200, seed=1)
     vectors, queries = everything[:5000], everything[5000:]  # queries are not in the index
     items = products(5000)
-    stores = {kind: FaissStore(tmp_path / kind, dimension=EMBEDDING_DIM, index=kind) for kind in ("exact", "hnsw")}
+    stores = {kind: FaissStore(tmp_path / kind, dimension=RESNET50_EMBEDDING_DIM, index=kind)
+              for kind in ("exact", "hnsw")}
     results = {}
     for kind, store in stores.items():
         store.upsert(items, vectors)
@@ -104,7 +105,7 @@ def test_hnsw_recall_at_10_against_exact_search(tmp_path) -> None:
 
 
 def test_auto_index_switches_to_hnsw_at_the_threshold(tmp_path) -> None:
-    store = FaissStore(tmp_path / "catalog", dimension=EMBEDDING_DIM, hnsw_threshold=100)
+    store = FaissStore(tmp_path / "catalog", dimension=RESNET50_EMBEDDING_DIM, hnsw_threshold=100)
     vectors = clustered_vectors(150)
     store.upsert(products(99), vectors[:99])
     assert store.index_kind() == "exact"
@@ -120,19 +121,19 @@ def test_stale_faiss_file_is_rebuilt_from_sqlite(tmp_path) -> None:
     """A crash between the SQLite commit and the index file leaves them disagreeing: SQLite wins."""
     directory = tmp_path / "catalog"
     vectors = clustered_vectors(30)
-    store = FaissStore(directory, dimension=EMBEDDING_DIM)
+    store = FaissStore(directory, dimension=RESNET50_EMBEDDING_DIM)
     store.upsert(products(20), vectors[:20])
     store.close()
     (older,) = directory.glob("vectors-*.faiss")
     saved = older.read_bytes()
-    store = FaissStore(directory, dimension=EMBEDDING_DIM)
+    store = FaissStore(directory, dimension=RESNET50_EMBEDDING_DIM)
     store.upsert(products(10, start=20), vectors[20:])
     store.close()
     (newer,) = directory.glob("vectors-*.faiss")
     assert newer != older
     newer.unlink()
     older.write_bytes(saved)  # as if the last save never happened
-    store = FaissStore(directory, dimension=EMBEDDING_DIM)
+    store = FaissStore(directory, dimension=RESNET50_EMBEDDING_DIM)
     assert store.search(vectors[25], k=1, labels=None)[0][0].product_id == "sku-25"
     store.close()
     assert [path.name for path in directory.glob("vectors-*.faiss")] == [newer.name]
@@ -141,10 +142,26 @@ def test_stale_faiss_file_is_rebuilt_from_sqlite(tmp_path) -> None:
 def test_wrong_dimension_is_refused(location) -> None:
     from shopvision.catalog.milvus_store import MilvusStore
 
-    Catalog.open(location).close()
+    Catalog.open(location, dimension=RESNET50_EMBEDDING_DIM).close()
     engine = MilvusStore if location.endswith(".db") else FaissStore
-    with pytest.raises(CatalogError, match="2048-d"):
+    with pytest.raises(CatalogError, match="holds 2048-d vectors .* 512-d: it was built on another backbone"):
         engine(location, dimension=512)
+
+
+def test_a_new_catalog_takes_the_width_of_its_first_vectors_and_keeps_it(location) -> None:
+    """A MobileNet v2 catalog (1280-d): nothing fixes its width before the first write, and nothing changes it after."""
+    rng = np.random.default_rng(3)
+    vectors = rng.normal(size=(6, 1280)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    with Catalog.open(location) as catalog:
+        assert catalog.count() == 0 and catalog.search(vectors[0], k=3) == []
+        catalog.upsert(products(6), vectors)
+        catalog.flush()
+        assert catalog.stats().dimension == 1280
+    with Catalog.open(location) as catalog:
+        assert [hit.product_id for hit in catalog.search(vectors[4], k=1)] == ["sku-4"]
+    with pytest.raises(CatalogError, match="holds 1280-d vectors .* 2048-d"):
+        Catalog.open(location, dimension=RESNET50_EMBEDDING_DIM)
 
 
 def test_csv_and_folder_sources(tmp_path) -> None:

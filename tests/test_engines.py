@@ -26,7 +26,7 @@ def test_every_engine_computes_what_onnxruntime_does(threads: int, tmp_path: Pat
     answers = {name: engines.open_engine(name, model, input_name=contract.PIXELS, output_names=outputs,
                                          threads=threads).run(pixels) for name in contract.ENGINES}
     reference = answers["onnxruntime"]
-    assert [array.shape for array in reference] == [(3, contract.EMBEDDING_DIM), (3, contract.NUM_CLASSES)]
+    assert [array.shape for array in reference] == [(3, contract.RESNET50_EMBEDDING_DIM), (3, contract.NUM_CLASSES)]
     for name, got in answers.items():
         for array, expected in zip(got, reference, strict=True):
             np.testing.assert_allclose(array, expected, rtol=1e-5, atol=1e-6, err_msg=name)

@@ -136,8 +136,8 @@ def tiny_resnet_contract_model(path: Path) -> Path:
     rng = np.random.default_rng(0)
     weights = helper.make_tensor("weights", TensorProto.FLOAT, [3, contract.NUM_CLASSES],
                                  rng.normal(size=3 * contract.NUM_CLASSES).astype(np.float32))
-    projection = helper.make_tensor("projection", TensorProto.FLOAT, [3, contract.EMBEDDING_DIM],
-                                    rng.normal(size=3 * contract.EMBEDDING_DIM).astype(np.float32))
+    projection = helper.make_tensor("projection", TensorProto.FLOAT, [3, contract.RESNET50_EMBEDDING_DIM],
+                                    rng.normal(size=3 * contract.RESNET50_EMBEDDING_DIM).astype(np.float32))
     nodes = [
         helper.make_node("GlobalAveragePool", [contract.PIXELS], ["pooled"]),
         helper.make_node("Flatten", ["pooled"], ["features"]),
@@ -149,7 +149,7 @@ def tiny_resnet_contract_model(path: Path) -> Path:
     graph = helper.make_graph(
         nodes, "tiny", [helper.make_tensor_value_info(contract.PIXELS, TensorProto.FLOAT, ["n", 3, 224, 224])],
         [helper.make_tensor_value_info(contract.PROBABILITIES, TensorProto.FLOAT, ["n", contract.NUM_CLASSES]),
-         helper.make_tensor_value_info(contract.EMBEDDING, TensorProto.FLOAT, ["n", contract.EMBEDDING_DIM])],
+         helper.make_tensor_value_info(contract.EMBEDDING, TensorProto.FLOAT, ["n", contract.RESNET50_EMBEDDING_DIM])],
         [weights, projection])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8

@@ -24,7 +24,7 @@ RESNET_CONFIGS = [
 ]
 RESNET_OUTPUTS = {
     contract.PROBABILITIES: (FP32, [contract.NUM_CLASSES]),
-    contract.EMBEDDING: (FP32, [contract.EMBEDDING_DIM]),
+    contract.EMBEDDING: (FP32, [contract.RESNET50_EMBEDDING_DIM]),
 }
 
 
@@ -127,10 +127,10 @@ CATEGORIES_CONFIGS = [
 def test_every_categories_config_takes_the_embedding_and_passes_it_through(path: Path) -> None:
     config = load_config(path)
     assert config.name == contract.CATEGORIES_MODEL and config.max_batch_size == contract.MAX_BATCH_SIZE
-    assert tensors(config.input) == {contract.EMBEDDING: (FP32, [contract.EMBEDDING_DIM])}
+    assert tensors(config.input) == {contract.EMBEDDING: (FP32, [contract.RESNET50_EMBEDDING_DIM])}
     # Any number of categories: heads of different widths share the config while a promotion runs.
     assert tensors(config.output) == {contract.CATEGORY_PROBABILITIES: (FP32, [-1]),
-                                      contract.CATEGORISED_EMBEDDING: (FP32, [contract.EMBEDDING_DIM])}
+                                      contract.CATEGORISED_EMBEDDING: (FP32, [contract.RESNET50_EMBEDDING_DIM])}
     backends = {"config.pbtxt": "onnxruntime", f"{contract.CPU_CONFIG_NAME}.pbtxt": "python"}
     assert config.backend == backends[path.name]
 

@@ -14,7 +14,6 @@ from numpy.typing import NDArray
 
 from shopvision.contract import (
     EMBEDDING,
-    EMBEDDING_DIM,
     ENSEMBLE_MODEL,
     IMAGE_INPUT,
     NUM_CLASSES,
@@ -123,20 +122,29 @@ def results_from_outputs(classes: NDArray[Any] | None, embeddings: NDArray[np.fl
             for p, e, c in zip(predictions, embeddings, shop_categories, strict=True)]
 
 
-def check_contract(metadata: Mapping[str, Any], model: str = ENSEMBLE_MODEL) -> None:
-    """Fail early, with a clear message, if the model is not shopvision's ensemble."""
+def check_contract(metadata: Mapping[str, Any], model: str = ENSEMBLE_MODEL) -> int:
+    """Fail early, with a clear message, if the model is not shopvision's ensemble; returns its embedding's width
+    (the backbone's: any fixed width, read from the served model rather than assumed)."""
     inputs = {tensor["name"]: tensor for tensor in metadata.get("inputs", [])}
     outputs = {tensor["name"]: tensor for tensor in metadata.get("outputs", [])}
     problems = []
     if inputs.get(IMAGE_INPUT, {}).get("datatype") != "BYTES":
         problems.append(f"input '{IMAGE_INPUT}' (BYTES)")
-    for name, width in ((PROBABILITIES, NUM_CLASSES), (EMBEDDING, EMBEDDING_DIM)):
-        tensor = outputs.get(name, {})
-        if tensor.get("datatype") != "FP32" or [int(d) for d in tensor.get("shape", [])][-1:] != [width]:
-            problems.append(f"output '{name}' (FP32, {width} wide)")
+    probabilities, embedding = (outputs.get(name, {}) for name in (PROBABILITIES, EMBEDDING))
+    if probabilities.get("datatype") != "FP32" or _last_dim(probabilities) != NUM_CLASSES:
+        problems.append(f"output '{PROBABILITIES}' (FP32, {NUM_CLASSES} wide)")
+    width = _last_dim(embedding)
+    if embedding.get("datatype") != "FP32" or width < 1:
+        problems.append(f"output '{EMBEDDING}' (FP32, a fixed width)")
     if problems:
         found = {"inputs": sorted(inputs), "outputs": sorted(outputs)}
         raise ModelMismatchError(f"model '{model}' lacks {', '.join(problems)}; it has {found}")
+    return width
+
+
+def _last_dim(tensor: Mapping[str, Any]) -> int:
+    shape = [int(d) for d in tensor.get("shape", [])]
+    return shape[-1] if shape else -1
 
 
 def provenance_from_config(config: Mapping[str, Any]) -> WeightsProvenance:
@@ -150,6 +158,7 @@ def provenance_from_config(config: Mapping[str, Any]) -> WeightsProvenance:
         synthetic=parameters.get("synthetic", "false") == "true",
         model_sha256=parameters.get("model_sha256"),
         details=parameters,
+        backbone=parameters.get("backbone", "unknown"),
     )
 
 

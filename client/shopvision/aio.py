@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -25,7 +26,7 @@ from shopvision._protocol import (
     warn_if_synthetic,
 )
 from shopvision._transport import AsyncTransport
-from shopvision.contract import CATEGORY_PROBABILITIES, EMBEDDING_DIM, ENSEMBLE_MODEL, RESNET_MODEL
+from shopvision.contract import CATEGORY_PROBABILITIES, ENSEMBLE_MODEL, RESNET_MODEL
 from shopvision.errors import (
     ClientClosedError,
     InvalidImageError,
@@ -133,10 +134,10 @@ class AsyncClient:
         return [result.categories for result in results]
 
     async def embed(self, images: Sequence[ImageInput], *, progress: Progress | None = None) -> NDArray[np.float32]:
-        """L2-normalised embeddings, float32 (n, 2048), in input order. Raises on the first bad image."""
+        """L2-normalised embeddings, float32 (n, the served width), in input order. Raises on the first bad image."""
         results = await self.analyze(images, top_k=0, progress=progress)
         if not results:
-            return np.empty((0, EMBEDDING_DIM), dtype=np.float32)
+            return np.empty((0, (await self._connect()).provenance.embedding_dim), dtype=np.float32)
         return np.stack([result.embedding for result in results if result.embedding is not None]).astype(
             np.float32, copy=False)
 
@@ -265,12 +266,13 @@ class AsyncClient:
         self._ensure_open()
         if self._session is None:
             metadata = await self._with_retry(lambda: self._transport.model_metadata(self._model))
-            check_contract(metadata, self._model)
+            width = check_contract(metadata, self._model)
             config = await self._with_retry(lambda: self._transport.model_config(self._model))
             try:
                 provenance = provenance_from_config(await self._transport.model_config(RESNET_MODEL))
             except ModelMismatchError:
                 provenance = WeightsProvenance(source="unknown", synthetic=False)
+            provenance = dataclasses.replace(provenance, embedding_dim=width)
             warn_if_synthetic(provenance, self.url)
             self._session = _Session(max_batch_size=max(1, int(config.get("max_batch_size", 1))),
                                      provenance=provenance)

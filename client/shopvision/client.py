@@ -86,7 +86,7 @@ class Client:
         return self._run(self._async.categorize(images, top_k=top_k, progress=progress))
 
     def embed(self, images: Sequence[ImageInput], *, progress: Progress | None = None) -> NDArray[np.float32]:
-        """L2-normalised embeddings, float32 (n, 2048), in input order. Raises on the first bad image."""
+        """L2-normalised embeddings, float32 (n, the served width), in input order. Raises on the first bad image."""
         return self._run(self._async.embed(images, progress=progress))
 
     def analyze(self, images: Sequence[ImageInput], *, top_k: int = 5, categories: int = 0,

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from shopvision.contract import EMBEDDING_DIM, NUM_CLASSES
+from shopvision.contract import NUM_CLASSES
 from shopvision.errors import ShopvisionError
 from shopvision.images import IMAGE_SUFFIXES
 from shopvision.samples import product_jpeg
@@ -194,4 +194,5 @@ def evaluate(client: Client, dataset: list[LabelledImage], *, label_map: Mapping
         top5_accuracy=round(sum(s.top5 for s in per_class.values()) / len(dataset), 4),
         images_per_s=round(len(dataset) / elapsed, 1), per_class=dict(sorted(per_class.items())),
     )
-    return report, np.stack(embeddings) if embeddings else np.empty((0, EMBEDDING_DIM), dtype=np.float32)
+    return report, np.stack(embeddings) if embeddings else np.empty((0, client.provenance().embedding_dim),
+                                                                    dtype=np.float32)

@@ -27,7 +27,7 @@ class ImageResult:
     predictions: list[Prediction] = field(default_factory=list)
     """Top ImageNet classes."""
     embedding: NDArray[np.float32] | None = None
-    """L2-normalised float32 vector of 2048 values."""
+    """L2-normalised float32 vector, as wide as the served backbone's (``WeightsProvenance.embedding_dim``)."""
     error: InvalidImageError | None = None
     categories: list[Prediction] = field(default_factory=list)
     """Top categories of the shop's own head, when asked for (``categories=k``) and one serves."""
@@ -52,6 +52,11 @@ class WeightsProvenance:
     synthetic: bool
     model_sha256: str | None = None
     details: dict[str, str] = field(default_factory=dict)
+    backbone: str = "unknown"
+    """The network: a known zoo name such as ``resnet50-v1-12`` or ``mobilenetv2-12-int8``, a file's name, or
+    ``resnet50-synthetic``."""
+    embedding_dim: int = 0
+    """The served embedding's width, from the ensemble's metadata (2048 for ResNet50, 1280 for MobileNet v2)."""
 
 
 @dataclass(frozen=True)

@@ -213,7 +213,8 @@ async def analyze(shared: Services, data: bytes, *, top_k: int) -> ImageResult:
 
 async def provenance(shared: Services) -> Provenance:
     served = await shared.client.provenance()
-    return Provenance(source=served.source, synthetic=served.synthetic, model_sha256=served.model_sha256)
+    return Provenance(source=served.source, synthetic=served.synthetic, model_sha256=served.model_sha256,
+                      backbone=served.backbone, embedding_dim=served.embedding_dim)
 
 
 async def parse_where(catalog: CatalogAccess, where: list[str] | None, category: str | None) -> dict[str, str]:
@@ -345,7 +346,8 @@ def _routes() -> APIRouter:
         columns = await catalog.extra_columns()
         return CatalogSummary(engine=stats.engine, products=stats.products, index=stats.index, labels=stats.labels,
                               filter_columns=None if columns is None else sorted(columns),
-                              model_source=stats.model_source, demo=shared.settings.demo_banner)
+                              model_source=stats.model_source, backbone=stats.backbone, dimension=stats.dimension,
+                              demo=shared.settings.demo_banner)
 
     @router.get("/healthz", tags=["operations"], summary="The process is alive")
     async def healthz() -> dict[str, str]:

@@ -6,9 +6,11 @@ from pydantic import BaseModel, Field
 
 
 class Provenance(BaseModel):
-    source: str = Field(description="Where the served ResNet50 weights came from")
+    source: str = Field(description="Where the served backbone's weights came from")
     synthetic: bool = Field(description="Seeded random weights: classes and similarities mean nothing")
     model_sha256: str | None = None
+    backbone: str = Field("unknown", description="The served network, e.g. resnet50-v1-12 or mobilenetv2-12-int8")
+    embedding_dim: int = Field(0, description="The width of its embeddings, which the catalog's vectors share")
 
 
 class ClassScore(BaseModel):
@@ -61,6 +63,8 @@ class CatalogSummary(BaseModel):
     labels: dict[str, int]
     filter_columns: list[str] | None = Field(description="Metadata columns search can filter on (None: any)")
     model_source: str | None
+    backbone: str | None = Field(None, description="The network that made the catalog's vectors")
+    dimension: int = Field(0, description="The width of the catalog's vectors (0: nothing stored yet)")
     demo: str | None = Field(description="Set when the catalog is generated demo data")
 
 

@@ -69,6 +69,8 @@ class CatalogStats:
     model_sha256: str | None
     labels: dict[str, int]
     """Products per top-1 label, most frequent first (at most 20)."""
+    backbone: str | None = None
+    """The network that made the vectors (the served one when the catalog was first written)."""
 
 
 def categorised(extra: dict[str, str], categories: list[Prediction]) -> dict[str, str]:

@@ -15,6 +15,22 @@ class CatalogError(ShopvisionError):
     """The catalog index cannot be opened, or does not match the model or the request."""
 
 
+def catalog_width(location: str, stored: Mapping[str, str], wanted: int | None) -> int | None:
+    """The width of a catalog's vectors: what it holds, which must be ``wanted`` when that is given too.
+
+    None for a new catalog opened without a width: its first write gives it one (the served model's).
+    """
+    held = stored.get("dimension")
+    if held is None:
+        return wanted
+    if wanted is not None and int(held) != wanted:
+        made_by = stored.get("backbone") or stored.get("model_source") or "another model"
+        raise CatalogError(f"{location} holds {held}-d vectors made by {made_by}, but the served model's embeddings "
+                           f"are {wanted}-d: it was built on another backbone. Rebuild the catalog into a new "
+                           "location with the served model, or serve the backbone it was built with")
+    return int(held)
+
+
 class VectorStore(Protocol):
     engine: str
     location: str

@@ -10,11 +10,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from shopvision.catalog._model import BuildReport, CatalogItem, CatalogStats, Product, SearchHit, categorised
-from shopvision.catalog._store import CatalogError, VectorStore
+from shopvision.catalog._store import CatalogError, VectorStore, catalog_width
 from shopvision.catalog.faiss_store import FaissStore
 from shopvision.catalog.milvus_store import DEFAULT_COLLECTION, MilvusStore, is_milvus_uri
 from shopvision.catalog.sources import read_source
-from shopvision.contract import EMBEDDING_DIM
 from shopvision.images import ImageInput
 
 if TYPE_CHECKING:
@@ -46,13 +45,17 @@ class Catalog:
 
     @classmethod
     def open(cls, location: str | Path, *, client: Client | None = None, collection: str = DEFAULT_COLLECTION,
-             token: str = "", index: str = "auto") -> Catalog:
-        """Open or create a catalog; ``collection``/``token`` are for Milvus, ``index`` for FAISS."""
+             token: str = "", index: str = "auto", dimension: int | None = None) -> Catalog:
+        """Open or create a catalog; ``collection``/``token`` are for Milvus, ``index`` for FAISS.
+
+        A new catalog takes its vectors' width from the first ones written (the served backbone's embedding),
+        unless ``dimension`` fixes it now; an existing one holds its own, which ``dimension`` must equal.
+        """
         location = str(location)
         if is_milvus_uri(location):
-            store: VectorStore = MilvusStore(location, dimension=EMBEDDING_DIM, collection=collection, token=token)
+            store: VectorStore = MilvusStore(location, dimension=dimension, collection=collection, token=token)
         else:
-            store = FaissStore(location, dimension=EMBEDDING_DIM, index=index)
+            store = FaissStore(location, dimension=dimension, index=index)
         return cls(store, client=client)
 
     def build(self, source: str | Path | Sequence[CatalogItem], *, prune: bool = False,
@@ -103,7 +106,7 @@ class Catalog:
 
     def search(self, query: ImageInput | np.ndarray, *, k: int = 10, labels: Sequence[str] | None = None,
                where: Mapping[str, str] | None = None) -> list[SearchHit]:
-        """The ``k`` most similar products to a photo (or a 2048-d vector), best first.
+        """The ``k`` most similar products to a photo (or a vector as wide as the catalog's), best first.
 
         ``labels`` keeps only products whose top-1 ImageNet label is one of these; ``where`` only
         those whose metadata has each ``column: value`` (columns from :meth:`extra_columns`).
@@ -154,8 +157,9 @@ class Catalog:
         metadata = self._store.metadata()
         return CatalogStats(
             engine=self._store.engine, location=self._store.location, products=self._store.count(),
-            dimension=int(metadata.get("dimension", EMBEDDING_DIM)), index=self._store.index_kind(),
+            dimension=int(metadata.get("dimension", 0)), index=self._store.index_kind(),
             model_source=metadata.get("model_source"), model_sha256=metadata.get("model_sha256"),
+            backbone=metadata.get("backbone"),
             labels=self._store.label_counts(),
         )
 
@@ -215,13 +219,20 @@ class Catalog:
 
     def check_model(self, served: WeightsProvenance, *, url: str) -> None:
         """Vectors from different weights are not comparable: refuse to mix them (an empty catalog
-        takes the served model as its own)."""
+        takes the served model as its own). Another backbone is named as such, with both widths."""
         metadata = self._store.metadata()
         indexed = metadata.get("model_sha256")
         if indexed is None:
-            self._store.set_metadata({"model_sha256": served.model_sha256 or "unknown", "model_source": served.source})
+            catalog_width(self._store.location, metadata, served.embedding_dim or None)
+            self._store.set_metadata({"model_sha256": served.model_sha256 or "unknown", "model_source": served.source,
+                                      "backbone": served.backbone})
         elif indexed != (served.model_sha256 or "unknown"):
+            # Catalogs made before backbones were a choice hold ResNet50 vectors.
+            backbone = metadata.get("backbone", "resnet50-v1-12")
+            width = metadata.get("dimension", "?")
+            what = ("another backbone" if backbone != served.backbone else "other weights of the same backbone")
             raise CatalogError(
-                f"{self._store.location} was indexed with model sha256 {indexed} ({metadata.get('model_source')}), "
-                f"but {url} serves {served.model_sha256} ({served.source}); "
+                f"{self._store.location} was indexed with {backbone} ({width}-d, model sha256 {indexed}, "
+                f"{metadata.get('model_source')}), but {url} serves {served.backbone} ({served.embedding_dim}-d, "
+                f"model sha256 {served.model_sha256}, {served.source}): {what}, whose vectors are not comparable; "
                 "rebuild the catalog into a new location with the served model")

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from shopvision.catalog._model import Product, SearchHit, product_key
-from shopvision.catalog._store import CatalogError
+from shopvision.catalog._store import CatalogError, catalog_width
 
 DATABASE_FILE = "catalog.sqlite"
 INDEX_FILE = "vectors-{generation}.faiss"
@@ -58,7 +58,7 @@ class FaissStore:
 
     engine = "faiss"
 
-    def __init__(self, directory: str | Path, *, dimension: int, index: str = "auto",
+    def __init__(self, directory: str | Path, *, dimension: int | None = None, index: str = "auto",
                  hnsw_threshold: int = HNSW_THRESHOLD) -> None:
         import faiss
 
@@ -79,10 +79,9 @@ class FaissStore:
         if stored.get("schema_version", SCHEMA_VERSION) != SCHEMA_VERSION:
             raise CatalogError(f"{self.location}: catalog schema {stored['schema_version']}, "
                                f"this version reads {SCHEMA_VERSION}")
-        self._dimension = int(stored.get("dimension", dimension))
-        if self._dimension != dimension:
-            raise CatalogError(f"{self.location}: holds {self._dimension}-d vectors, not {dimension}-d")
-        self.set_metadata({"schema_version": SCHEMA_VERSION, "dimension": str(dimension)})
+        self._dimension = catalog_width(self.location, stored, dimension)
+        self.set_metadata({"schema_version": SCHEMA_VERSION,
+                           **({} if self._dimension is None else {"dimension": str(self._dimension)})})
         self._index, self._saved_generation = self._load_index()
         self._index_generation = self._saved_generation
         self._columns: tuple[int, frozenset[str]] | None = None
@@ -102,6 +101,9 @@ class FaissStore:
 
     def upsert(self, products: Sequence[Product], vectors: np.ndarray) -> None:
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if self._dimension is None and vectors.ndim == 2:  # a new catalog takes the width of its first vectors
+            self._dimension = int(vectors.shape[1])
+            self.set_metadata({"dimension": str(self._dimension)})
         if vectors.shape != (len(products), self._dimension):
             raise CatalogError(f"expected vectors of shape ({len(products)}, {self._dimension}), got {vectors.shape}")
         keys = np.array([product.key for product in products], dtype=np.int64)
@@ -171,6 +173,10 @@ class FaissStore:
                where: Mapping[str, str] | None = None) -> list[list[SearchHit]]:
         index = self._current_index()
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        if index is None:
+            return [[] for _ in queries]
+        if queries.shape[1] != self._dimension:
+            raise CatalogError(f"{self.location} holds {self._dimension}-d vectors; the query is {queries.shape[1]}-d")
         allowed = None if labels is None and not where else self._allowed_keys(labels, where or {})
         if index.ntotal == 0 or (allowed is not None and not len(allowed)):
             return [[] for _ in queries]
@@ -181,7 +187,7 @@ class FaissStore:
                 for score_row, key_row in zip(scores, keys, strict=True)]
 
     def flush(self) -> None:
-        if self._saved_generation != self._generation():
+        if self._dimension is not None and self._saved_generation != self._generation():
             self._save_index(self._current_index())
 
     def close(self) -> None:
@@ -261,6 +267,8 @@ class FaissStore:
         index it saved once it has saved one, and meanwhile keep the last complete one; a write first
         rebuilds from SQLite, so that it never updates an index that lacks the other process's rows.
         """
+        if self._dimension is None:
+            return None  # nothing was ever stored: the first write gives the catalog its width
         generation = self._generation()
         if self._index is not None and self._index_generation != generation:
             saved, saved_generation = self._load_index()

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from shopvision.catalog._model import Product, SearchHit, product_key
-from shopvision.catalog._store import CatalogError
+from shopvision.catalog._store import CatalogError, catalog_width
 
 DEFAULT_COLLECTION = "shopvision_catalog"
 PROPERTY_PREFIX = "shopvision."
@@ -33,9 +33,9 @@ def is_milvus_uri(location: str) -> bool:
 class MilvusStore:
     engine = "milvus"
 
-    def __init__(self, uri: str, *, dimension: int, collection: str = DEFAULT_COLLECTION,
+    def __init__(self, uri: str, *, dimension: int | None = None, collection: str = DEFAULT_COLLECTION,
                  token: str = "") -> None:
-        from pymilvus import DataType, MilvusClient
+        from pymilvus import MilvusClient
         from pymilvus.exceptions import MilvusException
 
         self.location = f"{uri}#{collection}"
@@ -47,12 +47,20 @@ class MilvusStore:
             raise CatalogError(f"cannot open Milvus at {uri}: {error}") from error
         # pymilvus logs the Lite server's missing MVCC timestamps as warnings on every scan.
         logging.getLogger("pymilvus").setLevel(logging.ERROR)
-        if self._client.has_collection(collection):
-            stored = int(self.metadata().get("dimension", dimension))
-            if stored != dimension:
-                raise CatalogError(f"{self.location}: holds {stored}-d vectors, not {dimension}-d")
+        # A collection's vector field has a fixed width, so a new catalog opened without one is created by its
+        # first write, with the width of those vectors; until then it reads as empty.
+        self._exists = self._client.has_collection(collection)
+        self._pending_metadata: dict[str, str] = {}
+        if self._exists:
+            catalog_width(self.location, self.metadata(), dimension)
             self._client.load_collection(collection)
-            return
+        elif dimension is not None:
+            self._create(dimension)
+
+    def _create(self, dimension: int) -> None:
+        from pymilvus import DataType, MilvusClient
+
+        collection = self._collection
         schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
         schema.add_field("key", DataType.INT64, is_primary=True)
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dimension)
@@ -66,17 +74,27 @@ class MilvusStore:
         index_params.add_index(field_name="label", index_type="INVERTED")
         self._client.create_collection(collection, schema=schema, index_params=index_params,
                                        properties={f"{PROPERTY_PREFIX}dimension": str(dimension)})
+        self._exists = True
+        if self._pending_metadata:
+            self.set_metadata(self._pending_metadata)
 
     def metadata(self) -> dict[str, str]:
+        if not self._exists:
+            return dict(self._pending_metadata)
         properties = self._client.describe_collection(self._collection).get("properties", {})
         return {key.removeprefix(PROPERTY_PREFIX): value for key, value in properties.items()
                 if key.startswith(PROPERTY_PREFIX)}
 
     def set_metadata(self, values: dict[str, str]) -> None:
+        if not self._exists:
+            self._pending_metadata.update(values)
+            return
         self._client.alter_collection_properties(
             self._collection, properties={f"{PROPERTY_PREFIX}{key}": value for key, value in values.items()})
 
     def fingerprints(self) -> dict[str, str]:
+        if not self._exists:
+            return {}
         iterator = self._client.query_iterator(self._collection, batch_size=_SCAN_BATCH,
                                                output_fields=["product_id", "content_sha256"])
         found: dict[str, str] = {}
@@ -91,12 +109,14 @@ class MilvusStore:
         rows = [{"key": p.key, "vector": vector.tolist(), "product_id": p.product_id, "path": p.path,
                  "content_sha256": p.content_sha256, "label": p.label, "extra": p.extra}
                 for p, vector in zip(products, np.asarray(vectors, dtype=np.float32), strict=True)]
+        if rows and not self._exists:
+            self._create(len(rows[0]["vector"]))
         if rows:
             self._client.upsert(self._collection, rows)
 
     def remove(self, product_ids: Sequence[str]) -> int:
         keys = [product_key(pid) for pid in product_ids]
-        if not keys:
+        if not keys or not self._exists:
             return 0
         existing = self._client.query(self._collection, ids=keys, output_fields=["key"])
         if existing:
@@ -104,6 +124,8 @@ class MilvusStore:
         return len(existing)
 
     def get(self, product_id: str) -> tuple[Product, np.ndarray] | None:
+        if not self._exists:
+            return None
         rows = self._client.query(self._collection, ids=[product_key(product_id)],
                                   output_fields=[*_FIELDS, "content_sha256", "vector"])
         if not rows or rows[0]["product_id"] != product_id:
@@ -119,6 +141,8 @@ class MilvusStore:
     def search(self, queries: np.ndarray, *, k: int, labels: Sequence[str] | None,
                where: Mapping[str, str] | None = None) -> list[list[SearchHit]]:
         queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
+        if not self._exists:
+            return [[] for _ in queries]
         # Milvus string literals escape like JSON strings, so json.dumps quotes labels, columns and values.
         conditions = [] if labels is None else [f"label in {json.dumps(list(labels))}"]
         conditions += [f"extra[{json.dumps(column)}] == {json.dumps(value)}" for column, value in (where or {}).items()]
@@ -133,11 +157,15 @@ class MilvusStore:
                  for hit in hits] for hits in results]
 
     def count(self) -> int:
+        if not self._exists:
+            return 0
         rows = self._client.query(self._collection, filter="", output_fields=["count(*)"])
         return int(rows[0]["count(*)"])
 
     def label_counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
+        if not self._exists:
+            return counts
         iterator = self._client.query_iterator(self._collection, batch_size=_SCAN_BATCH, output_fields=["label"])
         try:
             while batch := iterator.next():
@@ -153,7 +181,8 @@ class MilvusStore:
     def flush(self) -> None:
         # Until flushed, new rows sit in growing segments that Milvus Lite searches by brute force
         # in Python (seconds per query at a few thousand rows); flushed, they are indexed.
-        self._client.flush(self._collection)
+        if self._exists:
+            self._client.flush(self._collection)
 
     def close(self) -> None:
         self.flush()

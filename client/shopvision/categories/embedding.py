@@ -10,7 +10,6 @@ import numpy as np
 from numpy.typing import NDArray
 
 from shopvision.categories.dataset import LabelledPhoto
-from shopvision.contract import EMBEDDING_DIM
 from shopvision.serving.weights import sha256_of
 
 if TYPE_CHECKING:
@@ -75,6 +74,6 @@ def embed_photos(photos: list[LabelledPhoto], client: Client, *, catalog: Catalo
         else:
             kept.append((photo, digest, result.vector))
     vectors = (np.stack([vector for _, _, vector in kept]).astype(np.float32, copy=False) if kept
-               else np.empty((0, EMBEDDING_DIM), dtype=np.float32))
+               else np.empty((0, client.provenance().embedding_dim), dtype=np.float32))
     return EmbeddedPhotos(photos=[photo for photo, _, _ in kept], vectors=vectors,
                           digests=[digest for _, digest, _ in kept], from_catalog=len(stored), failed=failed)

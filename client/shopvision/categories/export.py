@@ -1,4 +1,4 @@
-"""The trained head as ONNX: one Gemm and one Softmax on the 2048-d embedding."""
+"""The trained head as ONNX: one Gemm and one Softmax on the embedding (as wide as the backbone's)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from shopvision.categories.training import TrainedHead
-from shopvision.contract import CATEGORISED_EMBEDDING, CATEGORY_PROBABILITIES, EMBEDDING, EMBEDDING_DIM
+from shopvision.contract import CATEGORISED_EMBEDDING, CATEGORY_PROBABILITIES, EMBEDDING
 
 OPSET = 15
 """Shape's ``end`` attribute needs 15; ONNX Runtime 1.19 (Triton 24.10's onnxruntime backend, on GPU nodes) runs up
@@ -23,6 +23,7 @@ def head_to_onnx(head: TrainedHead) -> onnx.ModelProto:
     config must fit heads of any width (two versions are loaded side by side while a promotion checks the
     new one). The category names travel in the model's metadata too (and in ``categories.txt``).
     """
+    width = int(head.weights.shape[1])
     graph = helper.make_graph(
         [helper.make_node("Gemm", [EMBEDDING, "weights", "bias"], ["logits"], transB=1),
          helper.make_node("Shape", [EMBEDDING], ["batch"], end=1),
@@ -31,9 +32,9 @@ def head_to_onnx(head: TrainedHead) -> onnx.ModelProto:
          helper.make_node("Softmax", ["logits_any_width"], [CATEGORY_PROBABILITIES], axis=1),
          helper.make_node("Identity", [EMBEDDING], [CATEGORISED_EMBEDDING])],
         "categories_head",
-        [helper.make_tensor_value_info(EMBEDDING, TensorProto.FLOAT, ["batch", EMBEDDING_DIM])],
+        [helper.make_tensor_value_info(EMBEDDING, TensorProto.FLOAT, ["batch", width])],
         [helper.make_tensor_value_info(CATEGORY_PROBABILITIES, TensorProto.FLOAT, ["batch", "categories"]),
-         helper.make_tensor_value_info(CATEGORISED_EMBEDDING, TensorProto.FLOAT, ["batch", EMBEDDING_DIM])],
+         helper.make_tensor_value_info(CATEGORISED_EMBEDDING, TensorProto.FLOAT, ["batch", width])],
         initializer=[numpy_helper.from_array(head.weights, "weights"), numpy_helper.from_array(head.bias, "bias"),
                      numpy_helper.from_array(np.array([-1], dtype=np.int64), "any_width")],
     )

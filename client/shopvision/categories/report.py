@@ -25,6 +25,8 @@ def training_report(head: TrainedHead, embedded: EmbeddedPhotos, served: Weights
             "trained_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "embedding_model_sha256": served.model_sha256,
             "embedding_model_source": served.source,
+            "embedding_backbone": served.backbone,
+            "embedding_dim": served.embedding_dim,
             "embedding_weights_synthetic": served.synthetic,
             "held_out_accuracy": held_out["accuracy"],
             "chance": held_out["chance"],

@@ -28,7 +28,7 @@ class TrainedHead:
     categories: list[str]
     """Category names in output order."""
     weights: NDArray[np.float32]
-    """(categories, 2048): logits = embedding @ weights.T + bias."""
+    """(categories, embedding width): logits = embedding @ weights.T + bias."""
     bias: NDArray[np.float32]
     classifier: Any
     """The fitted ``sklearn.linear_model.LogisticRegression`` (its ``predict_proba`` is the reference)."""

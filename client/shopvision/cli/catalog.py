@@ -123,7 +123,7 @@ def run_stats(args: argparse.Namespace) -> int:
         return EXIT_OK
     print(f"catalog   {stats.location} ({stats.engine}, {stats.index} search)")
     print(f"products  {stats.products} x {stats.dimension}-d")
-    print(f"model     {stats.model_source} sha256 {stats.model_sha256}")
+    print(f"model     {stats.backbone or 'unknown backbone'} from {stats.model_source} sha256 {stats.model_sha256}")
     if stats.labels:
         print("labels    " + ", ".join(f"{label} {count}" for label, count in stats.labels.items()))
     return EXIT_OK

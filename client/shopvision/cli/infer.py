@@ -44,8 +44,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     classify.set_defaults(handler=run_classify)
 
     embed = commands.add_parser(
-        "embed", help="2048-d embeddings of images into a .npy file",
-        description="Embed image files; writes FILE.npy (float32, n x 2048, L2-normalised) and "
+        "embed", help="embeddings of images (the served backbone's width) into a .npy file",
+        description="Embed image files; writes FILE.npy (float32, n x the served backbone's width, L2-normalised) and "
                     "FILE.files.txt (the image of each row, in order). Failed images are left out and reported.",
         epilog="example:\n  shopvision embed catalog/ --out catalog.npy",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -112,9 +112,12 @@ def run_embed(args: argparse.Namespace) -> int:
     for path, result in zip(paths, results, strict=True):
         if result.error is not None:
             print(f"{path}: FAILED: {result.error.reason}", file=sys.stderr)
+    if not kept:
+        print("no image could be embedded; nothing written", file=sys.stderr)
+        return _summarise(len(paths), len(paths))
     out = args.out if args.out.suffix == ".npy" else args.out.with_suffix(".npy")
     out.parent.mkdir(parents=True, exist_ok=True)
-    vectors = np.stack([vector for _, vector in kept]) if kept else np.empty((0, 2048), dtype=np.float32)
+    vectors = np.stack([vector for _, vector in kept])
     np.save(out, vectors.astype(np.float32))
     out.with_suffix(".files.txt").write_text("".join(f"{path}\n" for path, _ in kept))
     print(f"wrote {len(kept)} embeddings to {out} and their files to {out.with_suffix('.files.txt')}")

@@ -42,7 +42,15 @@ async function call(url, options = {}) {
   }
 }
 
+// Which network answered, as the server states it: every similarity is only comparable within one backbone.
+function showModel(provenance) {
+  const sha = provenance.model_sha256 ? ` · model sha256 ${provenance.model_sha256.slice(0, 12)}…` : "";
+  $("model-line").textContent = `Model: ${provenance.backbone}${provenance.synthetic ? " (SYNTHETIC weights)" : ""}` +
+    ` · ${provenance.embedding_dim}-d embeddings${sha}`;
+}
+
 function showBanner(provenance) {
+  if (provenance) showModel(provenance);
   if (provenance && provenance.synthetic && !$("synthetic-banner")) {
     $("banners").append(element("p", {
       id: "synthetic-banner", class: "banner",
