@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import re
 from pathlib import Path
 
 import numpy as np
@@ -17,13 +16,14 @@ from shopvision.serving.preprocessing import Preprocessor
 from tests.conftest import RunningServer
 from tests.images import PARITY_CASES, photo_jpeg
 from tests.reference import reference_pixels
-from tests.test_docs import ROOT
 
 pytestmark = pytest.mark.integration
 
-# Mean |difference| of normalised pixels allowed against the full-decode reference. JPEG
-# draft decoding measured 0.0068 on a 1600x1200 photo and 0.0051 on 4000x3000 (docs/models.md).
+# Mean |difference| of normalised pixels allowed against the reference. JPEGs are decoded and resized exactly as
+# the reference does (docs/models.md), so they must match to float rounding; the other modes convert colour through
+# Pillow where the reference uses numpy, one 8-bit level at most.
 PIXEL_TOLERANCE = 0.01
+JPEG_TOLERANCE = 1e-5
 LARGE_PHOTOS = {"jpeg-1600x1200": (1600, 1200), "jpeg-4000x3000": (4000, 3000)}
 
 
@@ -67,6 +67,8 @@ def test_preprocess_model_output_matches_reference(name, cases, reference, grpc_
     expected = reference[name][0]
     assert served.shape == expected.shape == (3, 224, 224)
     assert float(np.abs(served - expected).mean()) <= PIXEL_TOLERANCE
+    if name.startswith("jpeg"):
+        assert float(np.abs(served - expected).max()) <= JPEG_TOLERANCE
 
 
 def median_distance_between_different_images(reference) -> float:
@@ -86,12 +88,6 @@ def test_ensemble_embedding_and_top5_match_reference(name, cases, reference, grp
     yardstick = median_distance_between_different_images(reference)
     distance = float(np.linalg.norm(embedding - expected_embedding))
     assert distance < 0.05 * yardstick
-    if name == "jpeg-1600x1200":  # the figure docs/models.md quotes
-        text = " ".join((ROOT / "docs" / "models.md").read_text().split())
-        quoted = re.search(r"1600×1200 photo lies ([\d.]+) from the full-decode reference, (\d+) % of", text)
-        assert quoted is not None
-        stated, share = quoted.groups()
-        assert abs(float(stated) - distance) <= 0.1 * distance and int(share) == round(100 * distance / yardstick)
     assert list(np.argsort(-probabilities)[:5]) == list(np.argsort(-expected_probabilities)[:5])
     assert np.isclose(np.linalg.norm(embedding), 1.0, atol=1e-4)
     assert np.isclose(probabilities.sum(), 1.0, atol=1e-4)

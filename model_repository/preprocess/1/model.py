@@ -22,7 +22,7 @@ class TritonPythonModel:
             max_pixels=int(parameters.get("max_image_pixels", DecodeLimits.max_pixels)),
         )
         self._preprocessor = Preprocessor(
-            limits=limits, jpeg_draft=parameters.get("jpeg_draft", "true").lower() == "true"
+            limits=limits, jpeg_draft=parameters.get("jpeg_draft", "false").lower() == "true"
         )
 
     def execute(self, requests: list) -> list:
