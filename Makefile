@@ -8,6 +8,9 @@ BUILD_DIR ?= build/model_repository
 # Empty: keep the built weights (auto on the first build). Or auto, synthetic, a zoo name, a file.
 WEIGHTS ?=
 SERVE_ARGS ?=
+# The demo catalog's photos when no catalog is configured: the Grocery Store Dataset's catalog photos where
+# ../shared/data is beside the checkout (see its README), generated pictures otherwise.
+DEMO_PHOTOS ?= $(wildcard ../shared/data/grocery-store-dataset/iconic-images-and-descriptions)
 PYTEST_ARGS ?=
 
 .PHONY: serve test test-fast lint venv locust-venv model system-deps clean
@@ -36,7 +39,7 @@ model: venv
 
 # Triton (8000 HTTP, 8001 gRPC, 8002 metrics) with the `cpu` configuration, then the search API and page on 8080.
 serve: venv model
-	$(BIN)/shopvision serve --repository $(BUILD_DIR) --api $(SERVE_ARGS)
+	$(BIN)/shopvision serve --repository $(BUILD_DIR) --api $(if $(DEMO_PHOTOS),--demo-photos $(DEMO_PHOTOS)) $(SERVE_ARGS)
 
 system-deps:
 	scripts/install-system-deps.sh

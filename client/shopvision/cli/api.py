@@ -19,6 +19,10 @@ def add_api_arguments(parser: argparse.ArgumentParser, *, prefix: str = "") -> N
                              "without one, a generated demo catalog)")
     parser.add_argument("--demo-dir", type=Path, default=DEFAULT_DEMO_DIR,
                         help=f"where the demo catalog is built on first start (default {DEFAULT_DEMO_DIR})")
+    parser.add_argument("--demo-photos", type=Path, default=None, metavar="DIR",
+                        help="real product photos for the demo catalog, one product per photo (default: generated "
+                             "pictures; `make serve` passes the Grocery Store Dataset's catalog photos when "
+                             "../shared/data is beside the checkout)")
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -46,15 +50,16 @@ def serve_api(args: argparse.Namespace, *, triton_url: str | None) -> None:
     import uvicorn
 
     from shopvision.api.app import create_app
-    from shopvision.api.demo import DEMO_BANNER, build_demo_catalog
+    from shopvision.api.demo import build_demo_catalog, demo_banner
     from shopvision.api.settings import ApiSettings
 
     settings = ApiSettings.from_environment(triton_url=triton_url, catalog=args.catalog)
     if settings.catalog is None:
-        print(f"no catalog configured: indexing the demo catalog in {args.demo_dir} (generated pictures)", flush=True)
-        location = build_demo_catalog(args.demo_dir, triton_url=settings.triton_url)
+        what = args.demo_photos or "generated pictures"
+        print(f"no catalog configured: indexing the demo catalog in {args.demo_dir} ({what})", flush=True)
+        location = build_demo_catalog(args.demo_dir, triton_url=settings.triton_url, photos=args.demo_photos)
         settings = ApiSettings.from_environment(triton_url=settings.triton_url, catalog=location,
-                                                demo_banner=DEMO_BANNER)
+                                                demo_banner=demo_banner(args.demo_photos))
     print(f"search service: http://{args.host}:{args.api_port}/ (page), /docs (API), catalog {settings.catalog}",
           flush=True)
     uvicorn.run(create_app(settings), host=args.host, port=args.api_port, log_level="warning",
