@@ -62,7 +62,7 @@ from shopvision.serving.server import LocalTritonServer, ServerOptions, free_por
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "model_repository"
 ADMIN_KEY = "real-weights-benchmark"
-SETTINGS = {"rounds": 2, "requests_c1": 40, "requests_c8": 160, "speed_photos": 32, "in_process_repeats": 32}
+SETTINGS = {"rounds": 3, "requests_c1": 40, "requests_c8": 160, "speed_photos": 32, "in_process_repeats": 32}
 QUICK = {"rounds": 1, "requests_c1": 10, "requests_c8": 40, "speed_photos": 8, "in_process_repeats": 8}
 TARGETS = {"head_fine": 0.69, "head_coarse": 0.82, "recall_at_5": 0.63, "recall_at_5_over_histogram": 3.0,
            "embedding_error_share": 0.01}
@@ -169,7 +169,26 @@ def agreement(client: Client, model: Path) -> dict:
                     "probability_max_abs": float(np.abs(probabilities - same_pixels_probabilities).max()),
                     "embedding_error": error(embeddings, same_pixels_embeddings)},
         "jpeg_draft": jpeg_draft(paths, images, session, reference_probabilities, reference_embeddings, width),
+        "crop_region_resize": crop_region_resize(images, session, reference_probabilities, reference_embeddings,
+                                                 width),
     }
+
+
+def crop_region_resize(images: list[bytes], session, reference_probabilities: np.ndarray,
+                       reference_embeddings: np.ndarray, width: float) -> dict:
+    """What resizing only the crop's region (the preprocessing before issue 24) would change on every photo."""
+    from shopvision.serving import preprocessing
+
+    exact_up_to = preprocessing.EXACT_RESIZE_MAX_ASPECT
+    preprocessing.EXACT_RESIZE_MAX_ASPECT = 0  # every image takes the crop-region path
+    try:
+        pixels = np.concatenate([Preprocessor()(images[i:i + BATCH]) for i in range(0, len(images), BATCH)])
+    finally:
+        preprocessing.EXACT_RESIZE_MAX_ASPECT = exact_up_to
+    probabilities, embeddings = run_batched(session, pixels)
+    distances = np.linalg.norm(embeddings - reference_embeddings, axis=1)
+    return {**top5_agreement(top5(probabilities), reference_probabilities),
+            "embedding_error_max_share_of_spread": round(float(distances.max()) / width, 4)}
 
 
 def jpeg_draft(paths: list[Path], images: list[bytes], session, reference_probabilities: np.ndarray,
@@ -407,6 +426,7 @@ def report(results: dict) -> str:
 
 def agreement_lines(found: dict) -> list[str]:
     ensemble, serving, draft = found["ensemble_vs_reference"], found["serving"], found["jpeg_draft"]
+    region = found["crop_region_resize"]
     return [
         "## Served against in-process",
         "",
@@ -426,6 +446,8 @@ def agreement_lines(found: dict) -> list[str]:
         f"| `jpeg_draft: \"true\"` vs reference, photos ≥ {DRAFT_ENGAGES_PX} px | {draft['photos']} | "
         f"{draft['top5_equal']} | {draft['top5_same_order']} | "
         f"({draft['embedding_error_max_share_of_spread']:.1%}) | |",
+        f"| the former crop-region resize vs reference | {region['photos']} | {region['top5_equal']} | "
+        f"{region['top5_same_order']} | ({region['embedding_error_max_share_of_spread']:.1%}) | |",
         "",
         f"The spread is the median distance between the embeddings of two different photos ({found['spread']}). "
         f"The server's preprocessing differs from the reference by at most {found['pixels']['max_abs_difference']:.1e} "
@@ -441,8 +463,9 @@ def agreement_lines(found: dict) -> list[str]:
         "",
         "The preprocessing is exact because the server resizes the whole image and then crops, as the recipe does. "
         "Resizing only the crop's region (what it did before, still used past an aspect ratio of 16) is within one "
-        "8-bit level of the recipe, and that level was enough to change a top-5 class of an int8 network "
-        "(its input is quantised, so one level can cross a quantisation step). JPEG draft decoding "
+        f"8-bit level of the recipe, and that level changed the top-5 of {region['photos'] - region['top5_equal']} "
+        f"of {region['photos']} photos (last row): the int8 network quantises its input, so one level can cross "
+        "a quantisation step. JPEG draft decoding "
         "(`jpeg_draft: \"true\"` in the preprocess config, off by default) decodes a 12 MP photo in "
         f"{draft['decode_12mp_ms']['draft']} ms instead of {draft['decode_12mp_ms']['full']} ms, but the network "
         "then sees other pixels: the row above counts what it changes on the photos it engages on.",
@@ -484,6 +507,12 @@ def categories_lines(heads: dict) -> list[str]:
     for level, row in heads.items():
         lines.append(f"| {level} | {row['categories']} | {row['top1']:.3f} | {row['top5']:.3f} | {row['ece']:.3f} | "
                      f"{row['regularisation_C']:g} | {row['cli_held_out_accuracy']:.3f} | {row['training_s']:.0f} s |")
+    fine = heads["fine"]
+    lines += ["", f"The CLI's own held-out figure ({fine['cli_held_out_accuracy']:.3f} for the fine head) is far above "
+              f"what val photos get ({fine['top1']:.3f}): its split is random within `train`, where one product's "
+              "photos come from the same few shelf visits, so held-out photos have near-twins in training. Hold out "
+              "a separate shoot (as the dataset's `val` is) to see what new photos will get. C = 1000 is the largest "
+              "value of the CLI's grid: the cross-validation asked for weaker regularisation still."]
     for level, row in heads.items():
         pairs = "; ".join(f"{pair['truth']} → {pair['answered']} ({pair['photos']})" for pair in row["most_confused"])
         lines += ["", f"Most confused ({level}): {pairs}."]
@@ -492,6 +521,11 @@ def categories_lines(heads: dict) -> list[str]:
 
 def speed_lines(found: dict) -> list[str]:
     ratios = ratio_rows(found["rounds"])
+    base = BACKBONES[0]
+    spans = {}
+    for name in BACKBONES:
+        over_rounds = [r[name]["c8"]["throughput"] / r[base]["c8"]["throughput"] for r in found["rounds"]]
+        spans[name] = f"{min(over_rounds):.2f}–{max(over_rounds):.2f}×"
     lines = [
         "## Speed per backbone",
         "",
@@ -501,8 +535,9 @@ def speed_lines(found: dict) -> list[str]:
         "`benchmarks/compare.py`). The in-process ceilings run the same `model.onnx` without a server.",
         "",
         "| backbone | c=1 img/s | c=1 p50 ms | c=1 p99 ms | c=8 img/s | c=8 p50 ms | c=8 p99 ms | c=8 throughput "
-        "vs ResNet50 fp32 | c=1 p50 vs ResNet50 fp32 | compute ceiling img/s | engine alone img/s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "vs ResNet50 fp32 (range over rounds) | c=1 p50 vs ResNet50 fp32 | compute ceiling img/s | engine alone "
+        "img/s | c=8 / ceiling |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name in BACKBONES:
         def median(concurrency: str, metric: str, backbone: str = name) -> float:
@@ -512,10 +547,14 @@ def speed_lines(found: dict) -> list[str]:
         lines.append(
             f"| {name} | {median('c1', 'throughput'):.1f} | {median('c1', 'p50_ms'):.1f} | "
             f"{median('c1', 'p99_ms'):.1f} | {median('c8', 'throughput'):.1f} | {median('c8', 'p50_ms'):.1f} | "
-            f"{median('c8', 'p99_ms'):.1f} | {ratios[name]['throughput_c8']:.2f}× | {ratios[name]['p50_c1']:.2f}× | "
-            f"{ceiling['compute_ceiling_img_s']:.1f} | {ceiling['raw_ort_img_s']:.1f} |")
+            f"{median('c8', 'p99_ms'):.1f} | {ratios[name]['throughput_c8']:.2f}× ({spans[name]}) | "
+            f"{ratios[name]['p50_c1']:.2f}× | "
+            f"{ceiling['compute_ceiling_img_s']:.1f} | {ceiling['raw_ort_img_s']:.1f} | "
+            f"{median('c8', 'throughput') / ceiling['compute_ceiling_img_s']:.2f} |")
     failures = sum(point[c]["failures"] for r in found["rounds"] for point in r.values() for c in ("c1", "c8"))
-    return [*lines, "", f"Failed requests: {failures}.", ""]
+    return [*lines, "", f"Failed requests: {failures}. The smaller the network, the further the served rate stays "
+            "below its compute ceiling (the last column): what each request costs besides the network (three "
+            "Python-backend steps, one preprocess instance, gRPC) does not shrink with it.", ""]
 
 
 def main(argv: list[str] | None = None) -> int:
