@@ -389,7 +389,7 @@ def report(results: dict) -> str:
         f"The first accuracy and retrieval figures of shopvision measured with **real weights**: {backbone['name']} "
         f"(the ONNX model zoo's MobileNet v2 1.0 int8, sha256 `{backbone['source_sha256'][:16]}…`, "
         f"{backbone['embedding_dim']}-d embeddings), built by `shopvision model build` and served by tritonserver "
-        f"2.51 ({configuration_of(results)[0].lower()}{configuration_of(results)[1:]}). Photos: the Grocery Store "
+        f"2.51 on {configuration_of(results)[0].lower()}{configuration_of(results)[1:]}. Photos: the Grocery Store "
         "Dataset (shelf photos of 81 products, 43 coarse classes; one iconic catalog photo each; `train` for "
         "training, `val` for every figure) and Amazon Berkeley Objects samples, read from ../shared/data.",
         "",
@@ -458,7 +458,7 @@ def agreement_lines(found: dict) -> list[str]:
         "Top-5 equal means the served classes' in-process probabilities are the five largest. MobileNet v2 int8's "
         f"logits are quantised, so classes tie (on {found['photos_with_tied_top5']} of these photos within or at the "
         "edge of the top 5), and "
-        "Triton's classification extension and numpy order tied classes differently: the last column counts "
+        "Triton's classification extension and numpy order tied classes differently: the column after it counts "
         "identical lists.",
         "",
         "The preprocessing is exact because the server resizes the whole image and then crops, as the recipe does. "

@@ -198,3 +198,33 @@ def test_the_deploy_figures_are_the_startup_report() -> None:
                    f"onnxruntime itself {layer['engines_mb']['onnxruntime']:.0f} MB",
                    f"ready in {statistics.median(starts):.1f} s, median of {len(starts)} starts"):
         assert figure in text, figure
+
+
+def test_the_real_weights_figures_are_the_report() -> None:
+    from benchmarks.real_weights import ratio_rows
+
+    results = json.loads((ROOT / "benchmarks" / "results" / "real-weights" / "results.json").read_text())
+    recall, heads, agreement = results["retrieval"]["recall"], results["categories"], results["agreement"]
+    draft, region = agreement["jpeg_draft"], agreement["crop_region_resize"]
+    speedup = f"{ratio_rows(results['speed']['rounds'])['mobilenetv2 int8']['throughput_c8']:.2f}× ResNet50 fp32"
+    quoted = {
+        "README.md": (f"recall@5 {recall['catalog']['@5']:.3f} (colour histograms: "
+                      f"{recall['colour histograms']['@5']:.3f})",
+                      f"top-1 {heads['fine']['top1']:.3f} over 81 products and {heads['coarse']['top1']:.3f} over 43",
+                      f"in-process on all {agreement['ensemble_vs_reference']['top5_equal']} real photos", speedup),
+        "docs/models.md": (speedup, f"in {draft['decode_12mp_ms']['draft']} ms instead of "
+                                    f"{draft['decode_12mp_ms']['full']} ms",
+                           f"top-5 of {draft['photos'] - draft['top5_equal']} of {draft['photos']}",
+                           f"top-5 of {region['photos'] - region['top5_equal']} of {region['photos']} real photos"),
+        "docs/categories.md": (f"top-1 {heads['fine']['top1']:.3f} over 81 products and {heads['coarse']['top1']:.3f} "
+                               f"over 43 coarse classes (top-5 {heads['fine']['top5']:.3f} and "
+                               f"{heads['coarse']['top5']:.3f})",
+                               f"held-out figure said {heads['fine']['cli_held_out_accuracy']:.3f}"),
+        "docs/catalog.md": (" / ".join(f"{recall['catalog'][k]:.3f}" for k in ("@1", "@5", "@10")),
+                            " / ".join(f"{recall['colour histograms'][k]:.3f}" for k in ("@1", "@5", "@10"))),
+    }
+    assert agreement["ensemble_vs_reference"]["top5_equal"] == agreement["photos"]
+    for name, figures in quoted.items():
+        text = " ".join((ROOT / name).read_text().split())
+        for figure in figures:
+            assert figure in text, (name, figure)
