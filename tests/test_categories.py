@@ -41,12 +41,14 @@ from shopvision.categories.training import TrainedHead, train_head
 from shopvision.contract import (
     ADMIN_KEY_ENV,
     CATEGORIES_MODEL,
+    CATEGORISED_EMBEDDING,
     CATEGORY_PROBABILITIES,
     EMBEDDING,
     ENSEMBLE_MODEL,
     IMAGE_INPUT,
 )
 from shopvision.samples import SAMPLE_CATEGORIES, category_image, encode, write_labelled_photos
+from shopvision.serving.configs import read_config
 from shopvision.serving.heads import promote_head, rollback_head
 from shopvision.serving.repository import CategoryHeads, assemble, record_history
 from shopvision.types import WeightsProvenance
@@ -61,11 +63,12 @@ HELD_OUT_ACCURACY_FLOOR = 0.9
 """Measured 1.000 on these 30 held-out photos (and on 50 with 40 per category); chance is 0.2."""
 
 
-def clustered_vectors(categories: int, per_category: int, *, seed: int) -> tuple[np.ndarray, list[str]]:
+def clustered_vectors(categories: int, per_category: int, *, seed: int, width: int = 2048
+                      ) -> tuple[np.ndarray, list[str]]:
     """Unit vectors around one random direction per category, as embeddings of distinct products are."""
     rng = np.random.default_rng(seed)
-    centres = rng.normal(size=(categories, 2048))
-    vectors = np.vstack([centres[c] + rng.normal(scale=2.5, size=(per_category, 2048)) for c in range(categories)])
+    centres = rng.normal(size=(categories, width))
+    vectors = np.vstack([centres[c] + rng.normal(scale=2.5, size=(per_category, width)) for c in range(categories)])
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     return vectors.astype(np.float32), [f"cat-{c}" for c in range(categories) for _ in range(per_category)]
 
@@ -165,6 +168,23 @@ def test_a_repository_gets_the_head_model_and_the_ensemble_its_step_only_once_a_
     assemble(TEMPLATE, repository)  # a rollback to "no head" survives reassembly
     assert heads.serving_version() is None
     assert "category_probabilities" not in (repository / ENSEMBLE_MODEL / "config.pbtxt").read_text()
+
+
+def test_a_head_on_another_backbones_embeddings_gets_configs_of_its_width(tmp_path: Path) -> None:
+    """A head trained on MobileNet v2's 1280-d embeddings: its model and its configs read 1280 values."""
+    repository = tmp_path / "model_repository"
+    assemble(TEMPLATE, repository)
+    vectors, labels = clustered_vectors(3, 12, seed=4, width=1280)
+    head = train_head(vectors, labels, seed=0)
+    heads = CategoryHeads(repository)
+    heads.install(head_to_onnx(head).SerializeToString(), head.categories, {}, template=TEMPLATE)
+    for path in heads.configs():
+        config = read_config(path)
+        assert [list(t.dims) for t in (*config.input, *config.output) if t.name in (EMBEDDING, CATEGORISED_EMBEDDING)
+                ] == [[1280], [1280]], path
+    session = ort.InferenceSession(str(heads.model_dir / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
+    probabilities = session.run([CATEGORY_PROBABILITIES], {EMBEDDING: vectors[:4]})[0]
+    np.testing.assert_allclose(probabilities, head.classifier.predict_proba(vectors[:4]), atol=1e-5)
 
 
 def test_a_head_whose_first_promotion_failed_does_not_serve_after_reassembly(tmp_path: Path) -> None:

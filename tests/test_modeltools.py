@@ -24,7 +24,7 @@ from shopvision.serving.build import build_model
 from shopvision.serving.configs import read_config
 from shopvision.serving.repository import ModelRepository, Provenance, assemble
 from shopvision.serving.server import free_ports
-from shopvision.serving.surgery import SurgeryError, canonicalize
+from shopvision.serving.surgery import SurgeryError, canonicalize, embedding_width
 from shopvision.serving.synthetic import (
     INPUT_NAME,
     LOGITS_NAME,
@@ -288,3 +288,76 @@ def test_assembling_again_keeps_the_weights_and_the_promoted_version(tmp_path: P
         assert read_config(config).parameters["weights_source"].string_value == "first", config
     assert (repository / "resnet50" / "2" / "model.onnx").read_bytes() == b"weights of second"
     assert {path: path.read_bytes() for path in TEMPLATE.rglob("*.pbtxt")} == template_before
+
+
+def _convolutional_head_classifier() -> onnx.ModelProto:
+    """A classifier whose logits come from a convolution, not from a pooled vector: inspection must give up.
+    Its global max pool, a side branch, is what --embedding-node names."""
+    rng = np.random.default_rng(5)
+    initializers = [numpy_helper.from_array(rng.normal(size=(16, 3, 8, 8)).astype(np.float32), "w1"),
+                    numpy_helper.from_array(rng.normal(size=(1000, 16, 28, 28)).astype(np.float32) * 0.01, "w2")]
+    nodes = [helper.make_node("Conv", ["input", "w1"], ["c1"], name="stem", strides=[8, 8]),
+             helper.make_node("Relu", ["c1"], ["features"], name="relu"),
+             helper.make_node("GlobalMaxPool", ["features"], ["pooled"], name="side_pool"),
+             helper.make_node("Conv", ["features", "w2"], ["head"], name="conv_head"),
+             helper.make_node("Flatten", ["head"], ["logits"], name="flatten")]
+    graph = helper.make_graph(nodes, "conv_head", [helper.make_tensor_value_info(
+        "input", onnx.TensorProto.FLOAT, ["n", 3, 224, 224])],
+        [helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, ["n", 1000])], initializer=initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8  # what the pinned onnxruntime reads
+    return model
+
+
+def test_surgery_asks_for_the_embedding_node_where_it_cannot_find_the_pool_and_uses_the_one_named(
+        pixels: np.ndarray) -> None:
+    model = _convolutional_head_classifier()
+    with pytest.raises(SurgeryError, match="reached 'Conv' \\(conv_head\\) first; name the node .* --embedding-node"):
+        canonicalize(model)
+    served = canonicalize(model, embedding_node="side_pool")
+    assert embedding_width(served) == 16
+    probabilities, embedding = run(served, {contract.PIXELS: pixels})
+    expected = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    hidden = np.maximum(0, _conv_stride8(pixels, model))
+    np.testing.assert_allclose(embedding, _unit(hidden.max(axis=(2, 3))), atol=1e-5)
+    logits = expected.run(None, {"input": pixels})[0]
+    np.testing.assert_allclose(probabilities, np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True), atol=1e-5)
+    with pytest.raises(SurgeryError, match="--embedding-node nowhere: no node or tensor"):
+        canonicalize(model, embedding_node="nowhere")
+
+
+def _conv_stride8(pixels: np.ndarray, model: onnx.ModelProto) -> np.ndarray:
+    weights = numpy_helper.to_array(model.graph.initializer[0])
+    patches = pixels.reshape(len(pixels), 3, 28, 8, 28, 8)
+    return np.einsum("nchxwy,kcxy->nkhw", patches, weights)
+
+
+def _unit(vectors: np.ndarray) -> np.ndarray:
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def test_mobilenet_v2_int8_canonicalises_to_a_1280_wide_dequantized_embedding(pixels: np.ndarray) -> None:
+    from tests.real_data import MOBILENET, require
+
+    source = onnx.load(str(require(MOBILENET)))
+    served = canonicalize(source)
+    assert embedding_width(served) == 1280
+    assert any(node.name == "shopvision_dequantize_embedding" for node in served.graph.node)
+    probabilities, embedding = run(served, {contract.PIXELS: pixels})
+    logits = ort.InferenceSession(source.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        None, {"input": pixels})[0]
+    np.testing.assert_allclose(probabilities, np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True), atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(embedding, axis=1), 1.0, atol=1e-5)
+
+
+def test_a_promotion_to_another_embedding_width_is_refused_before_anything_loads(tmp_path: Path) -> None:
+    from shopvision.serving.lifecycle import PromotionError, _refuse_another_width
+
+    repository = copy_repository(tmp_path / "model_repository")
+    for version, (backbone, width) in enumerate((("resnet50-v1-12", 2048), ("mobilenetv2-12-int8", 1280)), 1):
+        fake_version(repository, version, backbone)
+        path = repository / "resnet50" / str(version) / "provenance.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), "backbone": backbone, "embedding_dim": width}))
+    with pytest.raises(PromotionError, match="version 2 is mobilenetv2-12-int8 with 1280-d .* version 1 serves "
+                                             "resnet50-v1-12 with 2048-d"):
+        _refuse_another_width(ModelRepository(repository), 1, 2)
