@@ -361,3 +361,15 @@ def test_a_promotion_to_another_embedding_width_is_refused_before_anything_loads
     with pytest.raises(PromotionError, match="version 2 is mobilenetv2-12-int8 with 1280-d .* version 1 serves "
                                              "resnet50-v1-12 with 2048-d"):
         _refuse_another_width(ModelRepository(repository), 1, 2)
+
+
+def test_mobilenet_is_a_known_model_fetched_from_its_zoo_folder_or_a_flat_mirror(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    model = sources.ZOO_MODELS["mobilenetv2-12-int8"]
+    monkeypatch.delenv(sources.MIRROR_ENV, raising=False)
+    assert model.url() == ("https://github.com/onnx/models/raw/main/validated/vision/classification/mobilenet/model/"
+                           "mobilenetv2-12-int8.onnx")
+    assert sources.ZOO_MODELS["resnet50-v1-12"].url().endswith("/classification/resnet/model/resnet50-v1-12.onnx")
+    monkeypatch.setenv(sources.MIRROR_ENV, "http://mirror.internal/weights/")
+    assert model.url() == "http://mirror.internal/weights/mobilenetv2-12-int8.onnx"
+    assert sources.known_model_by_sha256(model.sha256) is model and sources.known_model_by_sha256("0" * 64) is None
