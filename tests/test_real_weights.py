@@ -124,6 +124,13 @@ def test_the_sdk_reads_the_backbone_and_its_width_from_the_server_and_does_not_w
     assert info.provenance.model_sha256 == served.model_sha256
 
 
+def test_shopvision_info_names_the_backbone_and_its_width(mobilenet: Served) -> None:
+    shown = _cli("info", "--url", mobilenet.running.grpc_url)
+    assert shown.returncode == 0, shown.stderr
+    assert "backbone      mobilenetv2-12-int8, 1280-d embeddings" in shown.stdout
+    assert "SYNTHETIC" not in shown.stdout + shown.stderr
+
+
 def test_served_top5_equals_onnxruntime_with_the_reference_preprocessing(
         mobilenet: Served, in_process: ort.InferenceSession, reference_batch: np.ndarray) -> None:
     with shopvision.Client(mobilenet.running.grpc_url) as client:

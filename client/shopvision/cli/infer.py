@@ -146,6 +146,7 @@ def run_info(args: argparse.Namespace) -> int:
     print(f"model         {info.model} versions {', '.join(info.model_versions)}")
     print(f"batching      max_batch_size {info.max_batch_size}; resnet50 dynamic batching {info.dynamic_batching}")
     print(f"weights       {weights.source}{'  <<< SYNTHETIC: meaningless outputs >>>' if weights.synthetic else ''}")
+    print(f"backbone      {weights.backbone}, {weights.embedding_dim}-d embeddings")
     print(f"model sha256  {weights.model_sha256}")
     return EXIT_OK
 
