@@ -58,15 +58,6 @@ def split(name: str) -> list[Photo]:
     return photos
 
 
-def write_catalog_csv(target: Path) -> Path:
-    """The 81 iconic photos as the catalog CLI's CSV (product id = product name, metadata: its coarse class)."""
-    with target.open("w", newline="") as stream:
-        writer = csv.writer(stream)
-        writer.writerow(["product_id", "image_path", "coarse"])
-        writer.writerows([product.name, str(product.iconic), product.coarse] for product in products())
-    return target
-
-
 def write_training_csv(target: Path, photos: list[Photo], *, level: str) -> Path:
     """Photos as ``shopvision categories train``'s CSV: ``image_path`` and ``category`` (``fine`` or ``coarse``)."""
     with target.open("w", newline="") as stream:

@@ -373,3 +373,14 @@ def test_mobilenet_is_a_known_model_fetched_from_its_zoo_folder_or_a_flat_mirror
     monkeypatch.setenv(sources.MIRROR_ENV, "http://mirror.internal/weights/")
     assert model.url() == "http://mirror.internal/weights/mobilenetv2-12-int8.onnx"
     assert sources.known_model_by_sha256(model.sha256) is model and sources.known_model_by_sha256("0" * 64) is None
+
+
+def test_provenance_written_before_backbones_were_named_reads_as_resnet50(tmp_path: Path) -> None:
+    from shopvision.serving.repository import read_provenance
+
+    for synthetic, backbone in ((True, "resnet50-synthetic"), (False, "resnet50-v1-12")):
+        (tmp_path / "provenance.json").write_text(json.dumps(
+            {"source": "synthetic" if synthetic else "resnet50-v1-12", "source_sha256": "0" * 64,
+             "model_sha256": "1" * 64, "synthetic": synthetic, "built_at": "2026-11-27T00:00:00+00:00"}))
+        provenance = read_provenance(tmp_path)
+        assert provenance is not None and (provenance.backbone, provenance.embedding_dim) == (backbone, 2048)

@@ -12,7 +12,13 @@ import onnx
 
 from shopvision.contract import MODEL_FILE, PROVENANCE_FILE
 from shopvision.serving.configs import atomic_write
-from shopvision.serving.repository import ModelRepository, Provenance, assemble, ensure_python_runner
+from shopvision.serving.repository import (
+    SYNTHETIC_BACKBONE,
+    ModelRepository,
+    Provenance,
+    assemble,
+    ensure_python_runner,
+)
 from shopvision.serving.surgery import canonicalize, embedding_width
 from shopvision.serving.synthetic import build_synthetic_resnet50
 from shopvision.serving.weights import (
@@ -24,8 +30,6 @@ from shopvision.serving.weights import (
     known_model_by_sha256,
     sha256_of,
 )
-
-SYNTHETIC_BACKBONE = "resnet50-synthetic"
 
 AUTO = "auto"
 """Real zoo weights when the network allows, synthetic ones (with a warning) when not."""

@@ -38,6 +38,8 @@ HISTORY_FILE = "promotions.json"
 REPOSITORY_ENV = "SHOPVISION_MODEL_REPOSITORY"
 DEFAULT_TEMPLATE = Path("model_repository")
 DEFAULT_BUILD_DIR = Path("build") / "model_repository"
+SYNTHETIC_BACKBONE = "resnet50-synthetic"
+"""The backbone name of seeded random weights (always the ResNet50 architecture)."""
 _BUILT_FILES = frozenset({MODEL_FILE, PROVENANCE_FILE, HISTORY_FILE, CATEGORY_LABELS_FILE})
 """What a build or a promotion writes; the template never has them, and assembling never overwrites them."""
 
@@ -342,7 +344,10 @@ def read_provenance(version_dir: Path) -> Provenance | None:
     path = version_dir / PROVENANCE_FILE
     if not path.exists():
         return None
-    return Provenance(**json.loads(path.read_text()))
+    recorded = json.loads(path.read_text())
+    if "backbone" not in recorded and recorded.get("synthetic"):
+        recorded["backbone"] = SYNTHETIC_BACKBONE  # built before backbones were named: synthetic ones were ResNet50
+    return Provenance(**recorded)
 
 
 def _text(value: object) -> str:
