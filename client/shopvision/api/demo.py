@@ -5,10 +5,11 @@ the checkout), generated product-like pictures otherwise."""
 from __future__ import annotations
 
 import csv
+from collections import Counter
 from pathlib import Path
 
 from shopvision.catalog import BuildReport, Catalog
-from shopvision.catalog.sources import IMAGE_SUFFIXES
+from shopvision.catalog.sources import read_source
 from shopvision.client import Client
 from shopvision.samples import product_jpeg
 
@@ -68,15 +69,13 @@ def _generated_rows(photos: Path) -> list[dict[str, str]]:
 def _real_rows(folder: Path) -> list[dict[str, str]]:
     """A product per photo: named after its folder when the folder holds only that photo (one folder per product,
     as the Grocery Store Dataset's catalog photos are), else after the file; grouped by the folder above."""
-    paths = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    per_folder: dict[Path, int] = {}
-    for path in paths:
-        per_folder[path.parent] = per_folder.get(path.parent, 0) + 1
+    paths = [item.path for item in read_source(folder)]
+    per_folder = Counter(path.parent for path in paths)
     rows = []
     for path in paths:
         alone = per_folder[path.parent] == 1 and path.parent != folder
         name = path.parent.name if alone else path.stem
         group = path.parent.parent if alone else path.parent
         rows.append({"product_id": name, "image_path": str(path.resolve()), "title": name.replace("-", " "),
-                     "group": "" if group == folder.parent else group.name})
+                     "group": "" if group == folder else group.name})
     return rows
