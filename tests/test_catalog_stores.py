@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import sqlite3
+import threading
+import time
+
 import numpy as np
 import pytest
 
@@ -110,6 +115,8 @@ def test_auto_index_switches_to_hnsw_at_the_threshold(tmp_path) -> None:
     store.upsert(products(99), vectors[:99])
     assert store.index_kind() == "exact"
     store.upsert(products(51, start=99), vectors[99:])
+    assert store.index_kind() == "exact"  # a write never rebuilds: upkeep does, in the background
+    store.maintain()
     assert store.index_kind() == "hnsw"
     assert store.search(vectors[120], k=1, labels=None)[0][0].product_id == "sku-120"
     assert store.remove(["sku-120"]) == 1
@@ -117,26 +124,138 @@ def test_auto_index_switches_to_hnsw_at_the_threshold(tmp_path) -> None:
     store.close()
 
 
-def test_stale_faiss_file_is_rebuilt_from_sqlite(tmp_path) -> None:
-    """A crash between the SQLite commit and the index file leaves them disagreeing: SQLite wins."""
+def test_replace_and_delete_in_an_hnsw_graph_show_at_once_without_a_rebuild(tmp_path) -> None:
+    """Deleted and replaced vectors are masked at search time; the graph is the same object throughout."""
+    store = FaissStore(tmp_path / "catalog", dimension=RESNET50_EMBEDDING_DIM, index="hnsw")
+    vectors = clustered_vectors(600, seed=1)
+    store.upsert(products(500), vectors[:500])
+    graph = store._index
+    store.upsert(products(50, start=0), vectors[500:550])  # sku-0..49 get new photos
+    assert store.remove([f"sku-{i}" for i in range(50, 100)]) == 50
+    store.upsert(products(50, start=1000), vectors[550:600])
+    assert store._index is graph and store.deleted_slots() == 100 and store.count() == 500
+    assert store.search(vectors[3], k=1, labels=None)[0][0].product_id != "sku-3"  # its old photo is gone
+    assert store.search(vectors[503], k=1, labels=None)[0][0].product_id == "sku-3"
+    assert store.search(vectors[560], k=1, labels=None)[0][0].product_id == "sku-1010"
+    found = {hit.product_id for row in store.search(vectors[50:100], k=10, labels=None) for hit in row}
+    assert not found & {f"sku-{i}" for i in range(50, 100)}
+    live = np.concatenate([vectors[500:550], vectors[50:500][50:], vectors[550:600]])
+    ids = [f"sku-{i}" for i in [*range(50), *range(100, 500), *range(1000, 1050)]]
+    queries = clustered_vectors(40, seed=9)
+    exact = [{ids[i] for i in np.argsort(-(live @ query))[:10]} for query in queries]
+    approx = [{hit.product_id for hit in row} for row in store.search(queries, k=10, labels=None)]
+    recall = np.mean([len(a & e) / 10 for a, e in zip(approx, exact, strict=True)])
+    assert recall >= 0.95, f"recall@10 after churn = {recall:.3f}"
+    store.close()
+
+
+def test_deletions_past_the_limit_rebuild_in_the_background_while_searches_go_on(tmp_path) -> None:
+    store = FaissStore(tmp_path / "catalog", dimension=RESNET50_EMBEDDING_DIM, index="hnsw", rebuild_min_deleted=30)
+    vectors = clustered_vectors(300, seed=2)
+    store.upsert(products(300), vectors)
+    store.remove([f"sku-{i}" for i in range(29)])
+    store.maintain()
+    assert store.deleted_slots() == 29  # under the limit: masked, not rebuilt
+    store.remove(["sku-29"])
+    searching = threading.Event()
+    answers: list[str] = []
+
+    def search() -> None:
+        while not searching.is_set():
+            answers.append(store.search(vectors[150], k=1, labels=None)[0][0].product_id)
+
+    reader = threading.Thread(target=search)
+    reader.start()
+    old = store._index
+    store.maintain()
+    searching.set()
+    reader.join()
+    assert store._index is not old and store.deleted_slots() == 0 and store._index.ntotal == 270
+    assert answers and set(answers) == {"sku-150"}
+    store.close()
+
+
+def test_an_older_checkpoint_is_caught_up_from_sqlite(tmp_path) -> None:
+    """A crash after writes the last checkpoint lacks: the index loads and catches up; nothing is rebuilt."""
     directory = tmp_path / "catalog"
-    vectors = clustered_vectors(30)
+    vectors = clustered_vectors(40)
     store = FaissStore(directory, dimension=RESNET50_EMBEDDING_DIM)
     store.upsert(products(20), vectors[:20])
     store.close()
     (older,) = directory.glob("vectors-*.faiss")
     saved = older.read_bytes()
     store = FaissStore(directory, dimension=RESNET50_EMBEDDING_DIM)
-    store.upsert(products(10, start=20), vectors[20:])
+    store.upsert(products(10, start=20), vectors[20:30])
+    store.upsert(products(1, start=5), vectors[30:31])  # sku-5 replaced
+    store.remove(["sku-7"])
     store.close()
     (newer,) = directory.glob("vectors-*.faiss")
-    assert newer != older
     newer.unlink()
-    older.write_bytes(saved)  # as if the last save never happened
+    older.write_bytes(saved)  # as if the process had been killed before it saved again
     store = FaissStore(directory, dimension=RESNET50_EMBEDDING_DIM)
+    store.prepare()
+    assert store._index.ntotal == 31 and store.deleted_slots() == 2  # 20 loaded + 11 caught up; 2 masked
     assert store.search(vectors[25], k=1, labels=None)[0][0].product_id == "sku-25"
+    assert store.search(vectors[30], k=1, labels=None)[0][0].product_id == "sku-5"
+    assert "sku-7" not in {hit.product_id for hit in store.search(vectors[7], k=40, labels=None)[0]}
     store.close()
     assert [path.name for path in directory.glob("vectors-*.faiss")] == [newer.name]
+
+
+def test_concurrent_searches_never_see_a_product_half_replaced(tmp_path) -> None:
+    """A product's vector and its metadata change together: a search finds the old or the new one."""
+    store = FaissStore(tmp_path / "catalog", dimension=RESNET50_EMBEDDING_DIM, index="hnsw")
+    vectors = clustered_vectors(202, seed=4)
+    store.upsert(products(200), vectors[:200])
+    versions = [Product("flip", f"/photos/{name}.jpg", name * 32, "shoe", {"version": name}) for name in ("a", "b")]
+    done = threading.Event()
+    mixed: list[str] = []
+    seen: set[str] = set()
+
+    def search() -> None:
+        while not done.is_set():
+            for version, query in zip("ab", vectors[200:], strict=True):
+                for hit in store.search(query, k=3, labels=None)[0]:
+                    if hit.product_id == "flip":
+                        seen.add(hit.extra["version"])
+                        if (hit.score > 0.999) != (hit.extra["version"] == version):
+                            mixed.append(f"{version}: {hit}")
+
+    readers = [threading.Thread(target=search) for _ in range(3)]
+    for reader in readers:
+        reader.start()
+    for round_ in range(200):
+        store.upsert([versions[round_ % 2]], vectors[200 + round_ % 2][np.newaxis])
+        time.sleep(0.002)  # let the searches in between writes
+    done.set()
+    for reader in readers:
+        reader.join()
+    assert not mixed and seen == {"a", "b"}
+    store.close()
+
+
+def test_a_version_1_catalog_is_migrated_on_open(tmp_path) -> None:
+    directory = tmp_path / "catalog"
+    directory.mkdir()
+    vectors = clustered_vectors(3)
+    with sqlite3.connect(directory / "catalog.sqlite") as db:
+        db.executescript("""
+            CREATE TABLE products (key INTEGER PRIMARY KEY, product_id TEXT NOT NULL UNIQUE, path TEXT NOT NULL,
+                content_sha256 TEXT NOT NULL, label TEXT NOT NULL, extra TEXT NOT NULL, vector BLOB NOT NULL);
+            CREATE TABLE metadata (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+            INSERT INTO metadata VALUES ('schema_version', '1'), ('dimension', '2048'), ('generation', '1');""")
+        db.executemany("INSERT INTO products VALUES (?, ?, '', ?, 'shoe', ?, ?)",
+                       [(p.key, p.product_id, p.content_sha256, json.dumps({"colour": colour}), vector.tobytes())
+                        for p, colour, vector in zip(products(3), ("red", "blue", "red"), vectors, strict=True)])
+    (directory / "vectors-1.faiss").write_bytes(b"an index keyed by product, unusable now")
+    with Catalog.open(directory) as catalog:
+        assert [hit.product_id for hit in catalog.search(vectors[1], k=1)] == ["sku-1"]
+        red = catalog.search(vectors[0], k=3, where={"colour": "red"})
+        assert {hit.product_id for hit in red} == {"sku-0", "sku-2"}
+        assert catalog.extra_columns() == {"colour"}
+        catalog.upsert(products(1, start=3), clustered_vectors(1, seed=5))
+        assert catalog.count() == 4 and catalog.content_in_use(f"{3:064x}") and not catalog.content_in_use("f" * 64)
+    assert json.loads(json.dumps(FaissStore(directory).metadata()))["schema_version"] == "2"
 
 
 def test_wrong_dimension_is_refused(location) -> None:

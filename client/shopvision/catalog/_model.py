@@ -71,6 +71,8 @@ class CatalogStats:
     """Products per top-1 label, most frequent first (at most 20)."""
     backbone: str | None = None
     """The network that made the vectors (the served one when the catalog was first written)."""
+    deleted_slots: int = 0
+    """Vectors of replaced or deleted products the index still holds, masked at search time until a rebuild."""
 
 
 def categorised(extra: dict[str, str], categories: list[Prediction]) -> dict[str, str]:

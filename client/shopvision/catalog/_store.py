@@ -49,6 +49,9 @@ class VectorStore(Protocol):
     def remove(self, product_ids: Sequence[str]) -> int:
         """Delete products; returns how many existed."""
 
+    def content_in_use(self, content_sha256: str) -> bool:
+        """Whether any product's photo has these bytes."""
+
     def get(self, product_id: str) -> tuple[Product, np.ndarray] | None:
         """A stored product and its vector, or None."""
 
@@ -65,6 +68,19 @@ class VectorStore(Protocol):
     def label_counts(self) -> dict[str, int]: ...
 
     def index_kind(self) -> str: ...
+
+    def deleted_slots(self) -> int:
+        """Vectors of replaced or deleted products the index still holds (masked until its next rebuild)."""
+
+    def index_ready(self) -> bool:
+        """Whether searches run now, without first loading or building an index."""
+
+    def prepare(self) -> None:
+        """Load what searches need (FAISS: the index), so that the first search does not."""
+
+    def maintain(self) -> None:
+        """Background upkeep of a long-running process, called every second or so (FAISS: follow other
+        writers, rebuild and checkpoint the index; Milvus does its own)."""
 
     def flush(self) -> None:
         """Make what was stored durable and fast to search (FAISS: save the index; Milvus: seal segments)."""

@@ -12,7 +12,7 @@ import numpy as np
 from shopvision.catalog._model import BuildReport, CatalogItem, CatalogStats, Product, SearchHit, categorised
 from shopvision.catalog._store import CatalogError, VectorStore, catalog_width
 from shopvision.catalog.faiss_store import FaissStore
-from shopvision.catalog.milvus_store import DEFAULT_COLLECTION, MilvusStore, is_milvus_uri
+from shopvision.catalog.milvus_store import DEFAULT_COLLECTION, MilvusConnection, MilvusStore, is_milvus_uri
 from shopvision.catalog.sources import read_source
 from shopvision.images import ImageInput
 
@@ -45,18 +45,23 @@ class Catalog:
 
     @classmethod
     def open(cls, location: str | Path, *, client: Client | None = None, collection: str = DEFAULT_COLLECTION,
-             token: str = "", index: str = "auto", dimension: int | None = None) -> Catalog:
-        """Open or create a catalog; ``collection``/``token`` are for Milvus, ``index`` for FAISS.
+             milvus: MilvusConnection | None = None, index: str = "auto", dimension: int | None = None) -> Catalog:
+        """Open or create a catalog; ``collection`` and ``milvus`` (token, TLS) are for Milvus, ``index`` for FAISS.
 
         A new catalog takes its vectors' width from the first ones written (the served backbone's embedding),
         unless ``dimension`` fixes it now; an existing one holds its own, which ``dimension`` must equal.
         """
         location = str(location)
         if is_milvus_uri(location):
-            store: VectorStore = MilvusStore(location, dimension=dimension, collection=collection, token=token)
+            store: VectorStore = MilvusStore(location, dimension=dimension, collection=collection, connection=milvus)
         else:
             store = FaissStore(location, dimension=dimension, index=index)
         return cls(store, client=client)
+
+    @property
+    def location(self) -> str:
+        """Where the catalog lives (a folder, a Milvus Lite file, or a Milvus URI with its collection)."""
+        return self._store.location
 
     def build(self, source: str | Path | Sequence[CatalogItem], *, prune: bool = False,
               batch_size: int = BUILD_BATCH, progress: Progress | None = None) -> BuildReport:
@@ -95,6 +100,23 @@ class Catalog:
     def flush(self) -> None:
         """Make what was stored durable and fast to search."""
         self._store.flush()
+
+    def prepare(self) -> None:
+        """Load what searches need now (the embedded engine's index), instead of on the first search."""
+        self._store.prepare()
+
+    def index_ready(self) -> bool:
+        """Whether a search runs now without first loading or building an index."""
+        return self._store.index_ready()
+
+    def maintain(self) -> None:
+        """Upkeep for a long-running process, every second or so: rebuild and checkpoint the embedded
+        engine's index in the background (see :mod:`shopvision.catalog.faiss_store`)."""
+        self._store.maintain()
+
+    def content_in_use(self, content_sha256: str) -> bool:
+        """Whether any product's photo has these bytes (whether a stored photo file may be removed)."""
+        return self._store.content_in_use(content_sha256)
 
     def fingerprints(self) -> dict[str, str]:
         """Content sha256 of every product's photo, by product id."""
@@ -159,7 +181,7 @@ class Catalog:
             engine=self._store.engine, location=self._store.location, products=self._store.count(),
             dimension=int(metadata.get("dimension", 0)), index=self._store.index_kind(),
             model_source=metadata.get("model_source"), model_sha256=metadata.get("model_sha256"),
-            backbone=metadata.get("backbone"),
+            backbone=metadata.get("backbone"), deleted_slots=self._store.deleted_slots(),
             labels=self._store.label_counts(),
         )
 
@@ -221,18 +243,30 @@ class Catalog:
         """Vectors from different weights are not comparable: refuse to mix them (an empty catalog
         takes the served model as its own). Another backbone is named as such, with both widths."""
         metadata = self._store.metadata()
-        indexed = metadata.get("model_sha256")
-        if indexed is None:
+        if metadata.get("model_sha256") is None:
             catalog_width(self._store.location, metadata, served.embedding_dim or None)
             self._store.set_metadata({"model_sha256": served.model_sha256 or "unknown", "model_source": served.source,
                                       "backbone": served.backbone})
-        elif indexed != (served.model_sha256 or "unknown"):
-            # Catalogs made before backbones were a choice hold ResNet50 vectors.
-            backbone = metadata.get("backbone", "resnet50-v1-12")
-            width = metadata.get("dimension", "?")
-            what = ("another backbone" if backbone != served.backbone else "other weights of the same backbone")
-            raise CatalogError(
-                f"{self._store.location} was indexed with {backbone} ({width}-d, model sha256 {indexed}, "
-                f"{metadata.get('model_source')}), but {url} serves {served.backbone} ({served.embedding_dim}-d, "
-                f"model sha256 {served.model_sha256}, {served.source}): {what}, whose vectors are not comparable; "
-                "rebuild the catalog into a new location with the served model")
+        elif (mismatch := model_mismatch(self._store.location, metadata, served, url=url)) is not None:
+            raise mismatch
+
+    def metadata(self) -> dict[str, str]:
+        """Catalog-wide settings: width, and the model that made the vectors."""
+        return self._store.metadata()
+
+
+def model_mismatch(location: str, metadata: Mapping[str, str], served: WeightsProvenance, *,
+                   url: str) -> CatalogError | None:
+    """Why a catalog with this metadata cannot be searched with the served model's embeddings, or None."""
+    indexed = metadata.get("model_sha256")
+    if indexed is None or indexed == (served.model_sha256 or "unknown"):
+        return None
+    # Catalogs made before backbones were a choice hold ResNet50 vectors.
+    backbone = metadata.get("backbone", "resnet50-v1-12")
+    width = metadata.get("dimension", "?")
+    what = ("another backbone" if backbone != served.backbone else "other weights of the same backbone")
+    return CatalogError(
+        f"{location} was indexed with {backbone} ({width}-d, model sha256 {indexed}, "
+        f"{metadata.get('model_source')}), but {url} serves {served.backbone} ({served.embedding_dim}-d, "
+        f"model sha256 {served.model_sha256}, {served.source}): {what}, whose vectors are not comparable; "
+        "rebuild the catalog into a new location with the served model")

@@ -1,29 +1,48 @@
 """The embedded engine: FAISS for search, SQLite as the durable record of products and vectors.
 
 SQLite is the source of truth: every batch of products and vectors is one transaction, so a
-crash or Ctrl-C loses at most the batch in flight. The FAISS index is derived from it and saved
-as ``vectors-<generation>.faiss``, named after the SQLite generation it reflects and renamed into
-place only when complete; when no file matches the current generation on open (a crash between
-the two), the index is rebuilt from SQLite.
+crash or Ctrl-C loses at most the batch in flight, and an acknowledged write is on disk.
+
+The FAISS index is derived from it and changes in place, never rebuilt in a request:
+* every stored vector has a *slot*, a number never reused; the index holds vectors by slot;
+* a write adds the new vector under a new slot and marks the slot it replaced (or deleted) as
+  deleted; searches skip deleted slots through a FAISS ID selector (HNSW graphs cannot remove a
+  node, and keep routing through it, so recall holds);
+* when deleted slots pass a tenth of the index (or the index should change kind), :meth:`maintain`
+  builds a new index in the background while searches use the old one, and swaps it in;
+* :meth:`maintain` also checkpoints the index (``vectors-<generation>.faiss``, renamed into place
+  only when complete). Opening loads the newest checkpoint and *catches up* from SQLite: slots it
+  lacks are added, slots no longer stored are marked deleted. A crash costs the writes since the
+  last checkpoint, not a rebuild.
+
+Threads: searches run concurrently (one SQLite connection per thread; FAISS searches release the
+GIL); writes are serialised, and only a write's commit and its index change exclude searches, so a
+search sees a product before or after a write, never half of it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import sqlite3
-from collections.abc import Iterator, Mapping, Sequence
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from shopvision.catalog._locks import ReadWriteLock
 from shopvision.catalog._model import Product, SearchHit, product_key
 from shopvision.catalog._store import CatalogError, catalog_width
 
 DATABASE_FILE = "catalog.sqlite"
 INDEX_FILE = "vectors-{generation}.faiss"
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
+"""2: vectors have slots, metadata columns are an indexed table. Catalogs of version 1 are migrated on open."""
 
 HNSW_THRESHOLD = 20_000
 """From this many products on, ``index="auto"`` searches an HNSW graph instead of exact search.
@@ -38,6 +57,16 @@ HNSW_EF_CONSTRUCTION = 80
 HNSW_EF_SEARCH = 128
 INDEX_KINDS = ("auto", "exact", "hnsw")
 
+REBUILD_DELETED_FRACTION = 0.1
+"""Rebuild (in the background) once this share of the index's slots is deleted: deleted slots still cost
+search time and memory, and an HNSW graph's recall falls when many of its nodes are only waypoints."""
+REBUILD_MIN_DELETED = 1000
+CHECKPOINT_WRITES = 1000
+"""Checkpoint the index after this many written products (a restart then adds at most this many)..."""
+CHECKPOINT_INTERVAL_S = 60.0
+"""...or this long after the first write since the last checkpoint."""
+_SQL_BATCH = 900  # bound parameters per statement, under SQLite's oldest limit (999)
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS products (
     key INTEGER PRIMARY KEY,
@@ -46,20 +75,33 @@ CREATE TABLE IF NOT EXISTS products (
     content_sha256 TEXT NOT NULL,
     label TEXT NOT NULL,
     extra TEXT NOT NULL,
-    vector BLOB NOT NULL
+    vector BLOB NOT NULL,
+    slot INTEGER NOT NULL
 );
-CREATE INDEX IF NOT EXISTS products_by_label ON products(label);
+CREATE TABLE IF NOT EXISTS product_fields (
+    name TEXT NOT NULL,
+    value TEXT NOT NULL,
+    key INTEGER NOT NULL,
+    PRIMARY KEY (name, value, key)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS metadata (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+_INDEXES = """
+CREATE INDEX IF NOT EXISTS products_by_label ON products(label);
+CREATE INDEX IF NOT EXISTS products_by_content ON products(content_sha256);
+CREATE UNIQUE INDEX IF NOT EXISTS products_by_slot ON products(slot);
+CREATE INDEX IF NOT EXISTS product_fields_by_key ON product_fields(key);
+"""
+_log = logging.getLogger(__name__)
 
 
 class FaissStore:
-    """Products in ``PATH/catalog.sqlite``, their search index in ``PATH/vectors.faiss``."""
+    """Products in ``PATH/catalog.sqlite``, their search index checkpointed in ``PATH/vectors-*.faiss``."""
 
     engine = "faiss"
 
     def __init__(self, directory: str | Path, *, dimension: int | None = None, index: str = "auto",
-                 hnsw_threshold: int = HNSW_THRESHOLD) -> None:
+                 hnsw_threshold: int = HNSW_THRESHOLD, rebuild_min_deleted: int = REBUILD_MIN_DELETED) -> None:
         import faiss
 
         if index not in INDEX_KINDS:
@@ -70,72 +112,109 @@ class FaissStore:
         self._directory.mkdir(parents=True, exist_ok=True)
         self._requested_kind = index
         self._hnsw_threshold = hnsw_threshold
+        self._rebuild_min_deleted = rebuild_min_deleted
         self._closed = False
-        self._db = sqlite3.connect(self._directory / DATABASE_FILE, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
+        self._connections: list[sqlite3.Connection] = []
+        self._local = threading.local()
+        self._write_mutex = threading.RLock()
+        """Held by writes, checkpoints and index swaps: one at a time, and never by searches."""
+        self._lock = ReadWriteLock()
+        """Searches read the index and SQLite together; a write's commit and index change exclude them."""
+        self._db = self._connect()
+        """The writing connection, used under ``_write_mutex``."""
+        self._open_schema()
         stored = self.metadata()
-        if stored.get("schema_version", SCHEMA_VERSION) != SCHEMA_VERSION:
-            raise CatalogError(f"{self.location}: catalog schema {stored['schema_version']}, "
-                               f"this version reads {SCHEMA_VERSION}")
         self._dimension = catalog_width(self.location, stored, dimension)
-        self.set_metadata({"schema_version": SCHEMA_VERSION,
-                           **({} if self._dimension is None else {"dimension": str(self._dimension)})})
-        self._index, self._saved_generation = self._load_index()
-        self._index_generation = self._saved_generation
-        self._columns: tuple[int, frozenset[str]] | None = None
-        self._count: tuple[int, int] | None = None
+        if self._dimension is not None and "dimension" not in stored:
+            self.set_metadata({"dimension": str(self._dimension)})
+        self._index: Any = None
+        self._deleted: set[int] = set()
+        self._mask: tuple[Any, ...] = ()
+        self._generation = -1
+        """The SQLite generation the index reflects."""
+        self._saved_generation = -1
+        self._unsaved_writes = 0
+        self._first_unsaved_at: float | None = None
+        self._count: int | None = None
+        self._columns: set[str] | None = None
+        self._label_counts: tuple[int, dict[str, int]] | None = None
 
     # -- records ---------------------------------------------------------------------------------
 
     def metadata(self) -> dict[str, str]:
-        return dict(self._db.execute("SELECT name, value FROM metadata").fetchall())
+        return dict(self._reader().execute("SELECT name, value FROM metadata").fetchall())
 
     def set_metadata(self, values: dict[str, str]) -> None:
-        with self._transaction():
+        with self._write_mutex, self._transaction():
             self._db.executemany("INSERT OR REPLACE INTO metadata VALUES (?, ?)", values.items())
 
     def fingerprints(self) -> dict[str, str]:
-        return dict(self._db.execute("SELECT product_id, content_sha256 FROM products").fetchall())
+        return dict(self._reader().execute("SELECT product_id, content_sha256 FROM products").fetchall())
+
+    def content_in_use(self, content_sha256: str) -> bool:
+        """Whether any product's photo has these bytes (whether a stored photo file may go)."""
+        found = self._reader().execute("SELECT 1 FROM products WHERE content_sha256 = ? LIMIT 1", (content_sha256,))
+        return found.fetchone() is not None
 
     def upsert(self, products: Sequence[Product], vectors: np.ndarray) -> None:
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        if self._dimension is None and vectors.ndim == 2:  # a new catalog takes the width of its first vectors
-            self._dimension = int(vectors.shape[1])
-            self.set_metadata({"dimension": str(self._dimension)})
-        if vectors.shape != (len(products), self._dimension):
-            raise CatalogError(f"expected vectors of shape ({len(products)}, {self._dimension}), got {vectors.shape}")
-        keys = np.array([product.key for product in products], dtype=np.int64)
-        index = self._current_index(for_write=True)
-        with self._transaction():
-            replaced = self._existing_keys(keys)
-            self._db.executemany(
-                "INSERT OR REPLACE INTO products VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(int(key), p.product_id, p.path, p.content_sha256, p.label, json.dumps(p.extra), vector.tobytes())
-                 for key, p, vector in zip(keys, products, vectors, strict=True)],
-            )
-            generation = self._bump_generation()
-        self._index_remove(replaced)
-        if self._index is index:
-            index.add_with_ids(vectors, keys)
-            self._index_generation = generation
+        with self._write_mutex:
+            if self._dimension is None and vectors.ndim == 2:  # a new catalog takes the width of its first vectors
+                self._dimension = int(vectors.shape[1])
+                self.set_metadata({"dimension": str(self._dimension)})
+            if vectors.shape != (len(products), self._dimension):
+                raise CatalogError(f"expected vectors of shape ({len(products)}, {self._dimension}), "
+                                   f"got {vectors.shape}")
+            if not len(products):
+                return
+            self._prepare_locked()
+            keys = [product.key for product in products]
+            with self._lock.writing():
+                with self._transaction():
+                    replaced = self._slots_of(keys)
+                    first = int(self._metadata_value("next_slot", "0"))
+                    slots = np.arange(first, first + len(products), dtype=np.int64)
+                    self._db.executemany(
+                        "INSERT OR REPLACE INTO products VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        [(key, p.product_id, p.path, p.content_sha256, p.label, json.dumps(p.extra), vector.tobytes(),
+                          int(slot)) for key, p, vector, slot in zip(keys, products, vectors, slots, strict=True)])
+                    self._delete_fields(keys)
+                    self._db.executemany("INSERT INTO product_fields VALUES (?, ?, ?)",
+                                         [(name, value, key) for key, p in zip(keys, products, strict=True)
+                                          for name, value in p.extra.items()])
+                    self._set_metadata_value("next_slot", str(first + len(products)))
+                    generation = self._bump_generation()
+                self._index.add_with_ids(vectors, slots)
+                self._forget_slots(replaced.values())
+                self._generation = generation
+                if self._count is not None:
+                    self._count += len(products) - len(replaced)
+                if self._columns is not None:
+                    self._columns.update(name for product in products for name in product.extra)
+            self._written(len(products))
 
     def remove(self, product_ids: Sequence[str]) -> int:
-        keys = np.array([product_key(pid) for pid in product_ids], dtype=np.int64)
-        self._current_index(for_write=True)
-        with self._transaction():
-            existing = self._existing_keys(keys)
-            self._db.executemany("DELETE FROM products WHERE key = ?", [(int(key),) for key in existing])
-            generation = self._bump_generation() if len(existing) else self._generation()
-        self._index_remove(existing)
-        if self._index is not None:
-            self._index_generation = generation
+        keys = [product_key(pid) for pid in product_ids]
+        with self._write_mutex:
+            self._prepare_locked()
+            with self._lock.writing():
+                with self._transaction():
+                    existing = self._slots_of(keys)
+                    for batch in _batches(list(existing)):
+                        self._db.execute(f"DELETE FROM products WHERE key IN ({_marks(batch)})", batch)
+                    self._delete_fields(list(existing))
+                    generation = self._bump_generation() if existing else self._generation
+                self._forget_slots(existing.values())
+                self._generation = generation
+                if self._count is not None:
+                    self._count -= len(existing)
+            self._written(len(existing))
         return len(existing)
 
     def get(self, product_id: str) -> tuple[Product, np.ndarray] | None:
-        row = self._db.execute("SELECT product_id, path, content_sha256, label, extra, vector FROM products "
-                               "WHERE key = ? AND product_id = ?", (product_key(product_id), product_id)).fetchone()
+        row = self._reader().execute(
+            "SELECT product_id, path, content_sha256, label, extra, vector FROM products "
+            "WHERE key = ? AND product_id = ?", (product_key(product_id), product_id)).fetchone()
         if row is None:
             return None
         stored_id, path, content_sha256, label, extra, vector = row
@@ -144,145 +223,331 @@ class FaissStore:
         return product, np.frombuffer(vector, dtype=np.float32).copy()
 
     def extra_columns(self) -> frozenset[str]:
-        generation = self._generation()
-        if self._columns is None or self._columns[0] != generation:
-            rows = self._db.execute("SELECT DISTINCT json_each.key FROM products, json_each(products.extra)")
-            self._columns = (generation, frozenset(key for (key,) in rows))
-        return self._columns[1]
+        """Metadata columns seen since opening (a column whose last product went stays listed until reopened)."""
+        self._follow_other_writers()
+        if self._columns is None:
+            rows = self._reader().execute("SELECT DISTINCT name FROM product_fields")
+            self._columns = {name for (name,) in rows}
+        return frozenset(self._columns)
 
     def count(self) -> int:
-        # COUNT(*) scans the whole table (vectors included): once per change of the catalog, not per search.
-        generation = self._generation()
-        if self._count is None or self._count[0] != generation:
-            self._count = (generation, self._db.execute("SELECT COUNT(*) FROM products").fetchone()[0])
-        return self._count[1]
+        self._follow_other_writers()
+        if self._count is None:
+            self._count = self._reader().execute("SELECT COUNT(*) FROM products").fetchone()[0]
+        return self._count
 
     def label_counts(self) -> dict[str, int]:
-        rows = self._db.execute(
-            "SELECT label, COUNT(*) AS n FROM products GROUP BY label ORDER BY n DESC, label LIMIT 20")
-        return dict(rows.fetchall())
+        self._follow_other_writers()
+        cached = self._label_counts
+        if cached is None or cached[0] != self._generation:
+            rows = self._reader().execute(
+                "SELECT label, COUNT(*) AS n FROM products GROUP BY label ORDER BY n DESC, label LIMIT 20")
+            cached = self._label_counts = (self._generation, dict(rows.fetchall()))
+        return dict(cached[1])
 
     # -- search ----------------------------------------------------------------------------------
 
     def index_kind(self) -> str:
-        if self._requested_kind != "auto":
-            return self._requested_kind
-        return "hnsw" if self.count() >= self._hnsw_threshold else "exact"
+        """How searches run now: ``exact`` or ``hnsw`` (what :meth:`maintain` or :meth:`flush` moves to)."""
+        if self._index is not None:
+            return self._kind_of(self._index)
+        return self._wanted_kind()
+
+    def index_ready(self) -> bool:
+        """Whether searches can run without first loading or building the index."""
+        return self._index is not None or self._dimension is None
 
     def search(self, queries: np.ndarray, *, k: int, labels: Sequence[str] | None,
                where: Mapping[str, str] | None = None) -> list[list[SearchHit]]:
-        index = self._current_index()
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
-        if index is None:
+        if self._dimension is None:
             return [[] for _ in queries]
         if queries.shape[1] != self._dimension:
             raise CatalogError(f"{self.location} holds {self._dimension}-d vectors; the query is {queries.shape[1]}-d")
-        allowed = None if labels is None and not where else self._allowed_keys(labels, where or {})
-        if index.ntotal == 0 or (allowed is not None and not len(allowed)):
-            return [[] for _ in queries]
-        scores, keys = index.search(queries, min(k, index.ntotal), params=self._search_parameters(allowed))
-        rows = self._rows_by_key({int(key) for key in keys.ravel() if key >= 0})
-        return [[self._hit(rows[int(key)], float(score))
-                 for score, key in zip(score_row, key_row, strict=True) if int(key) in rows]
-                for score_row, key_row in zip(scores, keys, strict=True)]
+        self.prepare()
+        self._follow_other_writers()
+        db = self._reader()
+        with self._lock.reading():
+            index = self._index
+            allowed = None if labels is None and not where else self._allowed_slots(db, labels, where or {})
+            if index.ntotal == 0 or (allowed is not None and not len(allowed)):
+                return [[] for _ in queries]
+            parameters, _selectors = self._search_parameters(allowed)
+            scores, slots = index.search(queries, min(k, index.ntotal), params=parameters)
+            rows = self._rows_by_slot(db, {int(slot) for slot in slots.ravel() if slot >= 0})
+        return [[self._hit(rows[int(slot)], float(score))
+                 for score, slot in zip(score_row, slot_row, strict=True) if int(slot) in rows]
+                for score_row, slot_row in zip(scores, slots, strict=True)]
+
+    # -- upkeep ----------------------------------------------------------------------------------
+
+    def prepare(self) -> None:
+        """Load the index now (newest checkpoint + what SQLite holds beyond it, or a full build without one)."""
+        if self._index is None and self._dimension is not None:
+            with self._write_mutex:
+                self._prepare_locked()
+
+    def maintain(self) -> None:
+        """Background upkeep for a long-running process (the search service calls it every second):
+        follow other processes' writes, rebuild when deletions or the catalog's size call for it (searches
+        keep the old index meanwhile), checkpoint after ``CHECKPOINT_WRITES`` writes or ``CHECKPOINT_INTERVAL_S``."""
+        if self._dimension is None:
+            return
+        self.prepare()
+        self._follow_other_writers(wait=True)
+        if self._needs_rebuild():
+            self._rebuild()
+        unsaved_for = 0.0 if self._first_unsaved_at is None else time.monotonic() - self._first_unsaved_at
+        if self._unsaved_writes >= CHECKPOINT_WRITES or unsaved_for >= CHECKPOINT_INTERVAL_S:
+            self.checkpoint()
+
+    def checkpoint(self) -> bool:
+        """Save the index if it changed since the last save. Writes wait meanwhile; searches do not."""
+        with self._write_mutex:
+            if self._index is None or self._saved_generation == self._generation:
+                return False
+            self._save_index(self._index, self._generation)
+            return True
+
+    def deleted_slots(self) -> int:
+        """Vectors the index still holds for products replaced or deleted since its last build."""
+        return len(self._deleted)
 
     def flush(self) -> None:
-        if self._dimension is not None and self._saved_generation != self._generation():
-            self._save_index(self._current_index())
+        if self._dimension is None:
+            return
+        self.prepare()
+        if self._needs_rebuild():
+            self._rebuild()
+        self.checkpoint()
 
     def close(self) -> None:
         if self._closed:
             return
         self.flush()
-        self._db.close()
         self._closed = True
+        for connection in self._connections:
+            connection.close()
 
-    # -- internals -------------------------------------------------------------------------------
+    # -- internals: SQLite -----------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        connection = sqlite3.connect(self._directory / DATABASE_FILE, isolation_level=None, check_same_thread=False)
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=FULL")
+        connection.execute("PRAGMA busy_timeout=30000")
+        self._connections.append(connection)
+        return connection
+
+    def _reader(self) -> sqlite3.Connection:
+        """This thread's connection: SQLite connections are not for concurrent use, and WAL lets many read."""
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = self._local.connection = self._connect()
+        return connection
+
+    def _open_schema(self) -> None:
+        with self._write_mutex:
+            version = None
+            if self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'metadata'").fetchone():
+                row = self._db.execute("SELECT value FROM metadata WHERE name = 'schema_version'").fetchone()
+                version = row[0] if row else None
+            if version not in (None, "1", SCHEMA_VERSION):
+                raise CatalogError(f"{self.location}: catalog schema {version}, this version reads {SCHEMA_VERSION}")
+            with self._transaction():
+                if version == "1":
+                    self._migrate_from_version_1()
+                # One statement at a time: executescript() would commit the transaction first.
+                for statement in filter(str.strip, (_SCHEMA + _INDEXES).split(";")):
+                    self._db.execute(statement)
+                self._set_metadata_value("schema_version", SCHEMA_VERSION)
+
+    def _migrate_from_version_1(self) -> None:
+        """Version 1 keyed index vectors by product and kept metadata only as JSON: give every product a
+        slot, index its metadata, and drop the old index files (their ids were product keys)."""
+        self._db.execute("ALTER TABLE products ADD COLUMN slot INTEGER NOT NULL DEFAULT -1")
+        keys = [key for (key,) in self._db.execute("SELECT key FROM products ORDER BY key")]
+        self._db.executemany("UPDATE products SET slot = ? WHERE key = ?",
+                             [(slot, key) for slot, key in enumerate(keys)])
+        self._db.execute("""CREATE TABLE product_fields (name TEXT NOT NULL, value TEXT NOT NULL, key INTEGER NOT NULL,
+                            PRIMARY KEY (name, value, key)) WITHOUT ROWID""")
+        self._db.execute("INSERT INTO product_fields SELECT json_each.key, json_each.value, products.key "
+                         "FROM products, json_each(products.extra)")
+        self._set_metadata_value("next_slot", str(len(keys)))
+        for stale in self._directory.glob(INDEX_FILE.format(generation="*")):
+            stale.unlink()
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self._db)
 
-    def _generation(self) -> int:
-        row = self._db.execute("SELECT value FROM metadata WHERE name = 'generation'").fetchone()
+    def _metadata_value(self, name: str, default: str) -> str:
+        row = self._db.execute("SELECT value FROM metadata WHERE name = ?", (name,)).fetchone()
+        return row[0] if row else default
+
+    def _set_metadata_value(self, name: str, value: str) -> None:
+        self._db.execute("INSERT OR REPLACE INTO metadata VALUES (?, ?)", (name, value))
+
+    def _stored_generation(self, db: sqlite3.Connection) -> int:
+        row = db.execute("SELECT value FROM metadata WHERE name = 'generation'").fetchone()
         return int(row[0]) if row else 0
 
     def _bump_generation(self) -> int:
-        generation = self._generation() + 1
-        self._db.execute("INSERT OR REPLACE INTO metadata VALUES ('generation', ?)", (str(generation),))
+        generation = self._stored_generation(self._db) + 1
+        self._set_metadata_value("generation", str(generation))
         return generation
 
-    def _existing_keys(self, keys: np.ndarray) -> np.ndarray:
-        found = [int(key) for key in keys
-                 if self._db.execute("SELECT 1 FROM products WHERE key = ?", (int(key),)).fetchone()]
-        return np.array(found, dtype=np.int64)
+    def _slots_of(self, keys: Sequence[int]) -> dict[int, int]:
+        """Slot of each of these products that is stored, by key."""
+        found: dict[int, int] = {}
+        for batch in _batches(list(keys)):
+            found.update(self._db.execute(f"SELECT key, slot FROM products WHERE key IN ({_marks(batch)})", batch))
+        return found
 
-    def _rows_by_key(self, keys: set[int]) -> dict[int, tuple]:
-        if not keys:
-            return {}
-        marks = ",".join("?" * len(keys))
-        rows = self._db.execute(
-            f"SELECT key, product_id, path, label, extra FROM products WHERE key IN ({marks})", list(keys))
-        return {row[0]: row for row in rows}
+    def _delete_fields(self, keys: Sequence[int]) -> None:
+        for batch in _batches(list(keys)):
+            self._db.execute(f"DELETE FROM product_fields WHERE key IN ({_marks(batch)})", batch)
+
+    def _rows_by_slot(self, db: sqlite3.Connection, slots: set[int]) -> dict[int, tuple]:
+        rows: dict[int, tuple] = {}
+        for batch in _batches(list(slots)):
+            found = db.execute("SELECT slot, product_id, path, label, extra FROM products "
+                               f"WHERE slot IN ({_marks(batch)})", batch)
+            rows.update((row[0], row) for row in found)
+        return rows
 
     @staticmethod
     def _hit(row: tuple, score: float) -> SearchHit:
         _, product_id, path, label, extra = row
         return SearchHit(product_id=product_id, score=score, path=path, label=label, extra=json.loads(extra))
 
-    def _allowed_keys(self, labels: Sequence[str] | None, where: Mapping[str, str]) -> np.ndarray:
-        # Every value is a bound parameter: labels, column names and values are data, never SQL.
+    @staticmethod
+    def _allowed_slots(db: sqlite3.Connection, labels: Sequence[str] | None, where: Mapping[str, str]) -> np.ndarray:
+        # Every value is a bound parameter: labels, column names and values are data, never SQL. Each condition
+        # is an index lookup (labels; (name, value) of product_fields), not a scan of every product's JSON.
         queries, parameters = [], []
         if labels is not None:
-            queries.append(f"SELECT key FROM products WHERE label IN ({','.join('?' * len(labels))})")
+            queries.append(f"SELECT slot FROM products WHERE label IN ({_marks(labels)})")
             parameters += list(labels)
         for column, value in where.items():
-            queries.append("SELECT products.key FROM products, json_each(products.extra) "
-                           "WHERE json_each.key = ? AND json_each.value = ?")
+            queries.append("SELECT products.slot FROM product_fields "
+                           "JOIN products ON products.key = product_fields.key "
+                           "WHERE product_fields.name = ? AND product_fields.value = ?")
             parameters += [column, value]
-        rows = self._db.execute(" INTERSECT ".join(queries), parameters)
-        return np.array([key for (key,) in rows], dtype=np.int64)
+        rows = db.execute(" INTERSECT ".join(queries), parameters)
+        return np.array([slot for (slot,) in rows], dtype=np.int64)
 
-    def _search_parameters(self, allowed: np.ndarray | None):
-        selector = None if allowed is None else self._faiss.IDSelectorBatch(allowed)
-        if self._is_hnsw():
-            return self._faiss.SearchParametersHNSW(sel=selector, efSearch=HNSW_EF_SEARCH)
-        return None if selector is None else self._faiss.SearchParameters(sel=selector)
+    def _live_slots(self) -> np.ndarray:
+        return np.array([slot for (slot,) in self._db.execute("SELECT slot FROM products ORDER BY slot")],
+                        dtype=np.int64)
 
-    def _is_hnsw(self) -> bool:
-        return self._index is not None and "HNSW" in type(self._faiss.downcast_index(self._index.index)).__name__
-
-    def _index_remove(self, keys: np.ndarray) -> None:
-        """Drop keys already deleted from SQLite; call after ``_current_index()`` made the index."""
-        if not len(keys):
-            return
-        if self._is_hnsw():
-            self._index = None  # HNSW graphs cannot delete; rebuilt from SQLite on next use
+    def _vectors_of(self, db: sqlite3.Connection, slots: Iterable[int] | None = None,
+                    batch: int = 8192) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(slots, vectors) of these stored slots (all of them when None), in batches."""
+        if slots is None:
+            cursor = db.execute("SELECT slot, vector FROM products ORDER BY slot")
+            chunks: Iterator[list] = iter(lambda: cursor.fetchmany(batch), [])
         else:
-            self._index.remove_ids(keys)
+            chunks = (db.execute(f"SELECT slot, vector FROM products WHERE slot IN ({_marks(part)})", part).fetchall()
+                      for part in _batches([int(slot) for slot in slots]))
+        for rows in chunks:
+            if rows:
+                found = np.array([row[0] for row in rows], dtype=np.int64)
+                yield found, np.frombuffer(b"".join(row[1] for row in rows), dtype=np.float32).reshape(len(rows), -1)
 
-    def _current_index(self, *, for_write: bool = False) -> Any:
-        """The index to search, or (``for_write``) one that holds every stored vector, to update in place.
+    # -- internals: the index --------------------------------------------------------------------
 
-        When another process (``shopvision index build``) changed the catalog, searches switch to the
-        index it saved once it has saved one, and meanwhile keep the last complete one; a write first
-        rebuilds from SQLite, so that it never updates an index that lacks the other process's rows.
-        """
-        if self._dimension is None:
-            return None  # nothing was ever stored: the first write gives the catalog its width
-        generation = self._generation()
-        if self._index is not None and self._index_generation != generation:
-            saved, saved_generation = self._load_index()
-            if saved is not None:
-                self._index, self._saved_generation, self._index_generation = saved, saved_generation, generation
-            elif for_write:
-                self._index = None
-        wanted_hnsw = self.index_kind() == "hnsw"
-        if self._index is None or self._is_hnsw() != wanted_hnsw:
-            self._index = self._build_index(wanted_hnsw)
-            self._index_generation = generation
-        return self._index
+    def _wanted_kind(self) -> str:
+        if self._requested_kind != "auto":
+            return self._requested_kind
+        return "hnsw" if self.count() >= self._hnsw_threshold else "exact"
 
-    def _build_index(self, hnsw: bool):
+    def _kind_of(self, index: Any) -> str:
+        return "hnsw" if "HNSW" in type(self._faiss.downcast_index(index.index)).__name__ else "exact"
+
+    def _search_parameters(self, allowed: np.ndarray | None) -> tuple[Any, tuple[Any, ...]]:
+        """FAISS parameters, and the selectors they point to (kept alive by the caller until the search ends)."""
+        faiss = self._faiss
+        selectors: tuple[Any, ...] = (faiss.IDSelectorBatch(allowed),) if allowed is not None else self._mask
+        selector = selectors[0] if selectors else None
+        if self._kind_of(self._index) == "hnsw":
+            return faiss.SearchParametersHNSW(sel=selector, efSearch=HNSW_EF_SEARCH), selectors
+        return (None if selector is None else faiss.SearchParameters(sel=selector)), selectors
+
+    def _forget_slots(self, slots: Iterable[int]) -> None:
+        """Mark slots deleted (their products were replaced or removed); call holding the writing lock."""
+        before = len(self._deleted)
+        self._deleted.update(slots)
+        if len(self._deleted) != before:
+            batch = self._faiss.IDSelectorBatch(np.fromiter(self._deleted, dtype=np.int64))
+            self._mask = (self._faiss.IDSelectorNot(batch), batch)
+
+    def _written(self, products: int) -> None:
+        if products:
+            self._unsaved_writes += products
+            if self._first_unsaved_at is None:
+                self._first_unsaved_at = time.monotonic()
+
+    def _needs_rebuild(self) -> bool:
+        if self._index is None:
+            return False
+        deleted_limit = max(self._rebuild_min_deleted, REBUILD_DELETED_FRACTION * self._index.ntotal)
+        return len(self._deleted) >= deleted_limit or self._kind_of(self._index) != self._wanted_kind()
+
+    def _prepare_locked(self) -> None:
+        if self._index is not None or self._dimension is None:
+            return
+        index = self._load_checkpoint()
+        if index is None:
+            index = self._build_index(self._wanted_kind() == "hnsw")
+        self._install(index)
+
+    def _rebuild(self) -> None:
+        """A fresh index from SQLite, built without holding anything (searches and writes go on), then caught
+        up with the writes made meanwhile and swapped in, and checkpointed."""
+        started = time.perf_counter()
+        index = self._build_index(self._wanted_kind() == "hnsw", db=self._reader())
+        with self._write_mutex:
+            self._install(index)
+            self._save_index(index, self._generation)
+        _log.info("%s: index rebuilt (%s, %d vectors) in %.1f s", self.location, self._kind_of(index), index.ntotal,
+                  time.perf_counter() - started)
+
+    def _install(self, index: Any) -> None:
+        """Bring ``index`` to what SQLite holds now and make it the one searches use. Holds the write mutex, so
+        nothing commits meanwhile; the index in use only changes under the writing lock."""
+        generation = self._stored_generation(self._db)
+        live = self._live_slots()
+        held = self._faiss.vector_to_array(index.id_map).astype(np.int64)
+        missing = np.setdiff1d(live, held, assume_unique=True)
+        stale = np.setdiff1d(held, live, assume_unique=True)
+        in_use = index is self._index
+        with self._lock.writing() if in_use else contextlib.nullcontext():
+            for slots, vectors in self._vectors_of(self._db, missing):
+                index.add_with_ids(vectors, slots)
+        with self._lock.writing():
+            self._index = index
+            self._deleted = set()
+            self._mask = ()
+            self._forget_slots(stale.tolist())
+            self._generation = generation
+            self._count = len(live)
+
+    def _follow_other_writers(self, *, wait: bool = False) -> None:
+        """Another process (``shopvision index build``) committed to the catalog: catch the index up. A search
+        does it only when no write holds the catalog (else it searches the last complete index)."""
+        if self._index is None or self._stored_generation(self._reader()) == self._generation:
+            return
+        if not self._write_mutex.acquire(blocking=wait):
+            return
+        try:
+            if self._stored_generation(self._db) != self._generation:
+                self._install(self._index)
+                self._columns = None
+                self._label_counts = None
+        finally:
+            self._write_mutex.release()
+
+    def _build_index(self, hnsw: bool, *, db: sqlite3.Connection | None = None) -> Any:
         faiss = self._faiss
         if hnsw:
             inner = faiss.IndexHNSWFlat(self._dimension, HNSW_NEIGHBOURS, faiss.METRIC_INNER_PRODUCT)
@@ -290,39 +555,60 @@ class FaissStore:
         else:
             inner = faiss.IndexFlatIP(self._dimension)
         index = faiss.IndexIDMap2(inner)
-        for keys, vectors in self._stored_vectors():
-            index.add_with_ids(vectors, keys)
+        for slots, vectors in self._vectors_of(db or self._db):
+            index.add_with_ids(vectors, slots)
         return index
-
-    def _stored_vectors(self, batch: int = 8192) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        cursor = self._db.execute("SELECT key, vector FROM products ORDER BY key")
-        while rows := cursor.fetchmany(batch):
-            keys = np.array([row[0] for row in rows], dtype=np.int64)
-            vectors = np.frombuffer(b"".join(row[1] for row in rows), dtype=np.float32).reshape(len(rows), -1)
-            yield keys, vectors
 
     def _index_path(self, generation: int) -> Path:
         return self._directory / INDEX_FILE.format(generation=generation)
 
-    def _load_index(self) -> tuple[Any, int]:
-        generation = self._generation()
-        path = self._index_path(generation)
-        if not path.exists():
-            return None, -1  # missing or written before the last committed change: rebuilt on first use
-        return self._faiss.read_index(str(path)), generation
+    def _load_checkpoint(self) -> Any:
+        """The newest saved index (to be caught up), or None when there is none or it cannot be read."""
+        saved = sorted(self._directory.glob(INDEX_FILE.format(generation="*")),
+                       key=lambda path: int(path.stem.removeprefix("vectors-")), reverse=True)
+        for path in saved:
+            try:
+                index = self._faiss.read_index(str(path))
+            except RuntimeError as error:
+                _log.warning("%s: cannot read %s (%s); rebuilding from SQLite", self.location, path.name, error)
+                continue
+            if index.d == self._dimension and hasattr(index, "id_map"):
+                self._saved_generation = int(path.stem.removeprefix("vectors-"))
+                return index
+        return None
 
-    def _save_index(self, index: Any) -> None:
-        generation = self._generation()
+    def _save_index(self, index: Any, generation: int) -> None:
         path = self._index_path(generation)
         partial = path.with_name(path.name + ".partial")
         self._faiss.write_index(index, str(partial))  # streamed: no second in-memory copy of a large index
         with partial.open("rb") as stream:
             os.fsync(stream.fileno())
         os.replace(partial, path)
+        _fsync_directory(self._directory)
         for stale in self._directory.glob(INDEX_FILE.format(generation="*")):
             if stale != path:
                 stale.unlink(missing_ok=True)
         self._saved_generation = generation
+        self._unsaved_writes = 0
+        self._first_unsaved_at = None
+
+
+def _batches(values: list, size: int = _SQL_BATCH) -> Iterator[list]:
+    for start in range(0, len(values), size):
+        yield values[start:start + size]
+
+
+def _marks(values: Sequence[object]) -> str:
+    return ",".join("?" * len(values))
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make a rename in ``directory`` durable (the file's own fsync does not cover its name)."""
+    handle = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
 
 
 class _Transaction:

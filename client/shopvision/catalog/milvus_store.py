@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
@@ -25,6 +27,45 @@ _SCAN_BATCH = 4096
 _FIELDS = ["product_id", "path", "label", "extra"]
 
 
+@dataclass(frozen=True, kw_only=True)
+class MilvusConnection:
+    """How to reach a Milvus server that has authentication and TLS on (Milvus Lite needs none of it).
+
+    ``from_environment()`` reads the same variables in the CLI and the search service (the chart sets them
+    from Secrets): ``MILVUS_TOKEN`` (``user:password`` or an API key), ``MILVUS_SERVER_PEM`` (the server's
+    certificate, for TLS) with ``MILVUS_SERVER_NAME`` (the name it was issued to, when the URI's host is
+    another), or ``MILVUS_CA_PEM``, ``MILVUS_CLIENT_PEM`` and ``MILVUS_CLIENT_KEY`` for mutual TLS.
+    """
+
+    token: str = ""
+    server_pem_path: str = ""
+    server_name: str = ""
+    ca_pem_path: str = ""
+    client_pem_path: str = ""
+    client_key_path: str = ""
+
+    ENVIRONMENT = {"token": "MILVUS_TOKEN", "server_pem_path": "MILVUS_SERVER_PEM",
+                   "server_name": "MILVUS_SERVER_NAME", "ca_pem_path": "MILVUS_CA_PEM",
+                   "client_pem_path": "MILVUS_CLIENT_PEM", "client_key_path": "MILVUS_CLIENT_KEY"}
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str] | None = None) -> MilvusConnection:
+        env = os.environ if environ is None else environ
+        return cls(**{field: env.get(variable, "") for field, variable in cls.ENVIRONMENT.items()})
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.server_pem_path or self.ca_pem_path)
+
+    def client_options(self) -> dict[str, object]:
+        """Keyword arguments of ``pymilvus.MilvusClient`` (and its connection) for these settings."""
+        options: dict[str, object] = {name: value for name, value in asdict(self).items() if value}
+        options["token"] = self.token
+        if self.tls:
+            options["secure"] = True
+        return options
+
+
 def is_milvus_uri(location: str) -> bool:
     """``http(s)://...`` is a Milvus server; a path ending in ``.db`` is a Milvus Lite file."""
     return location.startswith(("http://", "https://", "tcp://")) or location.endswith(".db")
@@ -34,7 +75,7 @@ class MilvusStore:
     engine = "milvus"
 
     def __init__(self, uri: str, *, dimension: int | None = None, collection: str = DEFAULT_COLLECTION,
-                 token: str = "") -> None:
+                 connection: MilvusConnection | None = None) -> None:
         from pymilvus import MilvusClient
         from pymilvus.exceptions import MilvusException
 
@@ -42,7 +83,7 @@ class MilvusStore:
         self._collection = collection
         self._lite_path = None if uri.startswith(("http://", "https://", "tcp://")) else uri
         try:
-            self._client = MilvusClient(uri=uri, token=token)
+            self._client = MilvusClient(uri=uri, **(connection or MilvusConnection()).client_options())
         except MilvusException as error:
             raise CatalogError(f"cannot open Milvus at {uri}: {error}") from error
         # pymilvus logs the Lite server's missing MVCC timestamps as warnings on every scan.
@@ -123,6 +164,13 @@ class MilvusStore:
             self._client.delete(self._collection, ids=[row["key"] for row in existing])
         return len(existing)
 
+    def content_in_use(self, content_sha256: str) -> bool:
+        if not self._exists:
+            return False
+        found = self._client.query(self._collection, filter=f"content_sha256 == {json.dumps(content_sha256)}",
+                                   output_fields=["key"], limit=1)
+        return bool(found)
+
     def get(self, product_id: str) -> tuple[Product, np.ndarray] | None:
         if not self._exists:
             return None
@@ -177,6 +225,18 @@ class MilvusStore:
 
     def index_kind(self) -> str:
         return INDEX_TYPE.lower()
+
+    def deleted_slots(self) -> int:
+        return 0  # Milvus compacts deleted rows away itself
+
+    def index_ready(self) -> bool:
+        return True  # the collection is loaded on open; Milvus indexes new rows itself
+
+    def prepare(self) -> None:
+        pass
+
+    def maintain(self) -> None:
+        pass
 
     def flush(self) -> None:
         # Until flushed, new rows sit in growing segments that Milvus Lite searches by brute force

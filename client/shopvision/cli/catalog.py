@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from dataclasses import asdict
 from typing import TYPE_CHECKING
@@ -15,7 +14,6 @@ if TYPE_CHECKING:
     from shopvision.catalog import Catalog
     from shopvision.client import Client
 
-TOKEN_ENV = "MILVUS_TOKEN"
 EXIT_INTERRUPTED = 130
 
 
@@ -85,9 +83,10 @@ def _add_catalog_options(parser: argparse.ArgumentParser) -> None:
 
 def _open(args: argparse.Namespace, client: Client | None = None) -> Catalog:
     from shopvision.catalog import Catalog
+    from shopvision.catalog.milvus_store import MilvusConnection
 
     return Catalog.open(args.index, client=client, collection=args.collection,
-                        token=os.environ.get(TOKEN_ENV, ""), index=args.search_index)
+                        milvus=MilvusConnection.from_environment(), index=args.search_index)
 
 
 def run_build(args: argparse.Namespace) -> int:
