@@ -1,6 +1,11 @@
 """shopvision's benchmarks: ``python -m benchmarks.run``, ``.catalog``, ``.soak``, ``.gpu_feed``."""
 
+import json
+import os
+import platform
 import subprocess
+from collections.abc import Callable
+from datetime import datetime, timezone
 from pathlib import Path
 
 PUBLISHED = Path(__file__).resolve().parent / "results"
@@ -30,3 +35,18 @@ def git(*arguments: str) -> str:
 def current_commit() -> str:
     """The checked-out commit, abbreviated as every report prints it."""
     return git("rev-parse", "--short=12", "HEAD").strip()
+
+
+def run_facts(command: str) -> dict:
+    """What every service benchmark's results start with: what ran, when, on what."""
+    return {"configuration": SERVED_CONFIGURATION, "command": command,
+            "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "machine": platform.machine(), "cores": len(os.sched_getaffinity(0))}
+
+
+def publish(out: Path, results: dict, render: Callable[[dict], str]) -> None:
+    """Write results.json and the report rendered from it under ``out``, and print the report."""
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    text = render(results)
+    (out / "report.md").write_text(text)
+    print(text)

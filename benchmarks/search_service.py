@@ -17,20 +17,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable
-from datetime import datetime, timezone
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks import RETIRED_CONFIGURATION, SCRATCH, SERVED_CONFIGURATION
+from benchmarks import RETIRED_CONFIGURATION, SCRATCH, publish, run_facts
 from benchmarks.loadgen import LoadPoint, closed_loop, http_connection
 from benchmarks.processes import cpu_seconds, tree_cpu_seconds, tree_rss_bytes
 from benchmarks.search_http import classify_request, search_request
@@ -74,19 +72,24 @@ def build_catalog(location: Path, count: int, triton_url: str) -> dict[str, floa
 class ServiceProcess:
     """`shopvision api` in a process of its own, so its CPU and memory are its own."""
 
-    def __init__(self, triton_url: str, catalog: Path, log: Path) -> None:
+    def __init__(self, triton_url: str, catalog: Path, log: Path, *, environ: Mapping[str, str] | None = None,
+                 port: int | None = None) -> None:
         from shopvision.serving.server import free_ports
 
-        (self.port,) = free_ports(1)
+        self.port = port or free_ports(1)[0]
         self.url = f"http://127.0.0.1:{self.port}"
         self._process = subprocess.Popen(
             [sys.executable, "-m", "shopvision.cli.main", "api", "--url", triton_url, "--catalog", str(catalog),
-             "--port", str(self.port)], stdout=log.open("ab"), stderr=subprocess.STDOUT)
+             "--port", str(self.port)], stdout=log.open("ab"), stderr=subprocess.STDOUT,
+            env={**os.environ, **(environ or {})})
+        self.started_s = time.perf_counter()
         deadline = time.monotonic() + 600
         while not self._ready():
             if self._process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the search service did not become ready (see {log})")
-            time.sleep(0.5)
+            time.sleep(0.2)
+        self.ready_after_s = round(time.perf_counter() - self.started_s, 2)
+        """From the process's start to its first ready answer."""
 
     def _ready(self) -> bool:
         try:
@@ -104,6 +107,11 @@ class ServiceProcess:
 
     def stop(self) -> None:
         self._process.terminate()
+        self._process.wait(timeout=60)
+
+    def kill(self) -> None:
+        """``kill -9``: no shutdown, no last save."""
+        self._process.kill()
         self._process.wait(timeout=60)
 
 
@@ -245,17 +253,11 @@ def main(argv: list[str] | None = None) -> int:
             triton.stop()
     command = " ".join(["python -m benchmarks.search_service", *(argv if argv is not None else sys.argv[1:])])
     results = {
-        "configuration": SERVED_CONFIGURATION, "command": command,
-        "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": platform.machine(), "cores": len(os.sched_getaffinity(0)), "mode": args.mode,
-        "catalog": catalog, "rounds": rounds,
+        **run_facts(command), "mode": args.mode, "catalog": catalog, "rounds": rounds,
         "memory": {"empty_mb": empty_mb, "loaded_mb": loaded_mb,
                    "per_100k_mb": round((loaded_mb - empty_mb) * 100_000 / settings["products"])},
     }
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    text = report(results)
-    (out / "report.md").write_text(text)
-    print(text)
+    publish(out, results, report)
     return 0
 
 

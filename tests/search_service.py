@@ -37,7 +37,7 @@ class ServiceThread:
         self._thread.join(timeout=30)
 
     def client(self, **options: object) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=60, **options)  # type: ignore[arg-type]
+        return httpx.Client(base_url=self.url, **{"timeout": 60, **options})  # type: ignore[arg-type]
 
 
 def index_photos(catalog_dir: Path, photos: list[Path], triton_url: str) -> None:

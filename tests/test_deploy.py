@@ -70,8 +70,9 @@ def render(values: dict, *, component: str = "inference-server") -> dict[str, di
 API_VALUES = {"api": {"enabled": True, "apiKeySecret": "shop-api", "corsOrigins": ["https://shop.example"],
                       "ingress": {"host": "search.example.com"}},
               "ingress": {"enabled": True}}
-API_MILVUS_VALUES = {"api": {"enabled": True, "catalog": {"milvusUri": "http://milvus:19530"},
-                             "autoscaling": {"enabled": True}}}
+API_MILVUS_VALUES = {"api": {"enabled": True, "autoscaling": {"enabled": True},
+                             "catalog": {"milvusUri": "https://milvus:19530", "milvusTokenSecret": "milvus-auth",
+                                         "milvusTlsSecret": "milvus-tls", "milvusTlsServerName": "milvus.shop"}}}
 
 
 @pytest.mark.parametrize("values", [API_VALUES, API_MILVUS_VALUES], ids=["embedded", "milvus"])
@@ -102,7 +103,13 @@ def test_the_search_service_renders_valid_manifests_with_probes_and_its_catalog(
         hosts = {rule["host"]: rule for rule in triton["Ingress"]["spec"]["rules"]}
         assert hosts["search.example.com"]["http"]["paths"][0]["backend"]["service"]["name"] == "shop-shopvision-api"
     else:
-        assert env["SHOPVISION_CATALOG"]["value"] == "http://milvus:19530" and "PersistentVolumeClaim" not in api
+        assert env["SHOPVISION_CATALOG"]["value"] == "https://milvus:19530" and "PersistentVolumeClaim" not in api
+        # What shopvision.catalog.milvus_store.MilvusConnection.from_environment() reads in the service.
+        assert env["MILVUS_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "milvus-auth", "key": "token"}
+        assert env["MILVUS_SERVER_NAME"]["value"] == "milvus.shop"
+        (mount,) = container["volumeMounts"]
+        assert f"{mount['mountPath']}/server.pem" == env["MILVUS_SERVER_PEM"]["value"] and mount["readOnly"]
+        assert pod["volumes"] == [{"name": mount["name"], "secret": {"secretName": "milvus-tls"}}]
         assert api["HorizontalPodAutoscaler"]["spec"]["minReplicas"] == 2
         assert "replicas" not in api["Deployment"]["spec"]
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
+from pathlib import Path
 from typing import Annotated
 from urllib.parse import quote, unquote_to_bytes
 
@@ -21,8 +23,9 @@ from shopvision import __version__
 from shopvision._protocol import RetryPolicy
 from shopvision.aio import AsyncClient
 from shopvision.api import problems
-from shopvision.api.catalog_access import THUMBNAIL_SIZES, CatalogAccess
+from shopvision.api.catalog_access import CatalogAccess
 from shopvision.api.metrics import ApiMetrics
+from shopvision.api.photos import THUMBNAIL_SIZES, media_type
 from shopvision.api.problems import Problem
 from shopvision.api.schemas import (
     CatalogSummary,
@@ -94,8 +97,8 @@ def create_app(settings: ApiSettings) -> FastAPI:
                              retry=RetryPolicy(attempts=2, initial_backoff_s=0.2))
         catalog = None
         if settings.catalog:
-            catalog = await CatalogAccess.open(settings.catalog, photos=settings.photo_directory())
-            metrics.catalog_products.set(await catalog.count())
+            catalog = await CatalogAccess.open(settings.catalog, photos=settings.photo_directory(),
+                                               limits=settings.catalog_limits, milvus=settings.milvus)
         app.state.services = Services(settings, client, catalog, metrics, HeadProbe(client))
         try:
             yield
@@ -303,11 +306,13 @@ def _routes() -> APIRouter:
         if size is not None and size not in THUMBNAIL_SIZES:
             raise Problem(422, "Invalid parameters", f"size: one of {', '.join(map(str, THUMBNAIL_SIZES))}")
         product = await catalog.get(product_id)
-        photo = None if product is None else await catalog.photo(product, size=size)
-        if photo is None:
+        path = None
+        if product is not None:
+            path = await (catalog.photo(product) if size is None else catalog.thumbnail(product, size=size))
+        if path is None:
             raise Problem(404, "No photo", f"no photo of product {product_id!r} in the catalog")
-        data, media_type = photo
-        return Response(data, media_type=media_type, headers={"Cache-Control": "private, max-age=300"})
+        kind = "image/jpeg" if size is not None else media_type(await asyncio.to_thread(_head, path))
+        return FileResponse(path, media_type=kind, headers={"Cache-Control": "private, max-age=300"})
 
     @router.get("/v1/products/{product_id:path}", response_model=ProductRecord, dependencies=[Reads],
                 tags=["catalog"], summary="A catalog product")
@@ -323,11 +328,10 @@ def _routes() -> APIRouter:
                           response: Response) -> WriteResult:
         result = await analyze(shared, upload.data, top_k=1)
         await catalog.check_model(await shared.client.provenance(), url=shared.client.url)
-        replaced = await catalog.put(product_id, upload.data, result.vector, label=result.predictions[0].label,
-                                     extra=categorised(upload.metadata, result.categories))
-        product = await catalog.get(product_id)
-        assert product is not None
-        shared.metrics.catalog_products.set(await catalog.count())
+        product, replaced = await catalog.put(product_id, upload.data, result.vector,
+                                              label=result.predictions[0].label,
+                                              extra=categorised(upload.metadata, result.categories))
+        shared.metrics.catalog_products.set(catalog.products)
         response.status_code = 200 if replaced else 201
         return WriteResult(product=record(product), created=not replaced)
 
@@ -336,7 +340,7 @@ def _routes() -> APIRouter:
     async def delete_product(shared: ServicesDep, catalog: CatalogDep, product_id: ProductId) -> Response:
         if not await catalog.remove(product_id):
             raise Problem(404, "Unknown product", f"no product {product_id!r} in the catalog")
-        shared.metrics.catalog_products.set(await catalog.count())
+        shared.metrics.catalog_products.set(catalog.products)
         return Response(status_code=204)
 
     @router.get("/v1/catalog", response_model=CatalogSummary, dependencies=[Reads], tags=["catalog"],
@@ -354,27 +358,37 @@ def _routes() -> APIRouter:
         return {"status": "ok"}
 
     @router.get("/readyz", response_model=Readiness, tags=["operations"],
-                summary="Triton ready, catalog open, and both made by the same weights")
+                summary="Triton ready, catalog's index loaded, and both made by the same weights")
     async def readyz(shared: ServicesDep) -> JSONResponse:
+        # From state only: a probe never queues behind catalog work (a long write, a rebuild, a checkpoint).
         checks: dict[str, str] = {}
         ready = await shared.client.is_ready()
         checks["triton"] = "ready" if ready else "not ready"
-        if shared.catalog is not None:
-            try:
-                checks["catalog"] = f"open, {await shared.catalog.count()} products"
-                if ready:
-                    await shared.catalog.check_model(await shared.client.provenance(), url=shared.client.url)
-                    checks["weights"] = "catalog and server agree"
-            except ShopvisionError as error:
-                checks["weights"] = str(error)
-                ready = False
+        catalog = shared.catalog
+        if catalog is not None:
+            checks["catalog"] = f"{catalog.state}, {catalog.products} products"
+            ready = ready and catalog.ready
+            if ready:
+                try:
+                    problem = catalog.model_problem(await shared.client.provenance(), url=shared.client.url)
+                except ShopvisionError as error:
+                    problem = str(error)
+                checks["weights"] = problem or "catalog and server agree"
+                ready = problem is None
         body = Readiness(ready=ready, checks=checks)
         return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
 
     @router.get("/metrics", tags=["operations"], include_in_schema=False)
     async def prometheus(shared: ServicesDep) -> Response:
         if shared.catalog is not None:
-            shared.metrics.catalog_products.set(await shared.catalog.count())
+            shared.metrics.catalog_products.set(shared.catalog.products)
+            for lane, pending in shared.catalog.queued().items():
+                shared.metrics.catalog_queue.labels(lane).set(pending)
         return Response(generate_latest(shared.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return router
+
+
+def _head(path: Path) -> bytes:
+    with path.open("rb") as stream:
+        return stream.read(16)

@@ -1,139 +1,259 @@
-"""The catalog behind the service: every call runs on one dedicated thread, off the event loop.
+"""The catalog behind the service, off the event loop, in lanes that cannot stall each other.
 
-One thread because the embedded engine's SQLite connection belongs to the thread that opened it,
-and because it serialises writes and searches: a search never sees half of a write.
+* **reads** (search, similar, get, summary): a pool of threads, so searches run side by side;
+* **writes** (put, delete): one thread, so writes are serialised; the embedded engine makes each one
+  visible to the next search without a rebuild (see :mod:`shopvision.catalog.faiss_store`);
+* **thumbnails** made on request (for photos indexed by the CLI; uploads get theirs at write time):
+  one thread of their own, so a burst of them waits behind itself, not in front of searches;
+* **upkeep**: a background thread loads the index, then every second lets the catalog rebuild and
+  checkpoint it, and once removes photos no product references.
+
+Each lane has a bounded queue and a wait limit: past them a request gets 503 with Retry-After
+(:class:`CatalogBusyError`) instead of an unbounded wait. Readiness reads state kept here, never
+waiting on catalog work.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import io
-import os
-import tempfile
+import logging
+import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
-from PIL import Image
 
+from shopvision.api.photos import PhotoStore
 from shopvision.catalog import Catalog, CatalogStats, Product, SearchHit
+from shopvision.catalog.catalog import model_mismatch
+from shopvision.catalog.milvus_store import MilvusConnection
+from shopvision.errors import ShopvisionError
 from shopvision.types import WeightsProvenance
 
 T = TypeVar("T")
-THUMBNAIL_SIZES = (128, 256, 512)
+UPKEEP_INTERVAL_S = 1.0
+_log = logging.getLogger(__name__)
+
+
+class CatalogBusyError(ShopvisionError):
+    """The catalog has more work queued than it takes, or this request waited too long for it (503)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class CatalogLimits:
+    search_threads: int = 4
+    """Catalog reads at once (searches release the GIL in FAISS and SQLite)."""
+    queued: int = 64
+    """Operations waiting or running per lane before further ones get 503."""
+    wait_s: float = 10.0
+    """How long a request waits for its operation before it gets 503 (a write that started is waited for)."""
+
+
+class _Lane:
+    """Threads with a bounded queue: ``run`` refuses past ``limit`` and gives up on what did not start in time."""
+
+    def __init__(self, name: str, threads: int, limit: int, wait_s: float, *, finish_started: bool = False,
+                 initializer: Callable[[], None] | None = None) -> None:
+        self.name, self._limit, self._wait_s, self._finish_started = name, limit, wait_s, finish_started
+        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"catalog-{name}",
+                                            initializer=initializer)
+        self.pending = 0  # changed only on the event loop's thread
+
+    async def run(self, call: Callable[[], T]) -> T:
+        if self.pending >= self._limit:
+            raise CatalogBusyError(f"the catalog has {self.pending} {self.name} waiting; try again shortly")
+        self.pending += 1
+        future = self._executor.submit(call)
+        try:
+            return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), self._wait_s)
+        except TimeoutError:
+            if future.cancel() or not self._finish_started:  # never started, or a read whose answer can go
+                raise CatalogBusyError(f"{self.name} waited {self._wait_s:g} s for the catalog; try again "
+                                       "shortly") from None
+            return await asyncio.wrap_future(future)  # a write that started: its client learns how it ended
+        finally:
+            self.pending -= 1
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
 
 
 class CatalogAccess:
-    def __init__(self, catalog: Catalog, executor: ThreadPoolExecutor, photos: Path | None) -> None:
-        self._catalog, self._executor, self._photos = catalog, executor, photos
+    def __init__(self, catalog: Catalog, photos: PhotoStore, *, limits: CatalogLimits, uploads_kept: bool) -> None:
+        self._catalog, self._photos, self._uploads_kept = catalog, photos, uploads_kept
+        self._reads = _Lane("reads", limits.search_threads, limits.queued, limits.wait_s,
+                            initializer=_one_search_thread)
+        self._writes = _Lane("writes", 1, limits.queued, limits.wait_s, finish_started=True)
+        self._thumbnails = _Lane("thumbnails", 1, limits.queued, limits.wait_s)
+        self._metadata = catalog.metadata()
+        self._products = 0
+        self._state = "loading the search index"
+        self._stop = threading.Event()
+        self._upkeep = threading.Thread(target=self._keep_up, name="catalog-upkeep", daemon=True)
 
     @classmethod
-    async def open(cls, location: str, *, photos: Path | None) -> CatalogAccess:
-        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="catalog")
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(executor, _one_search_thread)  # OpenMP's thread count is per calling thread
-        catalog = await loop.run_in_executor(executor, lambda: Catalog.open(location))
-        return cls(catalog, executor, photos)
+    async def open(cls, location: str, *, photos: Path | None, limits: CatalogLimits | None = None,
+                   milvus: MilvusConnection | None = None) -> CatalogAccess:
+        """Open the catalog (its records, not yet its index: the upkeep thread loads that while the service
+        answers probes, not ready until it is)."""
+        catalog = await asyncio.to_thread(Catalog.open, location, milvus=milvus)
+        access = cls(catalog, PhotoStore(photos), limits=limits or CatalogLimits(), uploads_kept=photos is not None)
+        access._upkeep.start()
+        return access
 
-    async def _run(self, call: Callable[[], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+    # -- state, for readiness and metrics: never waits on catalog work -----------------------------
 
-    async def close(self) -> None:
-        await self._run(self._catalog.close)
-        self._executor.shutdown(wait=True)
+    @property
+    def ready(self) -> bool:
+        return self._state.startswith("open")
 
-    async def check_model(self, served: WeightsProvenance, *, url: str) -> None:
-        await self._run(lambda: self._catalog.check_model(served, url=url))
+    @property
+    def state(self) -> str:
+        return self._state
+
+    @property
+    def products(self) -> int:
+        return self._products
+
+    def queued(self) -> dict[str, int]:
+        return {lane.name: lane.pending for lane in (self._reads, self._writes, self._thumbnails)}
+
+    def model_problem(self, served: WeightsProvenance, *, url: str) -> str | None:
+        """Why this catalog's vectors and the served model's differ, from what the catalog recorded."""
+        mismatch = model_mismatch(self._catalog.location, self._metadata, served, url=url)
+        return None if mismatch is None else str(mismatch)
+
+    # -- reads ------------------------------------------------------------------------------------
 
     async def search(self, vector: np.ndarray, *, k: int, labels: Sequence[str] | None,
                      where: Mapping[str, str]) -> list[SearchHit]:
-        return await self._run(lambda: self._catalog.search(vector, k=k, labels=labels, where=where or None))
+        return await self._reads.run(lambda: self._catalog.search(vector, k=k, labels=labels, where=where or None))
 
     async def similar(self, product_id: str, *, k: int, labels: Sequence[str] | None,
                       where: Mapping[str, str]) -> list[SearchHit] | None:
-        return await self._run(lambda: self._catalog.similar(product_id, k=k, labels=labels, where=where or None))
+        return await self._reads.run(
+            lambda: self._catalog.similar(product_id, k=k, labels=labels, where=where or None))
 
     async def get(self, product_id: str) -> Product | None:
-        return await self._run(lambda: self._catalog.get(product_id))
+        return await self._reads.run(lambda: self._catalog.get(product_id))
 
     async def extra_columns(self) -> frozenset[str] | None:
-        return await self._run(self._catalog.extra_columns)
+        return await self._reads.run(self._catalog.extra_columns)
 
     async def stats(self) -> CatalogStats:
-        return await self._run(self._catalog.stats)
+        return await self._reads.run(self._catalog.stats)  # the engine caches its label counts per change
 
-    async def count(self) -> int:
-        return await self._run(self._catalog.count)
+    async def photo(self, product: Product) -> Path | None:
+        """The product's stored photo file, or None."""
+        if not product.path:
+            return None
+        path = Path(product.path)
+        return path if await asyncio.to_thread(path.is_file) else None
+
+    async def thumbnail(self, product: Product, *, size: int) -> Path | None:
+        """The thumbnail file: made at write time for uploads, else once, on first request, in its own lane."""
+        made = self._photos.thumbnail_path(product.content_sha256, size)
+        if made.is_file():  # one stat of a local file: cheaper than a hop to a thread, on every page's 12 requests
+            return made
+        if not product.path:
+            return None
+        return await self._thumbnails.run(
+            lambda: self._photos.thumbnail(product.content_sha256, Path(product.path), size))
+
+    # -- writes -----------------------------------------------------------------------------------
+
+    async def check_model(self, served: WeightsProvenance, *, url: str) -> None:
+        """Refuse vectors of other weights; an empty catalog takes the served model's (a write, so in the lane)."""
+        if "model_sha256" in self._metadata:
+            if (problem := model_mismatch(self._catalog.location, self._metadata, served, url=url)) is not None:
+                raise problem
+            return
+        await self._writes.run(lambda: self._check_model(served, url))
 
     async def put(self, product_id: str, data: bytes, vector: np.ndarray, *, label: str,
-                  extra: Mapping[str, str]) -> bool:
-        """Store the photo, then the product: True when it replaced one. A failure leaves the catalog as it was.
+                  extra: Mapping[str, str]) -> tuple[Product, bool]:
+        """Store the photo (durably, thumbnails made), then the product; returns it, and whether it replaced
+        one. A failure leaves the catalog as it was."""
+        digest = hashlib.sha256(data).hexdigest()
+        if self._uploads_kept:  # the slow part (thumbnails) outside the write lane
+            await asyncio.to_thread(self._photos.store, digest, data)
 
-        SQLite commits each write; the search index is saved when the service stops (and rebuilt from SQLite
-        after a crash), not on every write.
-        """
-        def put() -> bool:
-            digest = hashlib.sha256(data).hexdigest()
-            path = self._store_photo(digest, data)
-            existed = self._catalog.get(product_id) is not None
+        def put() -> tuple[Product, bool]:
+            # Again in the write lane (cheap when the files exist): a delete committed since may have
+            # removed the same photo as an orphan.
+            path = self._photos.store(digest, data)
+            previous = self._catalog.get(product_id)
             product = Product(product_id=product_id, path=path, content_sha256=digest, label=label, extra=dict(extra))
             self._catalog.upsert([product], vector[np.newaxis])
-            return existed
+            if previous is not None:
+                self._release_photo(previous.content_sha256)
+            self._products = self._catalog.count()
+            return product, previous is not None
 
-        return await self._run(put)
+        return await self._writes.run(put)
 
     async def remove(self, product_id: str) -> bool:
-        return await self._run(lambda: self._catalog.remove([product_id]) > 0)
+        def remove() -> bool:
+            previous = self._catalog.get(product_id)
+            if previous is None or not self._catalog.remove([product_id]):
+                return False
+            self._release_photo(previous.content_sha256)
+            self._products = self._catalog.count()
+            return True
 
-    async def photo(self, product: Product, *, size: int | None) -> tuple[bytes, str] | None:
-        """The product's stored photo (or a JPEG thumbnail of it), read from the path the catalog recorded."""
-        def read() -> tuple[bytes, str] | None:
-            path = Path(product.path)
-            if not product.path or not path.is_file():
-                return None
-            data = path.read_bytes()
-            if size is None:
-                return data, _media_type(data)
-            with Image.open(io.BytesIO(data)) as image:
-                image.draft("RGB", (size, size))
-                thumbnail = image.convert("RGB")
-                thumbnail.thumbnail((size, size))
-                out = io.BytesIO()
-                thumbnail.save(out, "JPEG", quality=85)
-            return out.getvalue(), "image/jpeg"
+        return await self._writes.run(remove)
 
-        return await self._run(read)
+    async def close(self) -> None:
+        self._stop.set()
+        await asyncio.to_thread(self._upkeep.join)
+        for lane in (self._reads, self._writes, self._thumbnails):
+            lane.close()
+        await asyncio.to_thread(self._catalog.close)
 
-    def _store_photo(self, digest: str, data: bytes) -> str:
-        """Content-addressed: the file name is the photo's sha256, never anything a client chose."""
-        if self._photos is None:
-            return ""
-        target = self._photos / digest[:2] / digest
-        if not target.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            handle, partial = tempfile.mkstemp(dir=target.parent, suffix=".part")
-            with os.fdopen(handle, "wb") as out:
-                out.write(data)
-            os.replace(partial, target)
-        return str(target)
+    # -- internals ----------------------------------------------------------------------------------
+
+    def _check_model(self, served: WeightsProvenance, url: str) -> None:
+        self._catalog.check_model(served, url=url)
+        self._metadata = self._catalog.metadata()
+
+    def _release_photo(self, digest: str) -> None:
+        """Remove a replaced or deleted product's photo once no product has it (on the write thread, so no
+        write can take it up meanwhile)."""
+        if digest and not self._catalog.content_in_use(digest):
+            self._photos.remove(digest)
+
+    def _keep_up(self) -> None:
+        try:
+            _one_search_thread()
+            started = time.perf_counter()
+            self._catalog.prepare()
+            self._products = self._catalog.count()
+            self._state = f"open, index ready in {time.perf_counter() - started:.1f} s"
+            removed = self._photos.sweep(set(self._catalog.fingerprints().values()))
+            if removed:
+                _log.info("removed %d photo files no product references", removed)
+        except Exception as error:  # noqa: BLE001 - reported by /readyz, which keeps the pod out of service
+            _log.exception("the catalog's index could not be loaded")
+            self._state = f"failed to load the search index: {error}"
+            return
+        while not self._stop.wait(UPKEEP_INTERVAL_S):
+            try:
+                self._catalog.maintain()
+            except Exception:  # noqa: BLE001 - upkeep retries next second; searches keep the last index
+                _log.exception("catalog upkeep failed")
 
 
 def _one_search_thread() -> None:
     """One query at a time gains nothing from FAISS's OpenMP threads, which next to Triton only wait for
-    (and spin on) cores that ONNX Runtime's threads hold right after each inference."""
+    (and spin on) cores that ONNX Runtime's threads hold right after each inference. The setting is per
+    calling thread, so every catalog thread makes it."""
     try:
         import faiss
     except ImportError:  # a Milvus catalog: no FAISS in this process
         return
     faiss.omp_set_num_threads(1)
-
-
-def _media_type(data: bytes) -> str:
-    for prefix, media_type in ((b"\xff\xd8", "image/jpeg"), (b"\x89PNG", "image/png"), (b"GIF8", "image/gif"),
-                               (b"RIFF", "image/webp"), (b"BM", "image/bmp")):
-        if data.startswith(prefix):
-            return media_type
-    return "application/octet-stream"

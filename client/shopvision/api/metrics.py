@@ -19,5 +19,8 @@ class ApiMetrics:
         self.vector_search = Histogram("shopvision_api_vector_search_duration_seconds",
                                        "Latency of catalog searches (vector search and metadata)",
                                        buckets=(0.0005, 0.001, 0.0025, *_LATENCY_BUCKETS), registry=self.registry)
+        self.catalog_queue = Gauge("shopvision_api_catalog_queued", "Catalog operations waiting or running, by lane "
+                                   "(past SHOPVISION_CATALOG_QUEUE a request gets 503)", ["lane"],
+                                   registry=self.registry)
         self.catalog_products = Gauge("shopvision_api_catalog_products", "Products in the catalog",
                                       registry=self.registry)

@@ -9,6 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from shopvision.api.catalog_access import CatalogBusyError
 from shopvision.catalog import CatalogError
 from shopvision.errors import (
     InvalidImageError,
@@ -47,6 +48,8 @@ def from_shopvision_error(error: ShopvisionError, *, retry_after_s: int) -> Prob
                        headers={"Retry-After": str(retry_after_s)})
     if isinstance(error, RequestTimeoutError):
         return Problem(504, "Model server timed out", str(error))
+    if isinstance(error, CatalogBusyError):
+        return Problem(503, "Catalog busy", str(error), headers={"Retry-After": str(retry_after_s)})
     if isinstance(error, CatalogError):
         return Problem(409, "Catalog refused the operation", str(error))
     if isinstance(error, PermissionDeniedError):

@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from shopvision.api.catalog_access import CatalogLimits
+from shopvision.catalog.milvus_store import MilvusConnection
 from shopvision.contract import MAX_IMAGE_BYTES
 
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
@@ -33,6 +35,10 @@ class ApiSettings:
     demo_banner: str | None = None
     """Shown on the page when the catalog is generated demo data."""
     retry_after_s: int = 5
+    catalog_limits: CatalogLimits = CatalogLimits()
+    """Catalog threads, queue bound and wait limit (past them: 503 with Retry-After)."""
+    milvus: MilvusConnection = MilvusConnection()
+    """Token and TLS files for a Milvus server (``MILVUS_TOKEN``, ``MILVUS_SERVER_PEM``, ...)."""
 
     @property
     def max_request_bytes(self) -> int:
@@ -58,6 +64,11 @@ class ApiSettings:
                                   if origin.strip()),
             "max_image_bytes": int(env.get("SHOPVISION_MAX_IMAGE_BYTES", MAX_IMAGE_BYTES)),
             "max_in_flight": int(env.get("SHOPVISION_API_MAX_IN_FLIGHT", cls.max_in_flight)),
+            "catalog_limits": CatalogLimits(
+                search_threads=int(env.get("SHOPVISION_CATALOG_THREADS", CatalogLimits.search_threads)),
+                queued=int(env.get("SHOPVISION_CATALOG_QUEUE", CatalogLimits.queued)),
+                wait_s=float(env.get("SHOPVISION_CATALOG_WAIT_S", CatalogLimits.wait_s))),
+            "milvus": MilvusConnection.from_environment(env),
         }
         values.update({key: value for key, value in overrides.items() if value is not None})
         return cls(**values)  # type: ignore[arg-type]

@@ -1,0 +1,142 @@
+"""Product photos the service keeps: content-addressed files, durable before their product is, with
+thumbnails made once (at write time for uploads) and served as files."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import re
+import tempfile
+import time
+from pathlib import Path
+
+from PIL import Image
+
+THUMBNAIL_SIZES = (128, 256, 512)
+THUMBNAIL_QUALITY = 85
+ORPHAN_GRACE_S = 3600.0
+"""A photo no product references is removed at startup only when older than this: a younger one may belong
+to a write still in flight (its photo is stored before its product is committed)."""
+_DIGEST = re.compile(r"[0-9a-f]{64}")
+_log = logging.getLogger(__name__)
+
+
+class PhotoStore:
+    """Uploaded photos under ``uploads/<sha256[:2]>/<sha256>`` (None: uploads are not kept), thumbnails under
+    ``thumbnails/<sha256[:2]>/<sha256>-<size>.jpg`` (for catalog photos wherever they live, too).
+
+    File names are the photo's sha256, never anything a client chose; products with the same photo share it.
+    """
+
+    def __init__(self, uploads: Path | None, thumbnails: Path | None = None) -> None:
+        self.uploads = uploads
+        self.thumbnails = thumbnails or (uploads / "thumbnails" if uploads is not None
+                                         else Path(tempfile.mkdtemp(prefix="shopvision-thumbnails-")))
+
+    def store(self, digest: str, data: bytes) -> str:
+        """Keep an uploaded photo and make its thumbnails; returns the photo's path ("" when uploads are not kept).
+
+        The photo is fsynced, its name too, before this returns: the product row committed after it never
+        points at a file a crash lost. Idempotent and cheap when the files exist.
+        """
+        if self.uploads is None:
+            return ""
+        target = self.uploads / digest[:2] / digest
+        if not target.exists():
+            _write_durably(target, data)
+        for size in THUMBNAIL_SIZES:
+            if not self.thumbnail_path(digest, size).exists():
+                self._make_thumbnail(digest, data, size)
+        return str(target)
+
+    def thumbnail_path(self, digest: str, size: int) -> Path:
+        return self.thumbnails / digest[:2] / f"{digest}-{size}.jpg"
+
+    def thumbnail(self, digest: str, photo: Path, size: int) -> Path | None:
+        """The thumbnail file, made now from ``photo`` when missing (a photo indexed by ``shopvision index build``)."""
+        path = self.thumbnail_path(digest, size)
+        if path.exists():
+            return path
+        try:
+            data = photo.read_bytes()
+        except OSError:
+            return None
+        return self._make_thumbnail(digest, data, size)
+
+    def remove(self, digest: str) -> None:
+        """Delete a photo no product references any more, with its thumbnails."""
+        if not _DIGEST.fullmatch(digest):
+            return  # not a name this store made
+        if self.uploads is not None:
+            (self.uploads / digest[:2] / digest).unlink(missing_ok=True)
+        for size in THUMBNAIL_SIZES:
+            self.thumbnail_path(digest, size).unlink(missing_ok=True)
+
+    def sweep(self, in_use: set[str], *, older_than_s: float = ORPHAN_GRACE_S) -> int:
+        """Remove photos, thumbnails and partial files no product references (left by a crash between a photo
+        and its product, or by a version before orphans were removed); returns how many files went."""
+        cutoff = time.time() - older_than_s
+        removed = 0
+        folders = [self.thumbnails] + ([self.uploads] if self.uploads is not None else [])
+        for folder in folders:
+            for path in folder.glob("??/*"):
+                digest = path.name.split("-")[0]
+                orphan = path.suffix == ".part" or (_DIGEST.fullmatch(digest) and digest not in in_use)
+                try:
+                    if orphan and path.is_file() and path.stat().st_mtime < cutoff:
+                        path.unlink()
+                        removed += 1
+                except OSError as error:  # removed meanwhile, or not ours to remove: leave it
+                    _log.warning("cannot remove %s: %s", path, error)
+        return removed
+
+    def _make_thumbnail(self, digest: str, data: bytes, size: int) -> Path | None:
+        try:
+            with Image.open(io.BytesIO(data)) as image:
+                image.draft("RGB", (size, size))
+                thumbnail = image.convert("RGB")
+        except (OSError, ValueError, Image.DecompressionBombError):
+            return None  # not an image PIL decodes: the page shows no picture, the product stays searchable
+        thumbnail.thumbnail((size, size))
+        out = io.BytesIO()
+        thumbnail.save(out, "JPEG", quality=THUMBNAIL_QUALITY)
+        path = self.thumbnail_path(digest, size)
+        _write_atomically(path, out.getvalue())
+        return path
+
+
+def media_type(head: bytes) -> str:
+    """The media type a photo's first bytes announce."""
+    for prefix, kind in ((b"\xff\xd8", "image/jpeg"), (b"\x89PNG", "image/png"), (b"GIF8", "image/gif"),
+                         (b"RIFF", "image/webp"), (b"BM", "image/bmp"), (b"II*\x00", "image/tiff"),
+                         (b"MM\x00*", "image/tiff")):
+        if head.startswith(prefix):
+            return kind
+    return "application/octet-stream"
+
+
+def _write_atomically(target: Path, data: bytes, *, durable: bool = False) -> None:
+    """Readers see the whole file or none: written beside it, then renamed over it."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, partial = tempfile.mkstemp(dir=target.parent, suffix=".part")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+            if durable:
+                out.flush()
+                os.fsync(out.fileno())
+        os.replace(partial, target)
+    except BaseException:
+        Path(partial).unlink(missing_ok=True)
+        raise
+    if durable:
+        directory = os.open(target.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+
+
+def _write_durably(target: Path, data: bytes) -> None:
+    _write_atomically(target, data, durable=True)
