@@ -80,3 +80,18 @@ def test_search_service_benchmark_measures_its_targets_and_memory(tmp_path: Path
     assert results["catalog"]["products"] == 3000 and results["memory"]["loaded_mb"] > 0
     report = (tmp_path / "report.md").read_text()
     assert f"{measured['api_classify_c8']['throughput']}" in report and "per 100,000 products" in report
+
+
+def test_the_live_catalog_benchmark_checks_every_write_through_churn_and_a_kill(tmp_path: Path) -> None:
+    from benchmarks.catalog_live import main as live_main
+
+    assert live_main(["--products", "2000", "--rounds", "1", "--idle-s", "3", "--churn-s", "6", "--crash-s", "6",
+                      "--burst-s", "3", "--out", str(tmp_path)]) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    churn, after, crashed = results["churn"], results["after_churn"], results["crash"]
+    assert churn["searches"] > 0 and churn["failed_searches"] == 0 and churn["readiness_failures"] == 0
+    assert sum(churn["writes"].values()) > 0 and after["state"]["wrong_count"] == 0
+    assert after["state"]["products"] == after["state"]["expected_products"] and not after["deleted_still_found"]
+    assert crashed["writes_during"] > 0 and crashed["state"]["wrong_count"] == 0
+    assert results["thumbnails"]["thumbnails"] > 0 and results["thumbnails"]["failed_thumbnails"] == 0
+    assert "| acknowledged writes lost to kill -9 | 0 | 0 of" in (tmp_path / "report.md").read_text()
