@@ -70,6 +70,7 @@ class Loop:
     def __init__(self, url: str, threads: int, send) -> None:
         self.samples: list[Sample] = []
         self._stop = threading.Event()
+        self._writing = threading.Lock()
         self._threads = [threading.Thread(target=self._run, args=(url, send, index), daemon=True)
                          for index in range(threads)]
         for thread in self._threads:
@@ -130,12 +131,19 @@ class Writer:
 
     def start(self) -> None:
         self._stop = threading.Event()
+        self._writing = threading.Lock()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
         self._thread.join()
+
+    def pause(self) -> None:
+        """Stop writing and return once no write is under way, so that what was acknowledged holds still."""
+        self.active.clear()
+        with self._writing:
+            pass
 
     def _run(self) -> None:
         import hashlib
@@ -151,44 +159,47 @@ class Writer:
                 continue
             next_at += 1 / WRITES_PER_S
             time.sleep(max(0.0, next_at - time.perf_counter()))
-            draw = rng.random()
-            candidates = [pid for pid in self.live if pid not in self.in_doubt]
-            if draw < 0.75 and candidates:
-                product_id = candidates[int(rng.integers(len(candidates)))]
-                operation = "replace" if draw < 0.5 else "delete"
-            else:
-                operation, product_id = "insert", f"new-{self.seed}-{inserted}"
-                inserted += 1
-            photo = product_jpeg(int(rng.integers(1 << 30)), size=(640, 480)) if operation != "delete" else b""
-            if connection is None or connected_to != self.url:  # first use, or the service moved
-                connected_to, connection = self.url, _connection(self.url)
-            path = f"/v1/products/{quote(product_id, safe='')}"
-            headers = {"Authorization": f"Bearer {API_KEY}"}
-            started = time.perf_counter()
-            try:
-                if operation == "delete":
-                    status, _ = _request(connection, "DELETE", path, headers=headers)
+            with self._writing:  # pause() waits for this write to be acknowledged or lost
+                if not self.active.is_set():
+                    continue
+                draw = rng.random()
+                candidates = [pid for pid in self.live if pid not in self.in_doubt]
+                if draw < 0.75 and candidates:
+                    product_id = candidates[int(rng.integers(len(candidates)))]
+                    operation = "replace" if draw < 0.5 else "delete"
                 else:
-                    form_headers, body = multipart_image(photo)
-                    status, _ = _request(connection, "PUT", path, body, {**headers, **form_headers})
-            except (OSError, http.client.HTTPException):
-                self.in_doubt.add(product_id)  # sent, answer lost: committed or not
-                connection.close()
-                connection = _connection(self.url)
-                time.sleep(0.2)
-                continue
-            if status not in (200, 201, 204):
-                self.in_doubt.add(product_id)
-                continue
-            self.latencies_ms.append((time.perf_counter() - started) * 1000)
-            self.acknowledged[operation] += 1
-            if operation == "delete":
-                self.expected[product_id] = None
-                self.live.remove(product_id)
-            else:
-                self.expected[product_id] = hashlib.sha256(photo).hexdigest()
-                if operation == "insert":
-                    self.live.append(product_id)
+                    operation, product_id = "insert", f"new-{self.seed}-{inserted}"
+                    inserted += 1
+                photo = product_jpeg(int(rng.integers(1 << 30)), size=(640, 480)) if operation != "delete" else b""
+                if connection is None or connected_to != self.url:  # first use, or the service moved
+                    connected_to, connection = self.url, _connection(self.url)
+                path = f"/v1/products/{quote(product_id, safe='')}"
+                headers = {"Authorization": f"Bearer {API_KEY}"}
+                started = time.perf_counter()
+                try:
+                    if operation == "delete":
+                        status, _ = _request(connection, "DELETE", path, headers=headers)
+                    else:
+                        form_headers, body = multipart_image(photo)
+                        status, _ = _request(connection, "PUT", path, body, {**headers, **form_headers})
+                except (OSError, http.client.HTTPException):
+                    self.in_doubt.add(product_id)  # sent, answer lost: committed or not
+                    connection.close()
+                    connection = _connection(self.url)
+                    time.sleep(0.2)
+                    continue
+                if status not in (200, 201, 204):
+                    self.in_doubt.add(product_id)
+                    continue
+                self.latencies_ms.append((time.perf_counter() - started) * 1000)
+                self.acknowledged[operation] += 1
+                if operation == "delete":
+                    self.expected[product_id] = None
+                    self.live.remove(product_id)
+                else:
+                    self.expected[product_id] = hashlib.sha256(photo).hexdigest()
+                    if operation == "insert":
+                        self.live.append(product_id)
 
 
 def p99(samples: list[Sample]) -> float:
@@ -230,11 +241,11 @@ def deleted_gone_from_search(catalog_dir: Path, writer: Writer, products: int) -
             vector = clustered_unit_vectors(min(10_000, products - chunk), seed=chunk)[number - chunk]
             if f"sku-{number}" in {hit.product_id for hit in catalog.search(vector, k=10)}:
                 found.append(f"sku-{number}")
-        recall = recall_at_10(catalog_dir, catalog)
+        recall = recall_at_10(catalog_dir, catalog, products)
     return {"deleted_checked": len(deleted), "deleted_still_found": found, **recall}
 
 
-def recall_at_10(catalog_dir: Path, catalog, queries: int = 200) -> dict:
+def recall_at_10(catalog_dir: Path, catalog, products: int, queries: int = 200) -> dict:
     """HNSW recall@10 against exact search over what the catalog holds, and the search latency, in-process."""
     import sqlite3
 
@@ -242,7 +253,10 @@ def recall_at_10(catalog_dir: Path, catalog, queries: int = 200) -> dict:
         rows = db.execute("SELECT product_id, vector FROM products").fetchall()
     ids = [row[0] for row in rows]
     vectors = np.frombuffer(b"".join(row[1] for row in rows), dtype=np.float32).reshape(len(rows), -1)
-    asked = clustered_unit_vectors(queries, seed=999_999)
+    # Held-out points of the catalog's own clusters (each 10,000-product chunk of build_catalog has its own).
+    chunks = range(0, products, 10_000)
+    asked = np.concatenate([clustered_unit_vectors(queries // len(chunks) + 1, seed=chunk) for chunk in chunks])
+    asked = asked[np.random.default_rng(5).permutation(len(asked))[:queries]]
     exact = np.argsort(-(asked @ vectors.T), axis=1)[:, :10]
     recall, latencies = [], []
     for row, query in zip(exact, asked, strict=True):
@@ -256,7 +270,7 @@ def recall_at_10(catalog_dir: Path, catalog, queries: int = 200) -> dict:
             "search_p99_ms": round(float(np.percentile(latencies, 99)), 2)}
 
 
-def deletion_mask(catalog_dir: Path, fractions: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2)) -> dict:
+def deletion_mask(catalog_dir: Path, products: int, fractions: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2)) -> dict:
     """What masking deleted vectors costs as they accumulate (why the index is rebuilt past a tenth of it), and
     what the background rebuild then takes. Runs last: it deletes a fifth of the catalog."""
     from shopvision.catalog import Catalog
@@ -274,11 +288,11 @@ def deletion_mask(catalog_dir: Path, fractions: tuple[float, ...] = (0.0, 0.05, 
             removed_ms = (time.perf_counter() - started) * 1000 / max(target - deleted, 1)
             deleted = target
             points.append({"deleted_fraction": fraction, "remove_ms_per_product": round(removed_ms, 3),
-                           **recall_at_10(catalog_dir, catalog)})
+                           **recall_at_10(catalog_dir, catalog, products)})
         started = time.perf_counter()
         catalog.maintain()  # past the limit: rebuilds, as the service's upkeep thread would
         rebuild_s = round(time.perf_counter() - started, 1)
-        rebuilt = recall_at_10(catalog_dir, catalog)
+        rebuilt = recall_at_10(catalog_dir, catalog, products)
     return {"points": points, "rebuild_s": rebuild_s, "rebuilt": rebuilt}
 
 
@@ -293,7 +307,7 @@ def churn_rounds(service: ServiceProcess, writer: Writer, images: list[bytes], a
             if phase == "churn":
                 writer.active.set()
             time.sleep(args.churn_s / args.rounds if phase == "churn" else args.idle_s / args.rounds)
-            writer.active.clear()
+            writer.pause()
             (churn if phase == "churn" else idle).append((start, time.perf_counter()))
     samples, probes = load.stop(), probe.stop()
     measured = [*idle, *churn]
@@ -329,7 +343,7 @@ def crash(triton_url: str, catalog_dir: Path, scratch: Path, writer: Writer, ima
         time.sleep(0.05)
     searchable_s = round(time.perf_counter() - killed_at, 2)
     time.sleep(args.crash_s / 2)
-    writer.active.clear()
+    writer.pause()
     load.stop()
     state = check_state(restarted.url, writer)
     return {"restarted": restarted, "clean_restart_ready_s": clean_restart_s, "killed_restart_ready_s": ready_s,
@@ -518,7 +532,7 @@ def main(argv: list[str] | None = None) -> int:
             service.stop()
             service = None
             if not args.restart_only:
-                measured["deletion_mask"] = deletion_mask(catalog_dir)
+                measured["deletion_mask"] = deletion_mask(catalog_dir, args.products)
         finally:
             if service is not None:
                 service.stop()

@@ -314,11 +314,16 @@ class FaissStore:
         return len(self._deleted)
 
     def flush(self) -> None:
+        """Rebuild the index if it is due (searches wait: this is a bulk load's or a shutdown's end, and the old
+        index goes first, so that a million vectors are never held twice), then checkpoint it."""
         if self._dimension is None:
             return
         self.prepare()
         if self._needs_rebuild():
-            self._rebuild()
+            with self._write_mutex:
+                with self._lock.writing():  # not reentrant: released before _install takes it again
+                    self._index = None
+                self._prepare_locked()
         self.checkpoint()
 
     def close(self) -> None:
