@@ -15,6 +15,7 @@ import pytest
 
 from benchmarks.search_service import ServiceProcess, build_catalog
 from shopvision.api.catalog_access import CatalogLimits
+from shopvision.api.photos import ThumbnailCache
 from shopvision.api.settings import ApiSettings
 from shopvision.catalog.milvus_store import MilvusConnection
 from shopvision.samples import product_jpeg
@@ -78,14 +79,18 @@ def test_photos_no_product_references_are_removed(triton, tmp_path: Path) -> Non
     with ServiceThread(settings) as service, service.client() as http:
         put(http, "a", first)
         assert {f"{digest['first']}-{size}.jpg" for size in (128, 256, 512)} <= photo_files(photos)  # made at write
+        first_thumbnail = http.get("/v1/products/a/image?size=256").content  # now in the service's memory too
         put(http, "a", second)  # replaced with a new photo: the old one and its thumbnails go
         assert not any(name.startswith(digest["first"]) for name in photo_files(photos))
+        made = photos / "thumbnails" / digest["second"][:2] / f"{digest['second']}-256.jpg"
+        assert http.get("/v1/products/a/image?size=256").content == made.read_bytes() != first_thumbnail
         put(http, "b", shared)
         put(http, "c", shared)
         assert http.delete("/v1/products/b", headers=WRITE).status_code == 204
         assert digest["shared"] in photo_files(photos)  # c still has it
         assert http.get("/v1/products/c/image?size=256").headers["content-type"] == "image/jpeg"
         assert http.delete("/v1/products/c", headers=WRITE).status_code == 204
+        assert http.get("/v1/products/c/image?size=256").status_code == 404  # though its thumbnail was in memory
         assert not any(name.startswith(digest["shared"]) for name in photo_files(photos))
         assert digest["second"] in photo_files(photos)
     # A crash between a photo and its product leaves a file nobody references: the next start removes it
@@ -103,6 +108,18 @@ def test_photos_no_product_references_are_removed(triton, tmp_path: Path) -> Non
             time.sleep(0.1)
         assert not orphan.exists() and recent.exists() and digest["second"] in photo_files(photos)
         assert http.get("/v1/products/a/image").content == second
+
+
+def test_the_thumbnail_cache_keeps_the_most_recently_used_within_its_bytes() -> None:
+    cache = ThumbnailCache(limit_bytes=300)
+    for name in "abc":
+        cache.put(name, 256, name.encode() * 100)
+    assert cache.get("a", 256) == b"a" * 100  # now the most recently used
+    cache.put("d", 256, b"d" * 100)  # over 300 bytes: the least recently used (b) goes
+    assert cache.get("b", 256) is None and cache.get("a", 128) is None
+    assert [cache.get(name, 256) for name in "acd"] == [name.encode() * 100 for name in "acd"]
+    cache.put("e", 256, b"e" * 400)  # larger than the whole cache: not kept, and nothing else evicted for it
+    assert cache.get("e", 256) is None and cache.get("a", 256) is not None
 
 
 def test_readiness_and_the_bounded_queue_while_the_index_loads(triton, tmp_path: Path) -> None:

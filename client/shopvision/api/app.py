@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
@@ -24,7 +24,7 @@ from shopvision._protocol import RetryPolicy
 from shopvision.aio import AsyncClient
 from shopvision.api import problems
 from shopvision.api.catalog_access import CatalogAccess
-from shopvision.api.metrics import ApiMetrics
+from shopvision.api.metrics import ApiMetrics, MeasuredRequests
 from shopvision.api.photos import THUMBNAIL_SIZES, media_type
 from shopvision.api.problems import Problem
 from shopvision.api.schemas import (
@@ -52,6 +52,8 @@ QUERY_CATEGORIES = 3
 HEAD_PROBE_S = 10.0
 """How long the service trusts its last look at whether a categories head serves (one metadata call)."""
 _STATIC = resources.files("shopvision.api") / "static"
+_IMAGE_CACHING = {"Cache-Control": "private, max-age=300"}
+"""A product's photo changes when it is replaced: browsers ask again after five minutes."""
 
 
 @dataclass
@@ -115,21 +117,15 @@ def create_app(settings: ApiSettings) -> FastAPI:
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["*"],
                            allow_headers=["*"])
 
-    @app.middleware("http")
-    async def measure(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = getattr(request.scope.get("route"), "path", "unmatched")
-        metrics.latency.labels(route, request.method).observe(time.perf_counter() - started)
-        metrics.requests.labels(route, request.method, str(response.status_code)).inc()
-        return response
-
     app.include_router(_routes())
     app.mount("/static", StaticFiles(directory=str(_STATIC)), name="static")
+    app.add_middleware(MeasuredRequests, metrics=metrics)
     return app
 
 
-def services(request: Request) -> Services:
+# The dependencies below are `async def` though they never wait: FastAPI runs a plain `def` dependency on a
+# worker thread, a hop per dependency per request that cost more than serving a thumbnail from memory.
+async def services(request: Request) -> Services:
     found: Services = request.app.state.services
     return found
 
@@ -145,7 +141,7 @@ def _key_matches(request: Request, expected: str) -> bool | None:
     return hmac.compare_digest(given.encode(), expected.encode())
 
 
-def require_write_key(request: Request, shared: ServicesDep) -> None:
+def _check_write_key(request: Request, shared: Services) -> None:
     expected = shared.settings.api_key
     if expected is None:
         raise Problem(403, "Writes are disabled", "this service has no API key (SHOPVISION_API_KEY), so it takes "
@@ -158,18 +154,22 @@ def require_write_key(request: Request, shared: ServicesDep) -> None:
         raise Problem(403, "Wrong API key", "the API key is not this service's")
 
 
-def require_read_key(request: Request, shared: ServicesDep) -> None:
+async def require_write_key(request: Request, shared: ServicesDep) -> None:
+    _check_write_key(request, shared)
+
+
+async def require_read_key(request: Request, shared: ServicesDep) -> None:
     if shared.settings.read_key_required:
-        require_write_key(request, shared)
+        _check_write_key(request, shared)
 
 
-def catalog_of(shared: ServicesDep) -> CatalogAccess:
+async def catalog_of(shared: ServicesDep) -> CatalogAccess:
     if shared.catalog is None:
         raise Problem(404, "No catalog", "this service has no catalog (SHOPVISION_CATALOG): only /v1/classify works")
     return shared.catalog
 
 
-def product_id_of(request: Request, product_id: str) -> str:
+async def product_id_of(request: Request, product_id: str) -> str:
     """The product id exactly as sent: data, never a path; UTF-8, not empty, at most 1,024 characters."""
     try:
         unquote_to_bytes(request.scope.get("raw_path", b"").decode("ascii")).decode("utf-8")
@@ -306,13 +306,14 @@ def _routes() -> APIRouter:
         if size is not None and size not in THUMBNAIL_SIZES:
             raise Problem(422, "Invalid parameters", f"size: one of {', '.join(map(str, THUMBNAIL_SIZES))}")
         product = await catalog.get(product_id)
-        path = None
-        if product is not None:
-            path = await (catalog.photo(product) if size is None else catalog.thumbnail(product, size=size))
-        if path is None:
-            raise Problem(404, "No photo", f"no photo of product {product_id!r} in the catalog")
-        kind = "image/jpeg" if size is not None else media_type(await asyncio.to_thread(_head, path))
-        return FileResponse(path, media_type=kind, headers={"Cache-Control": "private, max-age=300"})
+        if product is not None and size is not None:
+            thumbnail = await catalog.thumbnail(product, size=size)
+            if thumbnail is not None:  # small, and usually from memory: no file to stream
+                return Response(thumbnail, media_type="image/jpeg", headers=_IMAGE_CACHING)
+        elif product is not None and (path := await catalog.photo(product)) is not None:
+            kind = media_type(await asyncio.to_thread(_head, path))
+            return FileResponse(path, media_type=kind, headers=_IMAGE_CACHING)
+        raise Problem(404, "No photo", f"no photo of product {product_id!r} in the catalog")
 
     @router.get("/v1/products/{product_id:path}", response_model=ProductRecord, dependencies=[Reads],
                 tags=["catalog"], summary="A catalog product")

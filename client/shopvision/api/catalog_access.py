@@ -28,7 +28,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from shopvision.api.photos import PhotoStore
+from shopvision.api.photos import PhotoStore, ThumbnailCache
 from shopvision.catalog import Catalog, CatalogStats, Product, SearchHit
 from shopvision.catalog.catalog import model_mismatch
 from shopvision.catalog.milvus_store import MilvusConnection
@@ -90,6 +90,7 @@ class CatalogAccess:
                             initializer=_one_search_thread)
         self._writes = _Lane("writes", 1, limits.queued, limits.wait_s, finish_started=True)
         self._thumbnails = _Lane("thumbnails", 1, limits.queued, limits.wait_s)
+        self._thumbnail_cache = ThumbnailCache()
         self._metadata = catalog.metadata()
         self._products = 0
         self._state = "loading the search index"
@@ -155,15 +156,18 @@ class CatalogAccess:
         path = Path(product.path)
         return path if await asyncio.to_thread(path.is_file) else None
 
-    async def thumbnail(self, product: Product, *, size: int) -> Path | None:
-        """The thumbnail file: made at write time for uploads, else once, on first request, in its own lane."""
-        made = self._photos.thumbnail_path(product.content_sha256, size)
-        if made.is_file():  # one stat of a local file: cheaper than a hop to a thread, on every page's 12 requests
-            return made
-        if not product.path:
-            return None
-        return await self._thumbnails.run(
-            lambda: self._photos.thumbnail(product.content_sha256, Path(product.path), size))
+    async def thumbnail(self, product: Product, *, size: int) -> bytes | None:
+        """The JPEG thumbnail: from memory, else its file (made at write time for uploads), else made once from
+        the photo in its own lane (a photo indexed by the CLI), so a burst never holds up searches or writes."""
+        digest = product.content_sha256
+        data = self._thumbnail_cache.get(digest, size)
+        if data is None:
+            data = await asyncio.to_thread(self._photos.read_thumbnail, digest, size)
+            if data is None and product.path:
+                data = await self._thumbnails.run(lambda: self._photos.make_thumbnail(digest, Path(product.path), size))
+            if data is not None:
+                self._thumbnail_cache.put(digest, size, data)
+        return data
 
     # -- writes -----------------------------------------------------------------------------------
 
