@@ -230,3 +230,11 @@ def test_milvus_tls_settings_reach_the_client() -> None:
     assert connection.client_options() == {"token": "t", "server_pem_path": "/tls/server.pem",
                                            "server_name": "milvus.shop", "secure": True}
     assert MilvusConnection().client_options() == {"token": ""}
+
+
+def test_the_catalog_settings_come_from_the_environment() -> None:
+    settings = ApiSettings.from_environment({"SHOPVISION_CATALOG_EF_SEARCH": "384", "SHOPVISION_CATALOG_THREADS": "2",
+                                             "SHOPVISION_CATALOG_QUEUE": "8", "SHOPVISION_CATALOG_WAIT_S": "2.5"})
+    assert settings.catalog_ef_search == 384
+    assert settings.catalog_limits == CatalogLimits(search_threads=2, queued=8, wait_s=2.5)
+    assert ApiSettings.from_environment({}).catalog_ef_search is None

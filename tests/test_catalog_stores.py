@@ -109,6 +109,24 @@ def test_hnsw_recall_at_10_against_exact_search(tmp_path) -> None:
     assert recall >= 0.95, f"HNSW recall@10 vs exact = {recall:.3f}"
 
 
+def test_ef_search_trades_search_time_for_recall(tmp_path) -> None:
+    """Near ties (500 vectors a cluster) defeat a narrow search; the catalog's ef_search widens it."""
+    everything = clustered_vectors(4100, clusters=8, seed=2)
+    vectors, queries = everything[:4000], everything[4000:]
+    exact = np.argsort(-(queries @ vectors.T), axis=1)[:, :10]
+    with Catalog.open(tmp_path / "c", index="hnsw") as catalog:
+        catalog.upsert(products(4000), vectors)
+    recall = {}
+    for ef_search in (10, 400):
+        with Catalog.open(tmp_path / "c", ef_search=ef_search) as catalog:
+            found = catalog.search_many(list(queries), k=10)
+            recall[ef_search] = np.mean([len({f"sku-{i}" for i in row} & {hit.product_id for hit in hits}) / 10
+                                         for row, hits in zip(exact, found, strict=True)])
+    assert recall[400] >= 0.95 and recall[400] > recall[10] + 0.05, recall
+    with pytest.raises(CatalogError, match="ef_search"):
+        Catalog.open(tmp_path / "c", ef_search=0)
+
+
 def test_auto_index_switches_to_hnsw_at_the_threshold(tmp_path) -> None:
     store = FaissStore(tmp_path / "catalog", dimension=RESNET50_EMBEDDING_DIM, hnsw_threshold=100)
     vectors = clustered_vectors(150)

@@ -100,7 +100,8 @@ def create_app(settings: ApiSettings) -> FastAPI:
         catalog = None
         if settings.catalog:
             catalog = await CatalogAccess.open(settings.catalog, photos=settings.photo_directory(),
-                                               limits=settings.catalog_limits, milvus=settings.milvus)
+                                               limits=settings.catalog_limits, milvus=settings.milvus,
+                                               ef_search=settings.catalog_ef_search)
         app.state.services = Services(settings, client, catalog, metrics, HeadProbe(client))
         try:
             yield

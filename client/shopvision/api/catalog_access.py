@@ -99,10 +99,10 @@ class CatalogAccess:
 
     @classmethod
     async def open(cls, location: str, *, photos: Path | None, limits: CatalogLimits | None = None,
-                   milvus: MilvusConnection | None = None) -> CatalogAccess:
+                   milvus: MilvusConnection | None = None, ef_search: int | None = None) -> CatalogAccess:
         """Open the catalog (its records, not yet its index: the upkeep thread loads that while the service
         answers probes, not ready until it is)."""
-        catalog = await asyncio.to_thread(Catalog.open, location, milvus=milvus)
+        catalog = await asyncio.to_thread(lambda: Catalog.open(location, milvus=milvus, ef_search=ef_search))
         access = cls(catalog, PhotoStore(photos), limits=limits or CatalogLimits(), uploads_kept=photos is not None)
         access._upkeep.start()
         return access

@@ -36,6 +36,8 @@ class ApiSettings:
     """Shown on the page when the catalog is generated demo data."""
     retry_after_s: int = 5
     catalog_limits: CatalogLimits = CatalogLimits()
+    catalog_ef_search: int | None = None
+    """HNSW candidates per search in the embedded catalog (SHOPVISION_CATALOG_EF_SEARCH); None: its default, 128."""
     """Catalog threads, queue bound and wait limit (past them: 503 with Retry-After)."""
     milvus: MilvusConnection = MilvusConnection()
     """Token and TLS files for a Milvus server (``MILVUS_TOKEN``, ``MILVUS_SERVER_PEM``, ...)."""
@@ -68,6 +70,8 @@ class ApiSettings:
                 search_threads=int(env.get("SHOPVISION_CATALOG_THREADS", CatalogLimits.search_threads)),
                 queued=int(env.get("SHOPVISION_CATALOG_QUEUE", CatalogLimits.queued)),
                 wait_s=float(env.get("SHOPVISION_CATALOG_WAIT_S", CatalogLimits.wait_s))),
+            "catalog_ef_search": int(env["SHOPVISION_CATALOG_EF_SEARCH"]) if env.get("SHOPVISION_CATALOG_EF_SEARCH")
+            else None,
             "milvus": MilvusConnection.from_environment(env),
         }
         values.update({key: value for key, value in overrides.items() if value is not None})

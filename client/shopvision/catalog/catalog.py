@@ -45,8 +45,10 @@ class Catalog:
 
     @classmethod
     def open(cls, location: str | Path, *, client: Client | None = None, collection: str = DEFAULT_COLLECTION,
-             milvus: MilvusConnection | None = None, index: str = "auto", dimension: int | None = None) -> Catalog:
-        """Open or create a catalog; ``collection`` and ``milvus`` (token, TLS) are for Milvus, ``index`` for FAISS.
+             milvus: MilvusConnection | None = None, index: str = "auto", dimension: int | None = None,
+             ef_search: int | None = None) -> Catalog:
+        """Open or create a catalog; ``collection`` and ``milvus`` (token, TLS) are for Milvus, ``index`` and
+        ``ef_search`` (HNSW candidates per search, default 128: more is closer to exact and slower) for FAISS.
 
         A new catalog takes its vectors' width from the first ones written (the served backbone's embedding),
         unless ``dimension`` fixes it now; an existing one holds its own, which ``dimension`` must equal.
@@ -55,7 +57,8 @@ class Catalog:
         if is_milvus_uri(location):
             store: VectorStore = MilvusStore(location, dimension=dimension, collection=collection, connection=milvus)
         else:
-            store = FaissStore(location, dimension=dimension, index=index)
+            store = FaissStore(location, dimension=dimension, index=index,
+                               **({} if ef_search is None else {"ef_search": ef_search}))
         return cls(store, client=client)
 
     @property

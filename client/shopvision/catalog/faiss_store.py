@@ -55,6 +55,8 @@ small catalogs skip. The reports (catalog, catalog-1m) hold the figures.
 HNSW_NEIGHBOURS = 32
 HNSW_EF_CONSTRUCTION = 80
 HNSW_EF_SEARCH = 128
+"""Candidates an HNSW search keeps (``Catalog.open(ef_search=)``, SHOPVISION_CATALOG_EF_SEARCH): more is closer
+to exact search and slower. benchmarks/results/catalog-live measures the trade on hard clustered data."""
 INDEX_KINDS = ("auto", "exact", "hnsw")
 
 REBUILD_DELETED_FRACTION = 0.1
@@ -101,11 +103,15 @@ class FaissStore:
     engine = "faiss"
 
     def __init__(self, directory: str | Path, *, dimension: int | None = None, index: str = "auto",
-                 hnsw_threshold: int = HNSW_THRESHOLD, rebuild_min_deleted: int = REBUILD_MIN_DELETED) -> None:
+                 hnsw_threshold: int = HNSW_THRESHOLD, rebuild_min_deleted: int = REBUILD_MIN_DELETED,
+                 ef_search: int = HNSW_EF_SEARCH) -> None:
         import faiss
 
         if index not in INDEX_KINDS:
             raise CatalogError(f"index must be one of {', '.join(INDEX_KINDS)}, not {index!r}")
+        if ef_search < 1:
+            raise CatalogError(f"ef_search must be at least 1, not {ef_search}")
+        self.ef_search = ef_search
         self._faiss: Any = faiss  # its generated stubs lack the HNSW search parameters
         self._directory = Path(directory)
         self.location = str(self._directory)
@@ -475,7 +481,7 @@ class FaissStore:
         selectors: tuple[Any, ...] = (faiss.IDSelectorBatch(allowed),) if allowed is not None else self._mask
         selector = selectors[0] if selectors else None
         if self._kind_of(self._index) == "hnsw":
-            return faiss.SearchParametersHNSW(sel=selector, efSearch=HNSW_EF_SEARCH), selectors
+            return faiss.SearchParametersHNSW(sel=selector, efSearch=self.ef_search), selectors
         return (None if selector is None else faiss.SearchParameters(sel=selector)), selectors
 
     def _forget_slots(self, slots: Iterable[int]) -> None:
