@@ -380,10 +380,19 @@ def thumbnails(service: ServiceProcess, writer: Writer, images: list[bytes], arg
             (burst if phase == "burst" else quiet).append((start, time.perf_counter()))
     samples = load.stop()
     fetched = [sample for batch in bursts for sample in batch]
-    return {"bursts": len(bursts), "thumbnails": len(fetched), "failed_thumbnails": sum(not s.ok for s in fetched),
+    rounds = [{"quiet_p99_ms": p99(within(samples, [q])), "burst_p99_ms": p99(within(samples, [b]))}
+              for q, b in zip(quiet, burst, strict=True)]
+    return {"bursts": len(bursts), "rounds": rounds, "thumbnails": len(fetched),
+            "failed_thumbnails": sum(not s.ok for s in fetched),
             "thumbnail_p50_ms": round(float(np.median([s.ms for s in fetched])), 1),
             "quiet_p99_ms": p99(within(samples, quiet)), "burst_p99_ms": p99(within(samples, burst)),
             "failed_searches": sum(not s.ok for s in within(samples, [*quiet, *burst]))}
+
+
+def paired_ratio(rounds: list[dict], measured: str, baseline: str) -> tuple[float, list[float]]:
+    """The median over rounds of ``measured / baseline`` within each round, and the rounds' ratios."""
+    ratios = [round_[measured] / round_[baseline] for round_ in rounds]
+    return float(np.median(ratios)), ratios
 
 
 def restart_report(results: dict) -> str:
@@ -409,8 +418,9 @@ def report(results: dict) -> str:
     if "churn" not in results:
         return restart_report(results)
     churn, crashed, thumbs, after = results["churn"], results["crash"], results["thumbnails"], results["after_churn"]
-    ratio = churn["churn_p99_ms"] / churn["idle_p99_ms"]
-    thumb_ratio = thumbs["burst_p99_ms"] / thumbs["quiet_p99_ms"]
+    # Paired rounds: the ratio within each round (the same minute's load, noise and all), then their median.
+    ratio, ratios = paired_ratio(churn["rounds"], "churn_p99_ms", "idle_p99_ms")
+    thumb_ratio, thumb_ratios = paired_ratio(thumbs["rounds"], "burst_p99_ms", "quiet_p99_ms")
 
     def verdict(ok: bool) -> str:
         return "met" if ok else "**missed**"
@@ -426,8 +436,9 @@ def report(results: dict) -> str:
         f"{verdict(churn['failed_searches'] == 0)} |",
         f"| `/readyz` failures | 0 | {churn['readiness_failures']} of {churn['readiness_probes']} | "
         f"{verdict(churn['readiness_failures'] == 0)} |",
-        f"| search p99 under writes / idle | ≤ {TARGETS['search_p99_ratio']}× | {ratio:.2f}× "
-        f"({churn['churn_p99_ms']} / {churn['idle_p99_ms']} ms) | {verdict(ratio <= TARGETS['search_p99_ratio'])} |",
+        f"| search p99 under writes / idle, median of {len(ratios)} rounds | ≤ {TARGETS['search_p99_ratio']}× | "
+        f"{ratio:.2f}× ({min(ratios):.2f} to {max(ratios):.2f}; all rounds pooled: {churn['churn_p99_ms']} / "
+        f"{churn['idle_p99_ms']} ms) | {verdict(ratio <= TARGETS['search_p99_ratio'])} |",
         f"| acknowledged writes wrong afterwards | 0 | {after['state']['wrong_count']} of "
         f"{after['state']['checked']} | "
         f"{verdict(after['state']['wrong_count'] == 0)} |",
@@ -439,8 +450,9 @@ def report(results: dict) -> str:
         f"{crashed['state']['checked']} | {verdict(crashed['state']['wrong_count'] == 0)} |",
         f"| kill -9 to ready and searchable | ≤ {TARGETS['restart_ready_s']:g} s | {crashed['searchable_s']} s | "
         f"{verdict(crashed['searchable_s'] <= TARGETS['restart_ready_s'])} |",
-        f"| search p99 with thumbnail bursts / without | ≤ {TARGETS['thumbnail_p99_ratio']}× | {thumb_ratio:.2f}× "
-        f"({thumbs['burst_p99_ms']} / {thumbs['quiet_p99_ms']} ms) | "
+        f"| search p99 with thumbnail bursts / without, median of {len(thumb_ratios)} rounds | "
+        f"≤ {TARGETS['thumbnail_p99_ratio']}× | {thumb_ratio:.2f}× ({min(thumb_ratios):.2f} to "
+        f"{max(thumb_ratios):.2f}; all rounds pooled: {thumbs['burst_p99_ms']} / {thumbs['quiet_p99_ms']} ms) | "
         f"{verdict(thumb_ratio <= TARGETS['thumbnail_p99_ratio'])} |", "",
         "## Writes during search", "",
         f"- {SEARCH_CLIENTS} clients searching continuously; {results['rounds']} paired rounds of idle "
@@ -472,8 +484,10 @@ def report(results: dict) -> str:
         "## Thumbnails", "",
         f"- {thumbs['bursts']} windows of {results.get('burst_s', '?')} s opening with a burst of {BURST_REQUESTS} "
         f"`GET /v1/products/{{id}}/image?size=256` ({BURST_CONCURRENCY} at a time; {thumbs['failed_thumbnails']} "
-        f"failed; p50 {thumbs['thumbnail_p50_ms']} ms: files made at write time), paired with as many windows "
-        "without, while the searches go on; search p99 over each kind of window.", "",
+        f"failed; p50 {thumbs['thumbnail_p50_ms']} ms: made at write time, answered from memory), paired with as "
+        "many windows without, while the searches go on; search p99 over each kind of window. Per round "
+        "(quiet p99 / burst p99, ms): "
+        + ", ".join(f"{r['quiet_p99_ms']} / {r['burst_p99_ms']}" for r in thumbs["rounds"]) + ".", "",
     ]
     mask = results.get("deletion_mask")
     if mask:
