@@ -68,7 +68,7 @@ def render(values: dict, *, component: str = "inference-server") -> dict[str, di
 
 
 API_VALUES = {"api": {"enabled": True, "apiKeySecret": "shop-api", "corsOrigins": ["https://shop.example"],
-                      "ingress": {"host": "search.example.com"}},
+                      "ingress": {"host": "search.example.com"}, "catalog": {"efSearch": 256}},
               "ingress": {"enabled": True}}
 API_MILVUS_VALUES = {"api": {"enabled": True, "autoscaling": {"enabled": True},
                              "catalog": {"milvusUri": "https://milvus:19530", "milvusTokenSecret": "milvus-auth",
@@ -100,13 +100,14 @@ def test_the_search_service_renders_valid_manifests_with_probes_and_its_catalog(
         assert api["Deployment"]["spec"]["strategy"] == {"type": "Recreate"}
         assert env["SHOPVISION_API_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "shop-api", "key": "api-key"}
         assert env["SHOPVISION_CORS_ORIGINS"]["value"] == "https://shop.example"
+        assert env["SHOPVISION_CATALOG_EF_SEARCH"]["value"] == "256"  # what ApiSettings.from_environment reads
         hosts = {rule["host"]: rule for rule in triton["Ingress"]["spec"]["rules"]}
         assert hosts["search.example.com"]["http"]["paths"][0]["backend"]["service"]["name"] == "shop-shopvision-api"
     else:
         assert env["SHOPVISION_CATALOG"]["value"] == "https://milvus:19530" and "PersistentVolumeClaim" not in api
         # What shopvision.catalog.milvus_store.MilvusConnection.from_environment() reads in the service.
         assert env["MILVUS_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "milvus-auth", "key": "token"}
-        assert env["MILVUS_SERVER_NAME"]["value"] == "milvus.shop"
+        assert env["MILVUS_SERVER_NAME"]["value"] == "milvus.shop" and "SHOPVISION_CATALOG_EF_SEARCH" not in env
         (mount,) = container["volumeMounts"]
         assert f"{mount['mountPath']}/server.pem" == env["MILVUS_SERVER_PEM"]["value"] and mount["readOnly"]
         assert pod["volumes"] == [{"name": mount["name"], "secret": {"secretName": "milvus-tls"}}]
