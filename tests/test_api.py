@@ -19,7 +19,7 @@ from PIL import Image
 import shopvision
 from shopvision.api.settings import ApiSettings
 from shopvision.catalog import Catalog, CatalogItem
-from shopvision.contract import MAX_IMAGE_BYTES
+from shopvision.contract import MAX_FILTER_VALUES, MAX_IMAGE_BYTES, MAX_METADATA_BYTES
 from shopvision.samples import product_jpeg
 from tests.conftest import API_KEY, RunningServer, start_server
 from tests.images import write_catalog
@@ -89,8 +89,13 @@ def test_search_filters_by_label_and_metadata_and_refuses_bad_parameters(search_
         assert {hit["label"] for hit in by_label.json()["results"]} == {labels[0]}
         none = http.post("/v1/search", params={"label": "no such label"}, files={"image": ("q.jpg", data)})
         assert none.status_code == 200 and none.json()["results"] == []
-        for params in ({"k": 0}, {"k": -1}, {"k": 101}, {"k": "many"}, {"where": "size=9"}, {"where": "colour"}):
+        for params in ({"k": 0}, {"k": -1}, {"k": 101}, {"k": "many"}, {"where": "size=9"}, {"where": "colour"},
+                       {"label": [f"l{i}" for i in range(MAX_FILTER_VALUES + 1)]},
+                       {"where": [f"colour=c{i}" for i in range(MAX_FILTER_VALUES + 1)]}):
             problem(http.post("/v1/search", params=params, files={"image": ("q.jpg", data)}), 422)
+        many = http.post("/v1/search", params={"label": [f"l{i}" for i in range(MAX_FILTER_VALUES)]},
+                         files={"image": ("q.jpg", data)})
+        assert many.status_code == 200 and many.json()["results"] == []
 
 
 def test_more_like_this_uses_the_stored_vector_and_leaves_the_product_out(search_service, catalog_photos) -> None:
@@ -111,6 +116,11 @@ def test_catalog_writes_need_the_key_and_round_trip(search_service) -> None:
     metadata = {"metadata": '{"title": "Red sneaker", "price": "59.90"}'}
     with search_service.client() as http:
         problem(http.put("/v1/products/sku-new", files=form, data=metadata), 401)
+        for bad in ("[" * 5_000 + "]" * 5_000, json.dumps({f"c{i}": "v" for i in range(100)}), '{"price": 59.9}',
+                    '["a"]'):  # too deep, too many fields, not strings, not an object
+            problem(http.put("/v1/products/sku-new", files=form, data={"metadata": bad}, headers=WRITE), 422)
+        huge = json.dumps({"description": "x" * MAX_METADATA_BYTES})  # refused by the form parser, unread
+        problem(http.put("/v1/products/sku-new", files=form, data={"metadata": huge}, headers=WRITE), 400)
         problem(http.put("/v1/products/sku-new", files=form, data=metadata, headers={"X-API-Key": "guess"}), 403)
         created = http.put("/v1/products/sku-new", files=form, data=metadata, headers=WRITE)
         assert created.status_code == 201 and created.json()["created"] is True, created.text

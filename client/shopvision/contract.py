@@ -51,6 +51,14 @@ MAX_IMAGE_BYTES: Final = 8 * MIB
 """The largest encoded image preprocess accepts (its ``max_image_bytes`` parameter) and the search service takes.
 
 A 12-megapixel phone JPEG is 3-6 MB; the model sees 224x224, so a larger file only costs memory."""
+MAX_METADATA_BYTES: Final = 16 * 1024
+"""A product's metadata as sent to the search service (the JSON object in the form field ``metadata``): a
+catalog row's title, price and the like, a few hundred bytes; 16 KiB leaves room for long descriptions while
+bounding what one write makes the service parse and store."""
+MAX_METADATA_FIELDS: Final = 64
+"""Columns in one product's metadata: each is a row of the catalog's filter index."""
+MAX_FILTER_VALUES: Final = 32
+"""``label=`` or ``where=`` values in one search request: a page's facets, not a list of every label."""
 MAX_BATCH_SIZE: Final = 32
 """Images in one request: the ensemble's ``max_batch_size`` (and the largest batch preprocess is handed)."""
 BYTES_ELEMENT_PREFIX: Final = 4

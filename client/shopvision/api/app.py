@@ -41,6 +41,7 @@ from shopvision.api.schemas import (
 from shopvision.api.settings import ApiSettings
 from shopvision.api.uploads import Upload, read_image
 from shopvision.catalog import CATEGORY_COLUMN, Product, SearchHit, categorised
+from shopvision.contract import MAX_FILTER_VALUES
 from shopvision.errors import NoCategoriesError, ShopvisionError
 from shopvision.types import ImageResult, Prediction
 
@@ -186,8 +187,10 @@ Reads = Depends(require_read_key)
 CatalogDep = Annotated[CatalogAccess, Depends(catalog_of)]
 ProductId = Annotated[str, Depends(product_id_of)]
 K = Annotated[int, Query(ge=1, le=MAX_K, description="How many products")]
-Labels = Annotated[list[str] | None, Query(alias="label", description="Keep products with one of these labels")]
-Where = Annotated[list[str] | None, Query(description="column=value: keep products whose metadata has it")]
+Labels = Annotated[list[str] | None, Query(alias="label", max_length=MAX_FILTER_VALUES,
+                                           description="Keep products with one of these labels")]
+Where = Annotated[list[str] | None, Query(max_length=MAX_FILTER_VALUES,
+                                          description="column=value: keep products whose metadata has it")]
 Category = Annotated[str | None, Query(description="Keep products of this category (the 'category' column)")]
 
 

@@ -12,11 +12,11 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from shopvision.api.problems import Problem
+from shopvision.contract import MAX_METADATA_BYTES, MAX_METADATA_FIELDS
 
 IMAGE_FIELD = "image"
 METADATA_FIELD = "metadata"
 _SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"II*\x00", b"MM\x00*", b"BM")
-_METADATA_LIMIT = 16 * 1024
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ async def _limited(request: Request, limit: int, max_image_bytes: int) -> AsyncG
 
 async def _read_form(request: Request, *, max_image_bytes: int, max_request_bytes: int) -> Upload:
     parser = MultiPartParser(request.headers, _limited(request, max_request_bytes, max_image_bytes), max_files=1,
-                             max_fields=4, max_part_size=_METADATA_LIMIT)
+                             max_fields=4, max_part_size=MAX_METADATA_BYTES)
     try:
         form = await parser.parse()
     except MultiPartException as error:
@@ -82,14 +82,20 @@ async def _read_form(request: Request, *, max_image_bytes: int, max_request_byte
 def _metadata(raw: object) -> dict[str, str]:
     if raw is None:
         return {}
-    try:
+    try:  # at most MAX_METADATA_BYTES: the form parser refuses a larger part
         values = json.loads(str(raw))
     except json.JSONDecodeError as error:
         raise Problem(422, "Invalid parameters", f"{METADATA_FIELD}: not JSON ({error})") from error
+    except RecursionError as error:  # [[[[...]]]]: json's recursion limit comes long before the size limit
+        raise Problem(422, "Invalid parameters", f"{METADATA_FIELD}: nested too deeply; a JSON object of "
+                      "strings is flat") from error
     if not isinstance(values, dict) or not all(isinstance(key, str) and isinstance(value, str)
                                                for key, value in values.items()):
         raise Problem(422, "Invalid parameters", f"{METADATA_FIELD}: a JSON object of strings, such as "
                       '{"title": "Red sneaker", "price": "59.90"}')
+    if len(values) > MAX_METADATA_FIELDS:
+        raise Problem(422, "Invalid parameters", f"{METADATA_FIELD}: {len(values)} fields; at most "
+                      f"{MAX_METADATA_FIELDS}")
     return values
 
 
