@@ -238,3 +238,23 @@ def test_the_catalog_settings_come_from_the_environment() -> None:
     assert settings.catalog_ef_search == 384
     assert settings.catalog_limits == CatalogLimits(search_threads=2, queued=8, wait_s=2.5)
     assert ApiSettings.from_environment({}).catalog_ef_search is None
+
+
+def test_readiness_says_why_without_naming_paths_or_triton(triton, tmp_path: Path) -> None:
+    """A catalog indexed with other weights keeps the pod out of service; the probe, which anyone who reaches the
+    service may read, says why without the catalog's path or Triton's address (those go to the log)."""
+    import sqlite3
+
+    catalog = tmp_path / "catalog"
+    build_catalog(catalog, 10, triton.grpc_url)
+    with sqlite3.connect(catalog / "catalog.sqlite") as db:
+        db.execute("UPDATE metadata SET value = ? WHERE name = 'model_sha256'", ("f" * 64,))
+    settings = ApiSettings(triton_url=triton.grpc_url, catalog=str(catalog))
+    with ServiceThread(settings) as service, service.client() as http:
+        deadline = time.monotonic() + 60
+        while "weights" not in (probe := http.get("/readyz")).json()["checks"] and time.monotonic() < deadline:
+            time.sleep(0.1)
+    assert probe.status_code == 503
+    weights = probe.json()["checks"]["weights"]
+    assert weights.startswith("the catalog was indexed with") and f"sha256 {'f' * 64}" in weights, weights
+    assert str(tmp_path) not in probe.text and triton.grpc_url.split("//")[1] not in probe.text, probe.text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
@@ -53,6 +54,7 @@ QUERY_CATEGORIES = 3
 HEAD_PROBE_S = 10.0
 """How long the service trusts its last look at whether a categories head serves (one metadata call)."""
 _STATIC = resources.files("shopvision.api") / "static"
+_log = logging.getLogger(__name__)
 _IMAGE_CACHING = {"Cache-Control": "private, max-age=300"}
 """A product's photo changes when it is replaced: browsers ask again after five minutes."""
 
@@ -375,9 +377,10 @@ def _routes() -> APIRouter:
             ready = ready and catalog.ready
             if ready:
                 try:
-                    problem = catalog.model_problem(await shared.client.provenance(), url=shared.client.url)
-                except ShopvisionError as error:
-                    problem = str(error)
+                    problem = catalog.model_problem(await shared.client.provenance())
+                except ShopvisionError as error:  # its message may name Triton's URL: in the log only
+                    _log.warning("readiness: the served model's provenance: %s", error)
+                    problem = f"cannot read the served model's provenance ({type(error).__name__})"
                 checks["weights"] = problem or "catalog and server agree"
                 ready = problem is None
         body = Readiness(ready=ready, checks=checks)

@@ -124,9 +124,10 @@ class CatalogAccess:
     def queued(self) -> dict[str, int]:
         return {lane.name: lane.pending for lane in (self._reads, self._writes, self._thumbnails)}
 
-    def model_problem(self, served: WeightsProvenance, *, url: str) -> str | None:
-        """Why this catalog's vectors and the served model's differ, from what the catalog recorded."""
-        mismatch = model_mismatch(self._catalog.location, self._metadata, served, url=url)
+    def model_problem(self, served: WeightsProvenance) -> str | None:
+        """Why this catalog's vectors and the served model's differ, from what the catalog recorded: for /readyz,
+        which anyone who reaches the service may read, so it names neither the catalog's path nor Triton's URL."""
+        mismatch = model_mismatch("the catalog", self._metadata, served, url="the server")
         return None if mismatch is None else str(mismatch)
 
     # -- reads ------------------------------------------------------------------------------------
@@ -242,8 +243,8 @@ class CatalogAccess:
             if removed:
                 _log.info("removed %d photo files no product references", removed)
         except Exception as error:  # noqa: BLE001 - reported by /readyz, which keeps the pod out of service
-            _log.exception("the catalog's index could not be loaded")
-            self._state = f"failed to load the search index: {error}"
+            _log.exception("the catalog's index could not be loaded")  # the details, paths included, go to the log
+            self._state = f"failed to load the search index ({type(error).__name__}; see the service's log)"
             return
         while not self._stop.wait(UPKEEP_INTERVAL_S):
             try:
