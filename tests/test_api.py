@@ -271,12 +271,23 @@ def test_health_readiness_and_metrics(search_service) -> None:
 
 
 def test_cors_allow_list_and_reads_behind_the_key(triton, tmp_path: Path) -> None:
-    settings = ApiSettings(triton_url=triton.grpc_url, api_key=API_KEY, read_key_required=True,
-                           cors_origins=("https://shop.example",))
+    settings = ApiSettings.from_environment(
+        {"SHOPVISION_API_READS_NEED_KEY": "true", "SHOPVISION_API_KEY": API_KEY, "SHOPVISION_API_READ_KEY": "reader",
+         "SHOPVISION_CORS_ORIGINS": "https://shop.example"}, triton_url=triton.grpc_url)
+    reader = {"Authorization": "Bearer reader"}
     with ServiceThread(settings) as service, service.client() as http:
         image = {"image": ("q.jpg", product_jpeg(2))}
         problem(http.post("/v1/classify", files=image), 401)
+        problem(http.post("/v1/classify", files=image, headers={"X-API-Key": "guess"}), 403)
         assert http.post("/v1/classify", files=image, headers=WRITE).status_code == 200
+        assert http.post("/v1/classify", files=image, headers=reader).status_code == 200
+        assert problem(http.put("/v1/products/p", files=image, headers=reader), 403)["title"] == "Read-only key"
+        assert problem(http.delete("/v1/products/p", headers={"X-API-Key": "reader"}), 403)["title"] == "Read-only key"
+        for path in ("/metrics", "/docs", "/openapi.json"):  # with reads, what the service is and does
+            problem(http.get(path), 401)
+            assert http.get(path, headers=reader).status_code == 200, path
+        assert "/v1/search" in http.get("/openapi.json", headers=reader).json()["paths"]
+        assert http.get("/healthz").status_code == 200 and http.get("/readyz").status_code == 200  # probes
         allowed = http.options("/v1/classify", headers={"Origin": "https://shop.example",
                                                         "Access-Control-Request-Method": "POST"})
         assert allowed.headers.get("access-control-allow-origin") == "https://shop.example"

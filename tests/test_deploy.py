@@ -68,7 +68,8 @@ def render(values: dict, *, component: str = "inference-server") -> dict[str, di
 
 
 API_VALUES = {"api": {"enabled": True, "apiKeySecret": "shop-api", "corsOrigins": ["https://shop.example"],
-                      "ingress": {"host": "search.example.com"}, "catalog": {"efSearch": 256}},
+                      "ingress": {"host": "search.example.com"}, "catalog": {"efSearch": 256},
+                      "readsNeedKey": True, "readKeySecret": "shop-reader"},
               "ingress": {"enabled": True}}
 API_MILVUS_VALUES = {"api": {"enabled": True, "autoscaling": {"enabled": True},
                              "catalog": {"milvusUri": "https://milvus:19530", "milvusTokenSecret": "milvus-auth",
@@ -101,6 +102,8 @@ def test_the_search_service_renders_valid_manifests_with_probes_and_its_catalog(
         assert env["SHOPVISION_API_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "shop-api", "key": "api-key"}
         assert env["SHOPVISION_CORS_ORIGINS"]["value"] == "https://shop.example"
         assert env["SHOPVISION_CATALOG_EF_SEARCH"]["value"] == "256"  # what ApiSettings.from_environment reads
+        assert env["SHOPVISION_API_READ_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "shop-reader", "key": "read-key"}
+        assert env["SHOPVISION_API_READS_NEED_KEY"]["value"] == "true"
         hosts = {rule["host"]: rule for rule in triton["Ingress"]["spec"]["rules"]}
         assert hosts["search.example.com"]["http"]["paths"][0]["backend"]["service"]["name"] == "shop-shopvision-api"
     else:

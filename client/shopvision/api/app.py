@@ -16,6 +16,7 @@ from urllib.parse import quote, unquote_to_bytes
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -113,15 +114,20 @@ def create_app(settings: ApiSettings) -> FastAPI:
             if catalog is not None:
                 await catalog.close()
 
+    guarded = settings.read_key_required  # then the API's description and the metrics need a key too
     app = FastAPI(title="shopvision", version=__version__, lifespan=lifespan,
                   description="Visual search for a shop: classify a product photo, find the catalog products "
-                              "that look alike, keep the catalog up to date.")
+                              "that look alike, keep the catalog up to date.",
+                  docs_url=None if guarded else "/docs", redoc_url=None if guarded else "/redoc",
+                  openapi_url=None if guarded else "/openapi.json")
     problems.install(app, retry_after_s=settings.retry_after_s)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["*"],
                            allow_headers=["*"])
 
     app.include_router(_routes())
+    if guarded:
+        app.include_router(_guarded_docs(app))
     app.mount("/static", StaticFiles(directory=str(_STATIC)), name="static")
     app.add_middleware(MeasuredRequests, metrics=metrics)
     return app
@@ -137,34 +143,40 @@ async def services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(services)]
 
 
-def _key_matches(request: Request, expected: str) -> bool | None:
-    """None without a key in the request; else whether it is the right one (compared in constant time)."""
-    given = request.headers.get("x-api-key") or request.headers.get("authorization", "").removeprefix("Bearer ")
-    if not given:
-        return None
-    return hmac.compare_digest(given.encode(), expected.encode())
+def _given_key(request: Request) -> str | None:
+    return request.headers.get("x-api-key") or request.headers.get("authorization", "").removeprefix("Bearer ") or None
 
 
-def _check_write_key(request: Request, shared: Services) -> None:
-    expected = shared.settings.api_key
-    if expected is None:
-        raise Problem(403, "Writes are disabled", "this service has no API key (SHOPVISION_API_KEY), so it takes "
-                      "no catalog writes")
-    matches = _key_matches(request, expected)
-    if matches is None:
+def _matches(given: str, expected: str | None) -> bool:
+    return expected is not None and hmac.compare_digest(given.encode(), expected.encode())  # constant time
+
+
+def _check_key(request: Request, settings: ApiSettings, *, write: bool) -> None:
+    """Writes need the write key (SHOPVISION_API_KEY); reads, where they need a key, take it or the read key."""
+    if settings.api_key is None and (write or settings.read_key is None):
+        raise Problem(403, "Writes are disabled" if write else "Reads are disabled",
+                      "this service has no API key (SHOPVISION_API_KEY), so it takes no catalog writes" if write else
+                      "reads need a key (SHOPVISION_API_READS_NEED_KEY) but none is configured")
+    given = _given_key(request)
+    if given is None:
         raise Problem(401, "API key required", "send the key as 'Authorization: Bearer <key>' or 'X-API-Key'",
                       headers={"WWW-Authenticate": "Bearer"})
-    if not matches:
-        raise Problem(403, "Wrong API key", "the API key is not this service's")
+    if _matches(given, settings.api_key):
+        return
+    if _matches(given, settings.read_key):
+        if not write:
+            return
+        raise Problem(403, "Read-only key", "this key reads; writes need the write key (SHOPVISION_API_KEY)")
+    raise Problem(403, "Wrong API key", "the API key is not this service's")
 
 
 async def require_write_key(request: Request, shared: ServicesDep) -> None:
-    _check_write_key(request, shared)
+    _check_key(request, shared.settings, write=True)
 
 
 async def require_read_key(request: Request, shared: ServicesDep) -> None:
     if shared.settings.read_key_required:
-        _check_write_key(request, shared)
+        _check_key(request, shared.settings, write=False)
 
 
 async def catalog_of(shared: ServicesDep) -> CatalogAccess:
@@ -268,6 +280,22 @@ async def timed_search(shared: Services, search: Awaitable[list[SearchHit] | Non
         return await search
     finally:
         shared.metrics.vector_search.observe(time.perf_counter() - started)
+
+
+def _guarded_docs(app: FastAPI) -> APIRouter:
+    """FastAPI's /docs and /openapi.json behind the read key (the page asks for the schema with the key the
+    browser sent for /docs, so an operator opens it with a header-setting proxy or `curl`)."""
+    router = APIRouter(dependencies=[Reads], include_in_schema=False)
+
+    @router.get("/openapi.json")
+    async def openapi() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @router.get("/docs")
+    async def docs() -> Response:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="shopvision")
+
+    return router
 
 
 def _routes() -> APIRouter:
@@ -386,7 +414,7 @@ def _routes() -> APIRouter:
         body = Readiness(ready=ready, checks=checks)
         return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
 
-    @router.get("/metrics", tags=["operations"], include_in_schema=False)
+    @router.get("/metrics", tags=["operations"], include_in_schema=False, dependencies=[Reads])
     async def prometheus(shared: ServicesDep) -> Response:
         if shared.catalog is not None:
             shared.metrics.catalog_products.set(shared.catalog.products)

@@ -23,9 +23,13 @@ class ApiSettings:
     image_dir: Path | None = None
     """Where uploaded product photos are kept; default ``<catalog>/images`` for a folder catalog."""
     api_key: str | None = None
-    """Required for writes (``PUT``/``DELETE``); without one, writes are refused."""
+    """The write key (SHOPVISION_API_KEY): required for writes (``PUT``/``DELETE``), and it reads too; without
+    one, writes are refused."""
+    read_key: str | None = None
+    """A key that only reads (SHOPVISION_API_READ_KEY), for the shop's front end where reads need a key."""
     read_key_required: bool = False
-    """Whether reads need the key too (they are open by default)."""
+    """Whether reads need a key (SHOPVISION_API_READS_NEED_KEY; open by default); then ``/metrics``, ``/docs``
+    and ``/openapi.json`` need it too. ``/healthz`` and ``/readyz`` stay open for probes."""
     cors_origins: tuple[str, ...] = ()
     max_image_bytes: int = MAX_IMAGE_BYTES
     """The preprocess model's own limit: a bigger upload could never be served."""
@@ -36,9 +40,9 @@ class ApiSettings:
     """Shown on the page when the catalog is generated demo data."""
     retry_after_s: int = 5
     catalog_limits: CatalogLimits = CatalogLimits()
+    """Catalog threads, queue bound and wait limit (past them: 503 with Retry-After)."""
     catalog_ef_search: int | None = None
     """HNSW candidates per search in the embedded catalog (SHOPVISION_CATALOG_EF_SEARCH); None: its default, 128."""
-    """Catalog threads, queue bound and wait limit (past them: 503 with Retry-After)."""
     milvus: MilvusConnection = MilvusConnection()
     """Token and TLS files for a Milvus server (``MILVUS_TOKEN``, ``MILVUS_SERVER_PEM``, ...)."""
 
@@ -61,6 +65,7 @@ class ApiSettings:
             "catalog": env.get("SHOPVISION_CATALOG") or None,
             "image_dir": Path(env["SHOPVISION_IMAGE_DIR"]) if env.get("SHOPVISION_IMAGE_DIR") else None,
             "api_key": env.get("SHOPVISION_API_KEY") or None,
+            "read_key": env.get("SHOPVISION_API_READ_KEY") or None,
             "read_key_required": env.get("SHOPVISION_API_READS_NEED_KEY", "").lower() in ("1", "true", "yes"),
             "cors_origins": tuple(origin.strip() for origin in env.get("SHOPVISION_CORS_ORIGINS", "").split(",")
                                   if origin.strip()),
