@@ -297,6 +297,33 @@ def test_cors_allow_list_and_reads_behind_the_key(triton, tmp_path: Path) -> Non
         problem(http.get("/v1/catalog", headers=WRITE), 404)  # no catalog configured: classify only
 
 
+def test_past_its_request_bound_the_service_refuses_at_the_door_and_probes_still_answer(triton) -> None:
+    import socket
+
+    settings = ApiSettings.from_environment({"SHOPVISION_API_MAX_REQUESTS": "2"}, triton_url=triton.grpc_url)
+    service = ServiceThread(settings)
+    slow: list[socket.socket] = []
+    with service, service.client() as http:
+        for _ in range(2):  # uploads whose bodies never finish: each holds a place
+            connection = socket.create_connection(("127.0.0.1", service.port))
+            connection.sendall(b"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
+                               b"Content-Length: 1000000\r\n\r\n" + product_jpeg(5)[:100])
+            slow.append(connection)
+        deadline = time.monotonic() + 30
+        while (refused := http.post("/v1/classify", content=product_jpeg(6))).status_code != 503:
+            assert time.monotonic() < deadline, refused.text
+            time.sleep(0.05)
+        assert problem(refused, 503)["title"] == "Service busy" and refused.headers["Retry-After"]
+        assert http.get("/healthz").status_code == 200 and http.get("/readyz").status_code == 200
+        for connection in slow:
+            connection.close()
+        deadline = time.monotonic() + 30
+        while (served := http.post("/v1/classify", content=product_jpeg(6),
+                                   headers={"Content-Type": "image/jpeg"})).status_code != 200:
+            assert time.monotonic() < deadline, served.text
+            time.sleep(0.05)
+
+
 def test_triton_killed_and_restarted_mid_traffic_gives_503_then_recovers(built_repository, tmp_path) -> None:
     running: RunningServer = start_server(built_repository, tmp_path / "restart.log")
     statuses: list[int] = []

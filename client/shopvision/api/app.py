@@ -25,6 +25,7 @@ from shopvision import __version__
 from shopvision._protocol import RetryPolicy
 from shopvision.aio import AsyncClient
 from shopvision.api import problems
+from shopvision.api.admission import AdmissionLimit
 from shopvision.api.catalog_access import CatalogAccess
 from shopvision.api.metrics import ApiMetrics, MeasuredRequests
 from shopvision.api.photos import THUMBNAIL_SIZES, media_type
@@ -129,7 +130,8 @@ def create_app(settings: ApiSettings) -> FastAPI:
     if guarded:
         app.include_router(_guarded_docs(app))
     app.mount("/static", StaticFiles(directory=str(_STATIC)), name="static")
-    app.add_middleware(MeasuredRequests, metrics=metrics)
+    app.add_middleware(AdmissionLimit, limit=settings.max_requests, retry_after_s=settings.retry_after_s)
+    app.add_middleware(MeasuredRequests, metrics=metrics)  # outermost: it counts the requests refused at the door
     return app
 
 

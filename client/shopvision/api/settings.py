@@ -35,6 +35,10 @@ class ApiSettings:
     """The preprocess model's own limit: a bigger upload could never be served."""
     max_in_flight: int = 16
     """Requests to Triton at once from this process; more wait in the service."""
+    max_requests: int = 32
+    """Requests in the service at once, counted before their bodies are read (SHOPVISION_API_MAX_REQUESTS):
+    with uploads of up to 8 MiB, 32 hold at most 256 MiB, inside the chart's 2 GiB beside a 100,000-product
+    catalog (832 MB). Past it: 503 with Retry-After. The probes are not counted."""
     timeout_s: float = 30.0
     demo_banner: str | None = None
     """Shown on the page when the catalog is generated demo data."""
@@ -71,6 +75,7 @@ class ApiSettings:
                                   if origin.strip()),
             "max_image_bytes": int(env.get("SHOPVISION_MAX_IMAGE_BYTES", MAX_IMAGE_BYTES)),
             "max_in_flight": int(env.get("SHOPVISION_API_MAX_IN_FLIGHT", cls.max_in_flight)),
+            "max_requests": int(env.get("SHOPVISION_API_MAX_REQUESTS", cls.max_requests)),
             "catalog_limits": CatalogLimits(
                 search_threads=int(env.get("SHOPVISION_CATALOG_THREADS", CatalogLimits.search_threads)),
                 queued=int(env.get("SHOPVISION_CATALOG_QUEUE", CatalogLimits.queued)),
