@@ -13,7 +13,7 @@ SERVE_ARGS ?=
 DEMO_PHOTOS ?= $(wildcard ../shared/data/grocery-store-dataset/iconic-images-and-descriptions)
 PYTEST_ARGS ?=
 
-.PHONY: serve test test-fast lint venv locust-venv model system-deps clean
+.PHONY: serve test test-fast lint audit venv locust-venv model system-deps clean
 
 $(BIN)/shopvision: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,11 @@ system-deps:
 lint: venv
 	$(BIN)/ruff check client tests benchmarks model_repository
 	$(BIN)/mypy
+
+# Known vulnerabilities in the resolved environment; says so when no advisory database could be reached.
+audit: venv
+	$(BIN)/pip install --quiet pip-audit
+	$(BIN)/python scripts/audit.py
 
 test: system-deps venv locust-venv lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
