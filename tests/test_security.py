@@ -72,3 +72,42 @@ def test_the_admin_key_opens_the_repository_api_on_both_protocols(built_reposito
                     admin_sdk.unload_model(contract.ENSEMBLE_MODEL)
     finally:
         server.server.stop()
+
+
+def test_the_gateway_passes_inference_and_refuses_administration_on_both_protocols(triton: RunningServer,
+                                                                                   tmp_path: Path) -> None:
+    """deploy/gateway in a real nginx: the admin key opens nothing through it (with explicit model control,
+    loading a model runs its code), while the SDK's own calls all pass."""
+    from tests.gateway import LocalGateway
+
+    admin = {ADMIN_KEY_HEADER: "whatever", "Content-Type": "application/json"}
+    with LocalGateway(tmp_path / "gateway", triton_http=triton.http_address,
+                      triton_grpc=triton.grpc_address) as gateway:
+        base = f"http://{gateway.http_address}"
+        for method, path in (("POST", "/v2/repository/index"), ("POST", "/v2/repository/models/resnet50/unload"),
+                             ("POST", "/v2/repository/models/resnet50/load"), ("GET", "/v2/logging"),
+                             ("GET", "/v2/trace/setting"), ("GET", "/v2/models/resnet50/trace/setting"),
+                             ("GET", "/v2/systemsharedmemory/status"),
+                             ("POST", "/v2/cudasharedmemory/region/x/unregister"), ("GET", "/metrics")):
+            request = urllib.request.Request(base + path, data=b"{}" if method == "POST" else None, headers=admin,
+                                             method=method)
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(request, timeout=10)
+            assert refused.value.code == 403, path
+            assert "refused by the gateway" in json.loads(refused.value.read())["error"], path
+        for path in ("/v2/health/ready", "/v2", f"/v2/models/{contract.ENSEMBLE_MODEL}",
+                     f"/v2/models/{contract.ENSEMBLE_MODEL}/config", f"/v2/models/{contract.RESNET_MODEL}/ready",
+                     "/v2/models/stats"):
+            with urllib.request.urlopen(base + path, timeout=10) as response:
+                assert response.status == 200, path
+        grpc = grpcclient.InferenceServerClient(gateway.grpc_address)
+        for call in (grpc.get_model_repository_index, lambda: grpc.unload_model(contract.RESNET_MODEL),
+                     grpc.get_log_settings, grpc.get_trace_settings, grpc.get_system_shared_memory_status):
+            with pytest.raises(InferenceServerException, match="refused by the gateway"):
+                call()
+        assert grpc.is_server_ready() and grpc.is_model_ready(contract.RESNET_MODEL)  # nothing was unloaded
+        assert grpc.get_inference_statistics(contract.ENSEMBLE_MODEL) is not None
+        for url in (f"http://{gateway.http_address}", f"grpc://{gateway.grpc_address}"):
+            with shopvision.Client(url) as client:
+                (result,) = client.analyze([product_jpeg(41)], top_k=3)
+                assert len(result.predictions) == 3 and result.embedding.shape == (client.provenance().embedding_dim,)
