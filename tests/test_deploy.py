@@ -191,6 +191,7 @@ def test_object_store_repository_is_passed_to_triton_as_a_url() -> None:
     ({"modelRepository": {"source": "ftp"}}, "must be image, pvc or objectStore"),
     ({"api": {"enabled": True, "replicaCount": 2}}, "several replicas would corrupt the embedded catalog"),
     ({"api": {"enabled": True, "autoscaling": {"enabled": True}}}, "several replicas would corrupt"),
+    ({"adminApi": {"existingSecret": "admin"}, "ingress": {"enabled": True}}, "the Ingress needs TLS"),
 ])
 def test_chart_refuses_incomplete_values(values, message) -> None:
     import helm_python
@@ -467,3 +468,9 @@ def test_real_prometheus_scrapes_triton_and_evaluates_the_alert_rules(triton: Ru
     finally:
         prometheus.terminate()
         prometheus.wait(timeout=30)
+
+
+def test_an_open_admin_api_renders_behind_an_ingress_only_with_tls() -> None:
+    tls = [{"secretName": "shopvision-tls", "hosts": ["shopvision.example.com"]}]
+    rendered = render({"adminApi": {"existingSecret": "admin"}, "ingress": {"enabled": True, "tls": tls}})
+    assert rendered["Ingress"]["spec"]["tls"] == tls
