@@ -474,3 +474,20 @@ def test_an_open_admin_api_renders_behind_an_ingress_only_with_tls() -> None:
     tls = [{"secretName": "shopvision-tls", "hosts": ["shopvision.example.com"]}]
     rendered = render({"adminApi": {"existingSecret": "admin"}, "ingress": {"enabled": True, "tls": tls}})
     assert rendered["Ingress"]["spec"]["tls"] == tls
+
+
+def test_only_the_ingress_controller_and_the_api_reach_triton_and_only_prometheus_its_metrics() -> None:
+    import kubernetes_validate
+
+    triton = render({"api": {"enabled": True}})
+    policy = triton["NetworkPolicy"]
+    kubernetes_validate.validate(policy, KUBERNETES_VERSION, strict=True)
+    pod_labels = triton["Deployment"]["spec"]["template"]["metadata"]["labels"]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    serving, scraping = policy["spec"]["ingress"]
+    assert {port["port"] for port in serving["ports"]} == {"http", "grpc"}
+    assert serving["from"][0]["namespaceSelector"] == {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}
+    api_pods = render({"api": {"enabled": True}}, component="search-api")["Deployment"]["spec"]["template"]
+    assert serving["from"][1]["podSelector"]["matchLabels"].items() <= api_pods["metadata"]["labels"].items()
+    assert [port["port"] for port in scraping["ports"]] == ["metrics"]
+    assert "NetworkPolicy" not in render({"networkPolicy": {"enabled": False}})
