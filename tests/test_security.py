@@ -111,3 +111,47 @@ def test_the_gateway_passes_inference_and_refuses_administration_on_both_protoco
             with shopvision.Client(url) as client:
                 (result,) = client.analyze([product_jpeg(41)], top_k=3)
                 assert len(result.predictions) == 3 and result.embedding.shape == (client.provenance().embedding_dim,)
+
+
+def test_the_gateway_never_passes_a_chunked_body_on(tmp_path: Path) -> None:
+    """CVE-2025-23310/23311 overflow Triton 24.10's HTTP server with a body of many small chunks: the gateway
+    reads the body whole and sends it on with a Content-Length (docs/security.md), seen here by an upstream
+    that records what it received."""
+    import http.server
+    import socket
+    import threading
+
+    from shopvision.serving.server import free_ports
+    from tests.gateway import LocalGateway
+
+    received: dict[str, object] = {}
+
+    class Upstream(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:  # noqa: N802 - the name http.server calls
+            received.update(self.headers.items())
+            received["body"] = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *arguments: object) -> None:
+            pass
+
+    (port,) = free_ports(1)
+    upstream = http.server.ThreadingHTTPServer(("127.0.0.1", port), Upstream)
+    threading.Thread(target=upstream.serve_forever, daemon=True).start()
+    try:
+        with LocalGateway(tmp_path / "gateway", triton_http=f"127.0.0.1:{port}",
+                          triton_grpc=f"127.0.0.1:{port}") as gateway:
+            host, gateway_port = gateway.http_address.split(":")
+            with socket.create_connection((host, int(gateway_port)), timeout=10) as client:
+                client.sendall(b"POST /v2/models/shopvision/infer HTTP/1.1\r\nHost: x\r\n"
+                               b"Transfer-Encoding: chunked\r\n\r\n" + b"1\r\nx\r\n" * 3000 + b"0\r\n\r\n")
+                assert client.recv(100).startswith(b"HTTP/1.1 200")
+    finally:
+        upstream.shutdown()
+    assert "Transfer-Encoding" not in received and received["Content-Length"] == "3000"
+    assert received["body"] == b"x" * 3000
