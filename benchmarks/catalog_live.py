@@ -73,7 +73,6 @@ class Loop:
     def __init__(self, url: str, threads: int, send) -> None:
         self.samples: list[Sample] = []
         self._stop = threading.Event()
-        self._writing = threading.Lock()
         self._threads = [threading.Thread(target=self._run, args=(url, send, index), daemon=True)
                          for index in range(threads)]
         for thread in self._threads:

@@ -109,8 +109,9 @@ class PhotoStore:
         thumbnail.thumbnail((size, size))
         out = io.BytesIO()
         thumbnail.save(out, "JPEG", quality=THUMBNAIL_QUALITY)
-        _write_atomically(self.thumbnail_path(digest, size), out.getvalue())
-        return out.getvalue()
+        data = out.getvalue()
+        _write_atomically(self.thumbnail_path(digest, size), data)
+        return data
 
 
 class ThumbnailCache:

@@ -11,7 +11,7 @@ import numpy as np
 
 from shopvision.catalog._model import BuildReport, CatalogItem, CatalogStats, Product, SearchHit, categorised
 from shopvision.catalog._store import CatalogError, VectorStore, catalog_width
-from shopvision.catalog.faiss_store import FaissStore
+from shopvision.catalog.faiss_store import HNSW_EF_SEARCH, FaissStore
 from shopvision.catalog.milvus_store import DEFAULT_COLLECTION, MilvusConnection, MilvusStore, is_milvus_uri
 from shopvision.catalog.sources import read_source
 from shopvision.images import ImageInput
@@ -58,7 +58,7 @@ class Catalog:
             store: VectorStore = MilvusStore(location, dimension=dimension, collection=collection, connection=milvus)
         else:
             store = FaissStore(location, dimension=dimension, index=index,
-                               **({} if ef_search is None else {"ef_search": ef_search}))
+                               ef_search=HNSW_EF_SEARCH if ef_search is None else ef_search)
         return cls(store, client=client)
 
     @property
