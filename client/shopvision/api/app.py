@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import logging
+import os
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
-from pathlib import Path
-from typing import Annotated
+from typing import Annotated, BinaryIO
 from urllib.parse import quote, unquote_to_bytes
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -28,7 +27,7 @@ from shopvision.api import problems
 from shopvision.api.admission import AdmissionLimit
 from shopvision.api.catalog_access import CatalogAccess
 from shopvision.api.metrics import ApiMetrics, MeasuredRequests
-from shopvision.api.photos import THUMBNAIL_SIZES, media_type
+from shopvision.api.photos import THUMBNAIL_SIZES
 from shopvision.api.problems import Problem
 from shopvision.api.schemas import (
     CatalogSummary,
@@ -285,8 +284,8 @@ async def timed_search(shared: Services, search: Awaitable[list[SearchHit] | Non
 
 
 def _guarded_docs(app: FastAPI) -> APIRouter:
-    """FastAPI's /docs and /openapi.json behind the read key (the page asks for the schema with the key the
-    browser sent for /docs, so an operator opens it with a header-setting proxy or `curl`)."""
+    """FastAPI's /docs and /openapi.json behind the read key. Swagger UI fetches the schema without a key, so a
+    browser needs a proxy that adds the header; `curl -H 'Authorization: Bearer <key>'` needs nothing."""
     router = APIRouter(dependencies=[Reads], include_in_schema=False)
 
     @router.get("/openapi.json")
@@ -341,15 +340,15 @@ def _routes() -> APIRouter:
     async def product_image(catalog: CatalogDep, product_id: ProductId, size: int | None = None) -> Response:
         if size is not None and size not in THUMBNAIL_SIZES:
             raise Problem(422, "Invalid parameters", f"size: one of {', '.join(map(str, THUMBNAIL_SIZES))}")
-        product = await catalog.get(product_id)
-        if product is not None and size is not None:
-            thumbnail = await catalog.thumbnail(product, size=size)
-            if thumbnail is not None:  # small, and usually from memory: no file to stream
-                return Response(thumbnail, media_type="image/jpeg", headers=_IMAGE_CACHING)
-        elif product is not None and (path := await catalog.photo(product)) is not None:
-            kind = media_type(await asyncio.to_thread(_head, path))
-            return FileResponse(path, media_type=kind, headers=_IMAGE_CACHING)
-        raise Problem(404, "No photo", f"no photo of product {product_id!r} in the catalog")
+        found = await catalog.image(product_id, size=size)
+        if found is None:
+            raise Problem(404, "No photo", f"no photo of product {product_id!r} in the catalog")
+        kind, image = found
+        if isinstance(image, bytes):  # a thumbnail: small, and usually from memory
+            return Response(image, media_type=kind, headers=_IMAGE_CACHING)
+        length = os.fstat(image.fileno()).st_size
+        return StreamingResponse(_chunks(image), media_type=kind,
+                                 headers={**_IMAGE_CACHING, "Content-Length": str(length)})
 
     @router.get("/v1/products/{product_id:path}", response_model=ProductRecord, dependencies=[Reads],
                 tags=["catalog"], summary="A catalog product")
@@ -427,6 +426,8 @@ def _routes() -> APIRouter:
     return router
 
 
-def _head(path: Path) -> bytes:
-    with path.open("rb") as stream:
-        return stream.read(16)
+def _chunks(stream: BinaryIO, size: int = 256 * 1024) -> Iterator[bytes]:
+    """An open photo in pieces (Starlette iterates it on a worker thread), closed at the end or on disconnect."""
+    with stream:
+        while chunk := stream.read(size):
+            yield chunk

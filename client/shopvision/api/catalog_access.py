@@ -24,11 +24,11 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import BinaryIO, TypeVar
 
 import numpy as np
 
-from shopvision.api.photos import PhotoStore, ThumbnailCache
+from shopvision.api.photos import PhotoStore, ThumbnailCache, media_type
 from shopvision.catalog import Catalog, CatalogStats, Product, SearchHit
 from shopvision.catalog.catalog import model_mismatch
 from shopvision.catalog.milvus_store import MilvusConnection
@@ -37,6 +37,8 @@ from shopvision.types import WeightsProvenance
 
 T = TypeVar("T")
 UPKEEP_INTERVAL_S = 1.0
+IMAGE_LOOKUPS = 3
+"""Lookups of a product for its image, when its photo was replaced (and removed) between lookup and read."""
 _log = logging.getLogger(__name__)
 
 
@@ -150,12 +152,41 @@ class CatalogAccess:
     async def stats(self) -> CatalogStats:
         return await self._reads.run(self._catalog.stats)  # the engine caches its label counts per change
 
-    async def photo(self, product: Product) -> Path | None:
-        """The product's stored photo file, or None."""
+    async def image(self, product_id: str, *, size: int | None) -> tuple[str, bytes | BinaryIO] | None:
+        """A product's photo (media type, and the file opened: a photo may be large) or its JPEG thumbnail (the
+        bytes); None when there is no such product or it has no photo.
+
+        A replace removes the old photo once no product uses it, which may fall between the product's lookup and
+        the read: then the product is looked up again, so the answer is the old photo or the new, never an error.
+        """
+        product = await self.get(product_id)
+        for _ in range(IMAGE_LOOKUPS):
+            if product is None:
+                return None
+            found = await (self._photo(product) if size is None else self.thumbnail(product, size=size))
+            if found is not None:
+                return ("image/jpeg", found) if isinstance(found, bytes) else found
+            latest = await self.get(product_id)
+            if latest is None or latest.content_sha256 == product.content_sha256:
+                return None  # no photo, not a photo replaced meanwhile
+            product = latest
+        return None
+
+    async def _photo(self, product: Product) -> tuple[str, BinaryIO] | None:
+        """The stored photo, opened (what is open stays readable if the file is removed meanwhile)."""
         if not product.path:
             return None
-        path = Path(product.path)
-        return path if await asyncio.to_thread(path.is_file) else None
+
+        def open_photo() -> tuple[str, BinaryIO] | None:
+            try:
+                stream = Path(product.path).open("rb")  # noqa: SIM115 - closed by the response that streams it
+            except OSError:
+                return None
+            kind = media_type(stream.read(16))
+            stream.seek(0)
+            return kind, stream
+
+        return await asyncio.to_thread(open_photo)
 
     async def thumbnail(self, product: Product, *, size: int) -> bytes | None:
         """The JPEG thumbnail: from memory, else its file (made at write time for uploads), else made once from
