@@ -9,6 +9,9 @@ process tree, the soak's accounting; shared memory counts once per process that 
 - burst: two rounds of four concurrent requests at the limit (two over HTTP, two over gRPC; each 32
   JPEGs padded to just under the per-image limit): peak while they run, and the level after each round.
 - grpc_pool: the same burst with Triton's default gRPC allocation pool (8) instead of shopvision's 0.
+- expensive_images: the images that cost preprocess most within the limits (header at the pixel limit, a few
+  MB on the wire: RGBA, greyscale+alpha and palette-transparent PNG, 16-bit PNG, a JPEG), each decoded in a
+  fresh process (CPU seconds, peak memory growth), and the dearest sent 32 to a request through the server.
 - shm_cap: one oversized request sent straight to Triton (as a client inside the cluster could, past
   the gateway), with /dev/shm capped at the chart's CPU size and without a cap. Needs a private mount
   namespace (root, or unprivileged user namespaces); the report says when it could not run.
@@ -31,18 +34,20 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import PUBLISHED, RETIRED_CONFIGURATION, SCRATCH, SERVED_CONFIGURATION, current_commit
-from benchmarks.processes import process_tree, python_model, tree_rss_bytes
+from benchmarks.processes import cpu_seconds_by_model, process_tree, python_model, tree_rss_bytes
 from shopvision.contract import (
+    CROP_SIZE,
     EMBEDDING,
     ENSEMBLE_MODEL,
     IMAGE_INPUT,
     MAX_BATCH_SIZE,
     MAX_IMAGE_BYTES,
+    MAX_IMAGE_PIXELS,
     MIB,
     PREPROCESS_MODEL,
     max_request_bytes,
 )
-from shopvision.samples import product_jpeg
+from shopvision.samples import encode, product_image, product_jpeg
 from shopvision.serving.limits import preprocess_batch_bytes, shm_size_bytes
 from shopvision.serving.server import LocalTritonServer, ServerOptions, free_ports
 
@@ -58,6 +63,94 @@ def batch_at_limit(seed: int = 0) -> np.ndarray:
         photo = product_jpeg(seed + index)
         images.append([photo + bytes(MAX_IMAGE_BYTES - len(photo) - 16)])
     return np.array(images, dtype=object)
+
+
+def expensive_images() -> dict[str, bytes]:
+    """Images whose header declares the pixel limit (6000x4000 at 24 MP) in few bytes: blocky pictures compress."""
+    from PIL import Image
+
+    width = 6000
+    size = (width, MAX_IMAGE_PIXELS // width)
+    picture = product_image(3, size=(600, 400)).resize(size, Image.Resampling.NEAREST)
+    rgba = picture.convert("RGBA")
+    rgba.putalpha(Image.linear_gradient("L").resize(size, Image.Resampling.NEAREST))
+    sixteen_bit = Image.fromarray(np.asarray(picture.convert("L"), dtype=np.uint16) * 257)
+    palette = picture.quantize(colors=256, method=Image.Quantize.FASTOCTREE)
+    return {
+        "RGBA PNG": encode(rgba, "PNG", compress_level=1),
+        "greyscale + alpha PNG": encode(rgba.convert("LA"), "PNG", compress_level=1),
+        "palette PNG with transparency": encode(palette, "PNG", transparency=0, compress_level=1),
+        "16-bit PNG": encode(sixteen_bit, "PNG", compress_level=1),
+        "JPEG": encode(picture, "JPEG", quality=95),
+    }
+
+
+MEASURE_ONE_IMAGE = """
+import json, sys, time
+from shopvision.serving.preprocessing import Preprocessor
+
+def peak_kb():
+    return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+
+data = open(sys.argv[1], "rb").read()
+preprocessor = Preprocessor()
+with open("/proc/self/clear_refs", "w") as refs:
+    refs.write("5")  # restart the peak from here (ru_maxrss would carry the parent's across fork and exec)
+before, started = peak_kb(), time.process_time()
+crop = preprocessor.crop(data)
+print(json.dumps({"cpu_s": time.process_time() - started, "size": list(crop.shape),
+                  "peak_growth_mb": (peak_kb() - before) / 1024}))
+"""
+
+
+@dataclass(frozen=True)
+class ImageCost:
+    name: str
+    encoded_mb: float
+    cpu_s: float
+    """CPU seconds of preprocess's crop of this one image, in a fresh process."""
+    peak_growth_mb: float
+    """How far that process's peak RSS rose during the crop: the decoded image and every working copy."""
+
+
+def image_costs(images: dict[str, bytes], scratch: Path) -> list[ImageCost]:
+    costs = []
+    for index, (name, data) in enumerate(images.items()):
+        path = scratch / f"expensive-{index}"
+        path.write_bytes(data)
+        measured = json.loads(subprocess.run([sys.executable, "-c", MEASURE_ONE_IMAGE, str(path)], check=True,
+                                             capture_output=True, text=True).stdout)
+        assert measured["size"] == [CROP_SIZE, CROP_SIZE, 3], measured
+        costs.append(ImageCost(name, round(len(data) / MIB, 2), round(measured["cpu_s"], 2),
+                               round(measured["peak_growth_mb"], 1)))
+    return costs
+
+
+@dataclass(frozen=True)
+class ExpensiveRequestResult:
+    image: str
+    request_mb: float
+    seconds: float
+    preprocess_cpu_s: float
+    peak_growth_mb: float
+    """Server tree RSS peak while the request ran, above the level before it."""
+    served: int
+
+
+def expensive_request(server: LocalTritonServer, name: str, data: bytes) -> ExpensiveRequestResult:
+    """One request of a full batch of the dearest image, over HTTP: what it costs the one preprocess instance."""
+    pid = server.pid or 0
+    infer("http", server.http_url.removeprefix("http://"), np.array([[product_jpeg(1)]], dtype=object))  # warm
+    time.sleep(1)
+    before_rss, before_cpu = tree_rss_bytes(pid) / MIB, cpu_seconds_by_model(pid).get(PREPROCESS_MODEL, 0.0)
+    batch = np.array([[data]] * MAX_BATCH_SIZE, dtype=object)
+    started = time.monotonic()
+    results, peak = run_concurrently([lambda: infer("http", server.http_url.removeprefix("http://"), batch)], pid)
+    seconds = time.monotonic() - started
+    cpu = cpu_seconds_by_model(pid).get(PREPROCESS_MODEL, 0.0) - before_cpu
+    served = results[0] if isinstance(results[0], int) else 0
+    return ExpensiveRequestResult(name, round(MAX_BATCH_SIZE * len(data) / MIB, 1), round(seconds, 1),
+                                  round(cpu, 1), round(peak - before_rss, 1), served)
 
 
 def one_image(byte_count: int) -> np.ndarray:
@@ -247,6 +340,20 @@ def render_report(results: dict) -> str:
               f"{'less' if saved >= 0 else 'more'} after the burst than with Triton's default pool."]
     for failure in shipped.failed + default_pool.failed:
         lines.append(f"- failed: {failure}")
+    costs = [ImageCost(**entry) for entry in results["expensive_images"]]
+    request = ExpensiveRequestResult(**results["expensive_request"])
+    lines += ["", f"## The dearest images within the limits: {MAX_IMAGE_PIXELS // 1_000_000} MP "
+              "(`shopvision.contract.MAX_IMAGE_PIXELS`) in a few MB", "",
+              "Each decoded and cropped by preprocess's code in a fresh process; peak memory is how far that "
+              "process's peak RSS rose.", "",
+              "| image | encoded MB | CPU s | peak memory MB |", "|---|---|---|---|"]
+    lines += [f"| {cost.name} | {cost.encoded_mb} | {cost.cpu_s} | {cost.peak_growth_mb} |" for cost in costs]
+    lines += ["", f"A request of {MAX_BATCH_SIZE} {request.image}s ({request.request_mb} MB) through the server over "
+              f"HTTP: {request.served} embeddings in {request.seconds} s, {request.preprocess_cpu_s} CPU s of "
+              f"preprocess, server memory {request.peak_growth_mb} MB above its level before. preprocess decodes one "
+              "image at a time per instance, so this peak is per preprocess instance, not per request: it is "
+              "added once to the chart's sizing below. The gateway's per-client request rate bounds how much "
+              "decoding time one client can ask for."]
     cap = results["shm_cap"]
     lines += ["", "## One oversized request straight to Triton, with and without a /dev/shm cap", ""]
     if cap is None:
@@ -269,7 +376,9 @@ def render_report(results: dict) -> str:
     lines += ["", "## What the chart is sized from", "",
               f"- Peak with four requests at the limit in flight: {shipped.peak_mb} MB; each one in flight adds "
               f"about {shipped.per_request_mb} MB.",
-              f"- Memory limit: that peak plus a quarter, rounded up to 512 MiB: at least {sizing['limit_mib']} MiB.",
+              f"- The dearest image's decoding, per preprocess instance: {sizing['decode_mb']} MB.",
+              f"- Memory limit: that peak plus a quarter, or plus the decoding if that is more, rounded up to 512 MiB: "
+              f"at least {sizing['limit_mib']} MiB.",
               f"- Memory request: the level after the burst ({shipped.after_round_mb[-1]} MB), rounded up to 512 MiB: "
               f"at least {sizing['request_mib']} MiB.",
               ""]
@@ -302,6 +411,15 @@ def main(argv: list[str] | None = None) -> int:
         shipped = measure_burst(repository, log_path, ())
         results["burst"] = asdict(shipped)
         results["grpc_pool"] = asdict(measure_burst(repository, log_path, (TRITON_DEFAULT_GRPC_POOL,)))
+        images = expensive_images()
+        costs = image_costs(images, Path(scratch))
+        results["expensive_images"] = [asdict(cost) for cost in costs]
+        dearest = max(costs, key=lambda cost: cost.peak_growth_mb).name
+        server = started_server(repository, log_path)
+        try:
+            results["expensive_request"] = asdict(expensive_request(server, dearest, images[dearest]))
+        finally:
+            server.stop()
         if private_namespaces_work():
             cap = shm_size_bytes(preprocess_instances=1)
             entries = []
@@ -314,12 +432,15 @@ def main(argv: list[str] | None = None) -> int:
             results["shm_cap"] = entries
         else:
             results["shm_cap"] = None
-    results["chart_sizing"] = {"limit_mib": round_up_mib(shipped.peak_mb * 1.25),
-                               "request_mib": round_up_mib(shipped.after_round_mb[-1])}
+    decode_mb = max(results["expensive_request"]["peak_growth_mb"],
+                    max(cost["peak_growth_mb"] for cost in results["expensive_images"]))
+    results["chart_sizing"] = {"limit_mib": round_up_mib(shipped.peak_mb + max(shipped.peak_mb / 4, decode_mb)),
+                               "request_mib": round_up_mib(shipped.after_round_mb[-1]), "decode_mb": decode_mb}
     (args.out / "results.json").write_text(json.dumps(results, indent=2))
     (args.out / "report.md").write_text(render_report(results))
     print((args.out / "report.md").read_text())
-    return 0 if shipped.served == 8 and not shipped.failed else 1
+    served_all = shipped.served == 8 and not shipped.failed and results["expensive_request"]["served"] == MAX_BATCH_SIZE
+    return 0 if served_all else 1
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from shopvision import contract
 from shopvision.samples import encode, product_image, product_jpeg
 from shopvision.serving.preprocessing import DecodeLimits, ImageRejected, Preprocessor
 from tests.conftest import RunningServer
+from tests.images import cutout_rgba_png, sixteen_bit_png
 
 PROTOCOLS = {"grpc": grpcclient, "http": httpclient}
 INVALID = {"grpc": "StatusCode.INVALID_ARGUMENT", "http": "400"}
@@ -61,7 +62,7 @@ BAD_INPUTS = {
     "zip": (zip_bytes(), "not a supported image"),
     "truncated-jpeg": (product_jpeg(5)[:3000], "truncated"),
     "corrupt-png": (corrupt_png(), "cannot decode PNG"),
-    "decompression-bomb": (png_declaring(100_000, 100_000), "over the limit of 50000000 pixels"),
+    "decompression-bomb": (png_declaring(100_000, 100_000), f"over the limit of {contract.MAX_IMAGE_PIXELS} pixels"),
     "over-byte-limit": (b"\xff\xd8\xff\xe0" + bytes(contract.MAX_IMAGE_BYTES + 1024),
                         f"over the limit of {contract.MAX_IMAGE_BYTES} bytes"),
 }
@@ -129,6 +130,47 @@ def test_limits_are_enforced_before_decoding() -> None:
         small.crop(product_jpeg(1, size=(640, 480)))
     with pytest.raises(ImageRejected, match="over the limit of 10000 pixels"):
         small.crop(encode(Image.new("RGB", (101, 100)), "PNG"))
+
+
+def test_the_pixel_limit_is_the_contracts_and_read_from_the_header() -> None:
+    width, height = 6000, contract.MAX_IMAGE_PIXELS // 6000
+    preprocessor = Preprocessor()
+    with pytest.raises(ImageRejected, match=f"declares 6000x{height + 1} = .* over the limit of "
+                                            f"{contract.MAX_IMAGE_PIXELS} pixels"):
+        preprocessor.crop(png_declaring(width, height + 1))
+    # At the limit the header passes, and only then is decoding tried (this PNG has no pixel data to decode).
+    with pytest.raises(ImageRejected, match="cannot decode"):
+        preprocessor.crop(png_declaring(width, height))
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "P"])
+def test_transparent_images_are_composited_in_bands_exactly_as_in_one_piece(
+    mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shopvision.serving import preprocessing
+
+    rgba = Image.open(io.BytesIO(cutout_rgba_png()))
+    source = {"RGBA": rgba, "LA": rgba.convert("LA"), "P": rgba.convert("RGB").quantize(colors=64)}[mode]
+    if mode == "P":
+        source.info["transparency"] = source.getpixel((0, 0))
+    whole = Image.alpha_composite(Image.new("RGBA", source.size, (255, 255, 255, 255)), source.convert("RGBA"))
+    monkeypatch.setattr(preprocessing, "BAND_PIXELS", source.width * 50)  # 8 bands of 50 rows, the last short
+    banded = preprocessing._to_rgb(source)
+    assert banded.mode == "RGB" and banded.size == source.size
+    assert np.array_equal(np.asarray(banded), np.asarray(whole.convert("RGB")))
+    assert np.asarray(banded).min() < 250 and (np.asarray(banded) == 255).all(axis=2).any()  # object and white
+
+
+def test_sixteen_bit_images_are_rescaled_in_bands_exactly_as_in_one_piece(monkeypatch: pytest.MonkeyPatch) -> None:
+    from shopvision.serving import preprocessing
+
+    wide = Image.open(io.BytesIO(sixteen_bit_png()))
+    assert wide.mode in {"I;16", "I"}
+    whole = np.clip(np.rint(np.asarray(wide, dtype=np.float32) / 257.0), 0, 255).astype(np.uint8)
+    monkeypatch.setattr(preprocessing, "BAND_PIXELS", wide.width * 7)  # 35 bands of 7 rows, the last short
+    banded = preprocessing._to_rgb(wide)
+    assert np.array_equal(np.asarray(banded), np.repeat(whole[:, :, None], 3, axis=2))
+    assert len(np.unique(whole)) > 50
 
 
 def test_the_pixel_limit_leaves_pillows_own_bomb_check_alone_for_other_code() -> None:

@@ -59,9 +59,10 @@ def test_preprocess_is_a_batched_python_model_from_bytes_to_pixels() -> None:
 
 
 @pytest.mark.parametrize("name", ["config.pbtxt", f"configs/{contract.CPU_CONFIG_NAME}.pbtxt"])
-def test_preprocess_refuses_images_past_the_contract_byte_limit(name: str) -> None:
+def test_preprocess_refuses_images_past_the_contract_byte_and_pixel_limits(name: str) -> None:
     config = load_config(TEMPLATE / contract.PREPROCESS_MODEL / name)
     assert int(config.parameters["max_image_bytes"].string_value) == contract.MAX_IMAGE_BYTES
+    assert int(config.parameters["max_image_pixels"].string_value) == contract.MAX_IMAGE_PIXELS
 
 
 @pytest.mark.parametrize("path", RESNET_CONFIGS, ids=lambda p: p.name)

@@ -51,6 +51,13 @@ MAX_IMAGE_BYTES: Final = 8 * MIB
 """The largest encoded image preprocess accepts (its ``max_image_bytes`` parameter) and the search service takes.
 
 A 12-megapixel phone JPEG is 3-6 MB; the model sees 224x224, so a larger file only costs memory."""
+MAX_IMAGE_PIXELS: Final = 24_000_000
+"""The most pixels an image may declare in its header (preprocess's ``max_image_pixels``); checked before decoding.
+
+What a product photo needs at its source: a 24-megapixel camera's 6000x4000, four times Shopify's recommended
+2048x2048 and twice a phone's 12 MP. Past it a photo only costs: the model sees 224x224, and decoding is bought per
+pixel (at this cap an image decodes into at most 72 MB of RGB plus its alpha, and takes about a second of a core:
+``benchmarks/results/limits``). A larger photo is refused with this number, so a shop can downscale it once."""
 MAX_METADATA_BYTES: Final = 16 * 1024
 """A product's metadata as sent to the search service (the JSON object in the form field ``metadata``): a
 catalog row's title, price and the like, a few hundred bytes; 16 KiB leaves room for long descriptions while

@@ -10,17 +10,28 @@ from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from shopvision.contract import CROP_SIZE, IMAGENET_MEAN, IMAGENET_STD, MAX_IMAGE_BYTES, RESIZE_SHORTER_SIDE
+from shopvision.contract import (
+    CROP_SIZE,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    MAX_IMAGE_BYTES,
+    MAX_IMAGE_PIXELS,
+    RESIZE_SHORTER_SIDE,
+)
 
 SUPPORTED_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "TIFF", "BMP")
 _TRANSPARENT_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
 _EXIF_ORIENTATION = 0x0112
+BAND_PIXELS = 1 << 20
+"""Transparent and 16-bit images are converted a band of rows at a time, about this many pixels per band, so the
+working copies (RGBA, white and the blend; or float32) cost a few MB, not 4 to 12 bytes per pixel of the image."""
 
 
 class ImageRejected(ValueError):
@@ -32,7 +43,7 @@ class DecodeLimits:
     """Upper bounds checked before any pixel is decoded."""
 
     max_bytes: int = MAX_IMAGE_BYTES
-    max_pixels: int = 50_000_000
+    max_pixels: int = MAX_IMAGE_PIXELS
 
 
 EXACT_RESIZE_MAX_ASPECT = 16
@@ -166,12 +177,38 @@ def _apply_exif_orientation(image: Image.Image) -> Image.Image:
 def _to_rgb(image: Image.Image) -> Image.Image:
     if image.mode in _SIXTEEN_BIT_MODES:
         # Pillow's own I;16 -> RGB conversion clips at 255 instead of rescaling.
-        wide = np.asarray(image, dtype=np.float32)
-        image = Image.fromarray(np.clip(np.rint(wide / 257.0), 0, 255).astype(np.uint8), mode="L")
+        image = _rescaled_to_grey(image, divisor=257.0)
     elif image.mode == "F":
-        image = Image.fromarray(np.clip(np.rint(np.asarray(image)), 0, 255).astype(np.uint8), mode="L")
+        image = _rescaled_to_grey(image, divisor=1.0)
     if image.mode in _TRANSPARENT_MODES or "transparency" in image.info:
-        rgba = image.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, rgba).convert("RGB")
-    return image.convert("RGB")
+        return _composite_on_white(image)
+    # convert() copies even an RGB image: a decoded photo is already the RGB this returns.
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def _bands(size: tuple[int, int]) -> Iterator[tuple[int, int, int, int]]:
+    """Boxes of whole rows covering an image of ``size``, about BAND_PIXELS each."""
+    width, height = size
+    rows = max(1, BAND_PIXELS // width)
+    for top in range(0, height, rows):
+        yield 0, top, width, min(top + rows, height)
+
+
+def _rescaled_to_grey(image: Image.Image, *, divisor: float) -> Image.Image:
+    """8-bit greyscale of a wide (16-bit, 32-bit or float) image, band by band: the float copy is one band's."""
+    grey = np.empty((image.height, image.width), dtype=np.uint8)
+    for box in _bands(image.size):
+        wide = np.asarray(image.crop(box), dtype=np.float32)
+        grey[box[1] : box[3]] = np.clip(np.rint(wide / divisor), 0, 255)
+    return Image.fromarray(grey, mode="L")
+
+
+def _composite_on_white(image: Image.Image) -> Image.Image:
+    """RGB of ``image`` over opaque white, equal pixel for pixel to compositing the whole image at once
+    (compositing is per pixel), but holding only the RGB result and one band's copies besides the source."""
+    rgb = Image.new("RGB", image.size)
+    for box in _bands(image.size):
+        band = image.crop(box).convert("RGBA")
+        white = Image.new("RGBA", band.size, (255, 255, 255, 255))
+        rgb.paste(Image.alpha_composite(white, band).convert("RGB"), box[:2])
+    return rgb
