@@ -4,7 +4,7 @@
 #   prometheus   promtool checks the alert rules; a real Prometheus scrapes the test server
 #   chromium chromium-driver
 #                the search page's tests drive a real headless Chromium through Selenium
-#   nginx-light  the gateway's own configuration (deploy/gateway) runs in front of the test server
+#   nginx-light  the gateway's own configuration (the chart's files/gateway.conf.template) runs in front of the test server
 set -euo pipefail
 packages=(libb64-0d prometheus chromium chromium-driver nginx-light)
 missing=()

@@ -1,4 +1,5 @@
-"""The compose gateway's own nginx configuration (deploy/gateway), run by a local nginx in front of a test server."""
+"""The gateway's own nginx configuration (the chart's files/gateway.conf.template, which compose mounts too), run by a
+local nginx in front of a test server."""
 
 from __future__ import annotations
 
@@ -12,34 +13,36 @@ import time
 from pathlib import Path
 from string import Template
 
+from shopvision.serving.limits import GatewayLimits
 from shopvision.serving.server import free_ports
 
-TEMPLATE = Path(__file__).resolve().parent.parent / "deploy" / "gateway" / "triton.conf.template"
+DEFAULT_LIMITS = GatewayLimits()
+
+TEMPLATE = Path(__file__).resolve().parent.parent / "deploy" / "helm" / "shopvision" / "files" / "gateway.conf.template"
 
 
-def render(*, triton_http: str, triton_grpc: str, http_port: int, grpc_port: int) -> str:
-    """What the nginx image's envsubst makes of the template (it substitutes only these variables)."""
-    return Template(TEMPLATE.read_text()).safe_substitute(
+TLS_INCLUDE = "/etc/nginx/gateway-tls/"
+"""Where the template includes the gRPC listener's TLS directives from (the chart mounts them there)."""
+
+
+def render(*, triton_http: str, triton_grpc: str, http_port: int, grpc_port: int,
+           limits: GatewayLimits = DEFAULT_LIMITS, tls_folder: Path | None = None) -> str:
+    """What the nginx image's envsubst makes of the template (it substitutes only these variables); with a
+    ``tls_folder``, the gRPC listener and its way to Triton use TLS, with the directives of its ``*.conf``."""
+    text = TEMPLATE.read_text()
+    if tls_folder is not None:
+        text = text.replace(TLS_INCLUDE, f"{tls_folder}/")
+    return Template(text).safe_substitute(
         TRITON_HTTP_ADDRESS=triton_http, TRITON_GRPC_ADDRESS=triton_grpc,
-        GATEWAY_HTTP_PORT=str(http_port), GATEWAY_GRPC_PORT=str(grpc_port))
+        GATEWAY_HTTP_PORT=str(http_port), GATEWAY_GRPC_PORT=str(grpc_port), **limits.environment(),
+        GATEWAY_GRPC_TLS="ssl" if tls_folder else "", GATEWAY_TRITON_GRPC_SCHEME="grpcs" if tls_folder else "grpc")
 
 
-class LocalGateway:
-    """nginx with the rendered template inside a minimal main configuration, in a private prefix."""
-
-    def __init__(self, prefix: Path, *, triton_http: str, triton_grpc: str) -> None:
-        binary = shutil.which("nginx") or "/usr/sbin/nginx"
-        if not Path(binary).exists():
-            raise RuntimeError("nginx is not installed (scripts/install-system-deps.sh installs nginx-light)")
-        self.binary = binary
-        self.prefix = prefix
-        self.http_port, self.grpc_port = free_ports(2)
-        prefix.mkdir(parents=True, exist_ok=True)
-        (prefix / "triton.conf").write_text(render(triton_http=triton_http, triton_grpc=triton_grpc,
-                                                   http_port=self.http_port, grpc_port=self.grpc_port))
-        # As root, nginx's workers switch to an unprivileged user that could not write the body files here.
-        user = f"user {pwd.getpwuid(os.geteuid()).pw_name};" if os.geteuid() == 0 else ""
-        (prefix / "nginx.conf").write_text(f"""{user}
+def main_configuration(prefix: Path, include: Path) -> str:
+    """A minimal nginx.conf around the gateway's rendered file, everything nginx writes kept under ``prefix``."""
+    # As root, nginx's workers switch to an unprivileged user that could not write the body files here.
+    user = f"user {pwd.getpwuid(os.geteuid()).pw_name};" if os.geteuid() == 0 else ""
+    return f"""{user}
 daemon off;
 worker_processes 1;
 pid {prefix}/nginx.pid;
@@ -52,9 +55,40 @@ http {{
     fastcgi_temp_path {prefix}/fastcgi;
     uwsgi_temp_path {prefix}/uwsgi;
     scgi_temp_path {prefix}/scgi;
-    include {prefix}/triton.conf;
+    include {include};
 }}
-""")
+"""
+
+
+def nginx_binary() -> str:
+    binary = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not Path(binary).exists():
+        raise RuntimeError("nginx is not installed (scripts/install-system-deps.sh installs nginx-light)")
+    return binary
+
+
+def nginx_test(prefix: Path, rendered: str) -> subprocess.CompletedProcess[str]:
+    """``nginx -t`` on a rendered gateway file: whether nginx accepts it, certificates and all."""
+    prefix.mkdir(parents=True, exist_ok=True)
+    (prefix / "triton.conf").write_text(rendered)
+    (prefix / "nginx.conf").write_text(main_configuration(prefix, prefix / "triton.conf"))
+    return subprocess.run([nginx_binary(), "-t", "-p", str(prefix), "-c", str(prefix / "nginx.conf")],
+                          capture_output=True, text=True, check=False)
+
+
+class LocalGateway:
+    """nginx with the rendered template inside a minimal main configuration, in a private prefix."""
+
+    def __init__(self, prefix: Path, *, triton_http: str, triton_grpc: str,
+                 limits: GatewayLimits = DEFAULT_LIMITS, tls_folder: Path | None = None) -> None:
+        self.binary = nginx_binary()
+        self.prefix = prefix
+        self.http_port, self.grpc_port = free_ports(2)
+        prefix.mkdir(parents=True, exist_ok=True)
+        (prefix / "triton.conf").write_text(render(triton_http=triton_http, triton_grpc=triton_grpc,
+                                                   http_port=self.http_port, grpc_port=self.grpc_port,
+                                                   limits=limits, tls_folder=tls_folder))
+        (prefix / "nginx.conf").write_text(main_configuration(prefix, prefix / "triton.conf"))
         self._process: subprocess.Popen[bytes] | None = None
 
     @property

@@ -90,7 +90,8 @@ def test_the_search_service_renders_valid_manifests_with_probes_and_its_catalog(
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     assert pod["securityContext"]["runAsNonRoot"] and container["securityContext"]["allowPrivilegeEscalation"] is False
     env = {item["name"]: item for item in container["env"]}
-    assert env["SHOPVISION_URL"]["value"] == "grpc://shop-shopvision:8001"
+    # Triton's own gRPC port: the gateway would count the whole service as one client.
+    assert env["SHOPVISION_URL"]["value"] == "grpc://shop-shopvision:8011"
     # Triton's Service must not send inference traffic to the search service's pods, nor the reverse.
     triton = render(values)
     pod_labels = api["Deployment"]["spec"]["template"]["metadata"]["labels"]
@@ -135,12 +136,18 @@ def test_chart_renders_manifests_valid_against_kubernetes_schemas(values) -> Non
         if kind not in CUSTOM_RESOURCES:
             kubernetes_validate.validate(manifest, KUBERNETES_VERSION, strict=True)
     pod = manifests["Deployment"]["spec"]["template"]["spec"]
-    (container,) = pod["containers"]
+    container, gateway = pod["containers"]
     assert {port["name"]: port["containerPort"] for port in container["ports"]} == {
-        "http": 8000, "grpc": 8001, "metrics": 8002}
-    assert container["startupProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
-    assert container["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
-    assert container["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": "http"}
+        "triton-http": 8000, "triton-grpc": 8001, "metrics": 8002}
+    assert container["startupProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "triton-http"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "triton-http"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": "triton-http"}
+    # The Service's http and grpc lead to the gateway, which is ready when Triton is behind it.
+    assert {port["name"]: port["containerPort"] for port in gateway["ports"]} == {"http": 8080, "grpc": 8081}
+    service_ports = {port["name"]: port["targetPort"] for port in manifests["Service"]["spec"]["ports"]}
+    assert service_ports == {"http": "http", "grpc": "grpc", "metrics": "metrics", "triton-grpc": "triton-grpc"}
+    assert gateway["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
+    assert gateway["securityContext"]["readOnlyRootFilesystem"] is True
     startup = container["startupProbe"]
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 300  # model load, object-store download
     assert pod["securityContext"]["runAsNonRoot"] and pod["securityContext"]["runAsUser"] != 0
@@ -484,10 +491,18 @@ def test_only_the_ingress_controller_and_the_api_reach_triton_and_only_prometheu
     kubernetes_validate.validate(policy, KUBERNETES_VERSION, strict=True)
     pod_labels = triton["Deployment"]["spec"]["template"]["metadata"]["labels"]
     assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
-    serving, scraping = policy["spec"]["ingress"]
-    assert {port["port"] for port in serving["ports"]} == {"http", "grpc"}
-    assert serving["from"][0]["namespaceSelector"] == {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}
+    gateway, api, scraping = policy["spec"]["ingress"]
+    # The Ingress controller reaches the gateway's ports, which the Service's http and grpc lead to.
+    assert {port["port"] for port in gateway["ports"]} == {"http", "grpc"}
+    assert gateway["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}]
+    pod = triton["Deployment"]["spec"]["template"]["spec"]
+    containers = {container["name"]: container for container in pod["containers"]}
+    assert {port["name"] for port in containers["gateway"]["ports"]} == {"http", "grpc"}
+    # The search API alone reaches Triton's own gRPC port.
     api_pods = render({"api": {"enabled": True}}, component="search-api")["Deployment"]["spec"]["template"]
-    assert serving["from"][1]["podSelector"]["matchLabels"].items() <= api_pods["metadata"]["labels"].items()
+    assert [port["port"] for port in api["ports"]] == ["triton-grpc"]
+    assert api["from"][0]["podSelector"]["matchLabels"].items() <= api_pods["metadata"]["labels"].items()
+    assert {port["name"] for port in containers["tritonserver"]["ports"]} == {"triton-http", "triton-grpc", "metrics"}
     assert [port["port"] for port in scraping["ports"]] == ["metrics"]
+    assert len(render({})["NetworkPolicy"]["spec"]["ingress"]) == 2  # no API: nothing reaches Triton's own gRPC
     assert "NetworkPolicy" not in render({"networkPolicy": {"enabled": False}})

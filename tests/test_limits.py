@@ -26,15 +26,22 @@ from shopvision.contract import (
     MAX_IMAGE_PIXELS,
     MIB,
     PREPROCESS_MODEL,
+    REQUEST_ENVELOPE_BYTES,
     max_request_bytes,
 )
 from shopvision.samples import product_jpeg
 from shopvision.serving.configs import ModelConfig, read_config
-from shopvision.serving.limits import preprocess_batch_bytes, request_body_limit, shm_size_bytes
+from shopvision.serving.limits import (
+    LARGE_REQUEST_BYTES,
+    GatewayLimits,
+    preprocess_batch_bytes,
+    request_body_limit,
+    shm_size_bytes,
+)
 from shopvision.serving.server import ServerOptions, free_ports
 from tests.conftest import TEMPLATE, start_server
 from tests.gateway import TEMPLATE as GATEWAY_TEMPLATE, LocalGateway, render
-from tests.test_deploy import CHART, compose_config, render as render_chart
+from tests.test_deploy import CHART, PRODUCTION_VALUES, compose_config, render as render_chart
 
 LIMITS_REPORT = Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "limits" / "results.json"
 OVER_LIMIT = max_request_bytes() + MIB
@@ -60,6 +67,19 @@ def test_the_request_limit_is_a_full_batch_at_the_image_limit() -> None:
     # MAX_BATCH_SIZE is what the server takes in one request, and the largest batch preprocess is handed.
     assert template_config(ENSEMBLE_MODEL).max_batch_size == MAX_BATCH_SIZE
     assert all(template_config(PREPROCESS_MODEL, name).max_batch_size == MAX_BATCH_SIZE for name in ("cpu", None))
+
+
+def test_the_gateway_counts_as_large_what_a_single_image_request_never_reaches() -> None:
+    text = GATEWAY_TEMPLATE.read_text()
+    (digits,) = re.findall(r'"~\^\[0-9\]\{1,(\d+)\}\$" "";', text)
+    assert 10 ** int(digits) == LARGE_REQUEST_BYTES
+    assert MAX_IMAGE_BYTES + 4 + REQUEST_ENVELOPE_BYTES < LARGE_REQUEST_BYTES < max_request_bytes()
+    assert set(GatewayLimits().environment()) <= template_variables()
+
+
+def template_variables() -> set[str]:
+    """The variables the gateway's template needs: the nginx image leaves an undefined one in, and nginx fails."""
+    return set(re.findall(r"\$\{([A-Z_]+)\}", GATEWAY_TEMPLATE.read_text()))
 
 
 def test_the_gateway_and_the_ingresses_spell_the_contracts_limit() -> None:
@@ -98,6 +118,9 @@ def test_compose_exposes_triton_only_through_the_gateway_with_enough_shared_memo
     assert Path(gateway["volumes"][0]["source"]) == GATEWAY_TEMPLATE
     assert gateway["environment"]["TRITON_HTTP_ADDRESS"] == "triton:8000"
     assert gateway["environment"]["TRITON_GRPC_ADDRESS"] == "triton:8001"
+    expected = GatewayLimits().environment()
+    assert {name: gateway["environment"][name] for name in expected} == expected
+    assert template_variables() <= set(gateway["environment"])
     assert gateway["depends_on"][f"triton-{profile}"]["condition"] == "service_healthy"
     # What the gateway's template becomes is a configuration this nginx accepts (tested by the burst below).
     assert "${" not in render(triton_http="triton:8000", triton_grpc="triton:8001", http_port=8000, grpc_port=8001)
@@ -117,6 +140,31 @@ def test_the_charts_shared_memory_and_memory_come_from_the_limits_and_the_measur
     resources = render_chart({})["Deployment"]["spec"]["template"]["spec"]["containers"][0]["resources"]
     assert kubernetes_bytes(resources["limits"]["memory"]) >= sizing["limit_mib"] * MIB
     assert kubernetes_bytes(resources["requests"]["memory"]) >= sizing["request_mib"] * MIB
+
+
+def test_the_gateways_bounds_keep_triton_inside_the_charts_memory_limit() -> None:
+    """Every slot of the chart's gateway taken (the large ones at the request limit, the rest just under 10 MB, one
+    dearest image decoding), with the costs measured in benchmarks/results/limits, fits Triton's memory limit."""
+    pod = render_chart({})["Deployment"]["spec"]["template"]["spec"]
+    triton, gateway = pod["containers"]
+    env = {item["name"]: item["value"] for item in gateway["env"]}
+    chart_limits = GatewayLimits(
+        large_requests=int(env["GATEWAY_LARGE_REQUESTS"]), requests=int(env["GATEWAY_REQUESTS"]),
+        requests_per_client=int(env["GATEWAY_REQUESTS_PER_CLIENT"]),
+        rate_per_client=int(env["GATEWAY_RATE_PER_CLIENT"]), burst_per_client=int(env["GATEWAY_BURST_PER_CLIENT"]),
+        trusted_proxies=env["GATEWAY_TRUSTED_PROXIES"])
+    assert chart_limits == GatewayLimits(trusted_proxies="0.0.0.0/0")  # the defaults, but for the Ingress in front
+    report = json.loads(LIMITS_REPORT.read_text())
+    shipped = report["burst"]
+    per_request = (shipped["peak_mb"] - shipped["idle_mb"]) / 4
+    worst = chart_limits.memory_mib(idle_mib=shipped["idle_mb"], per_request_at_limit_mib=per_request,
+                                    decode_mib=report["chart_sizing"]["decode_mb"])
+    assert worst * MIB <= kubernetes_bytes(triton["resources"]["limits"]["memory"])
+    # Two more large requests would not fit: the bound is what the memory allows, not an arbitrary number.
+    more = GatewayLimits(large_requests=chart_limits.large_requests + 2).memory_mib(
+        idle_mib=shipped["idle_mb"], per_request_at_limit_mib=per_request,
+        decode_mib=report["chart_sizing"]["decode_mb"])
+    assert more * MIB > kubernetes_bytes(triton["resources"]["limits"]["memory"])
     assert (CHART / "values.yaml").read_text().count("benchmarks/results/limits") >= 1
 
 
@@ -131,7 +179,11 @@ def refused_by_gateway(outcome: object) -> bool:
 def test_a_burst_of_oversized_requests_is_refused_at_the_gateway_and_costs_the_server_no_memory(
         built_repository, tmp_path) -> None:
     running = start_server(built_repository, tmp_path / "tritonserver.log")
-    gateway = LocalGateway(tmp_path / "gateway", triton_http=running.http_address, triton_grpc=running.grpc_address)
+    # Room for all six large requests of the burst at once and the small gRPC ones beside them (gRPC sends no length,
+    # so each counts as large): this test is about what oversized requests cost; the bound on large requests in
+    # flight has its own test (tests/test_security.py).
+    gateway = LocalGateway(tmp_path / "gateway", triton_http=running.http_address, triton_grpc=running.grpc_address,
+                           limits=GatewayLimits(large_requests=8))
     try:
         with gateway:
             addresses = {"http": gateway.http_address, "grpc": gateway.grpc_address}
@@ -239,8 +291,9 @@ def test_past_the_shared_memory_cap_a_request_fails_fast_and_the_server_keeps_se
 
 def test_the_readmes_limits_table_says_what_the_code_enforces() -> None:
     readme = (CHART.parent.parent.parent / "README.md").read_text()
-    rows = {row.split("|")[1].strip(): row.split("|")[2].strip()
-            for row in readme.split("## Limits", 1)[1].split("\n\n")[1].splitlines()[2:]}
+    table = readme.split("## Limits", 1)[1].split("\n\n")[1].splitlines()[2:]
+    rows = {row.split("|")[1].strip(): row.split("|")[2].strip() for row in table}
+    where = {row.split("|")[1].strip(): row.split("|")[3].strip() for row in table}
     gib = 1024 * MIB
     assert rows["one image"].startswith(f"{MAX_IMAGE_BYTES // MIB} MiB, {MAX_IMAGE_PIXELS // 1_000_000} MP ")
     assert rows["images in a request"] == str(MAX_BATCH_SIZE)
@@ -249,9 +302,24 @@ def test_the_readmes_limits_table_says_what_the_code_enforces() -> None:
     assert rows["Python backend shared memory"] == f"{cpu:g} GiB CPU, {gpu:g} GiB GPU"
     resources = render_chart({})["Deployment"]["spec"]["template"]["spec"]["containers"][0]["resources"]
     request, limit = (kubernetes_bytes(resources[kind]["memory"]) / gib for kind in ("requests", "limits"))
-    assert rows["server memory"] == f"{request:g} GiB request, {limit:g} GiB limit"
+    assert f"The chart's {limit:g} GiB memory limit ({request:g} GiB request)" in where["inference in flight"]
+    gateway = GatewayLimits()
+    assert rows["inference in flight"] == (
+        f"{gateway.large_requests} over {LARGE_REQUEST_BYTES // 1_000_000} MB (every gRPC one counts), "
+        f"{gateway.requests} in all, {gateway.requests_per_client} and {gateway.rate_per_client}/s per client")
     queue = template_config(PREPROCESS_MODEL, "cpu").dynamic_batching.default_queue_policy
     assert rows["queued requests"] == str(queue.max_queue_size)
+
+
+def test_the_security_doc_quotes_the_dearest_image_from_the_limits_report() -> None:
+    report = json.loads(LIMITS_REPORT.read_text())
+    dearest = max(report["expensive_images"], key=lambda cost: cost["peak_growth_mb"])
+    text = " ".join((CHART.parent.parent.parent / "docs" / "security.md").read_text().split())
+    assert (f"a {MAX_IMAGE_PIXELS // 1_000_000} MP {dearest['name']} of {dearest['encoded_mb']} MB, peaks at "
+            f"{dearest['peak_growth_mb']} MB of memory and {dearest['cpu_s']} CPU seconds") in text
+    request = report["expensive_request"]
+    assert request["image"] == dearest["name"] and request["served"] == MAX_BATCH_SIZE
+    assert f"in one request cost {request['preprocess_cpu_s']} CPU seconds of preprocess" in text
 
 
 def test_the_operations_doc_quotes_the_limits_report() -> None:
@@ -260,3 +328,39 @@ def test_the_operations_doc_quotes_the_limits_report() -> None:
     assert (f"one request of {uncapped['request_bytes'] / 1e9:.1f} GB sent straight to Triton left it "
             f"{uncapped['rss_growth_mb'] / 1e3:.1f} GB larger") in text
     assert capped["shm_cap_bytes"] == shm_size_bytes(preprocess_instances("cpu")) and capped["rss_growth_mb"] < 10
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("values", [{}, PRODUCTION_VALUES], ids=["default", "grpc-mutual-tls"])
+def test_the_charts_gateway_is_the_gateway_file_with_every_variable_and_nginx_accepts_it(values, tmp_path) -> None:
+    from string import Template
+
+    from tests.gateway import TLS_INCLUDE, nginx_test
+    from tests.test_reliability import self_signed_certificate
+
+    manifests = render_chart(values)
+    (configmap,) = [manifest for kind, manifest in manifests.items()
+                    if kind.startswith("ConfigMap") and manifest["metadata"]["name"] == "shop-shopvision-gateway"]
+    assert configmap["data"]["triton.conf.template"] == GATEWAY_TEMPLATE.read_text().rstrip("\n")
+    pod = manifests["Deployment"]["spec"]["template"]["spec"]
+    gateway = next(container for container in pod["containers"] if container["name"] == "gateway")
+    env = {item["name"]: item["value"] for item in gateway["env"]}
+    assert template_variables() <= set(env)  # else the image's envsubst leaves a ${...} that nginx refuses
+    mounts = {mount["mountPath"]: mount for mount in gateway["volumeMounts"]}
+    assert "/etc/nginx/templates" in mounts and "/etc/nginx/conf.d" in mounts
+    text = Template(configmap["data"]["triton.conf.template"]).safe_substitute(env)
+    if "tls.conf" in configmap["data"]:  # gRPC over TLS: the certificate and, mutual, the client CA
+        assert env["GATEWAY_GRPC_TLS"] == "ssl" and env["GATEWAY_TRITON_GRPC_SCHEME"] == "grpcs"
+        assert TLS_INCLUDE + "tls.conf" in mounts and "/etc/shopvision/tls" in mounts
+        certificate, key = self_signed_certificate(tmp_path)
+        directives = (configmap["data"]["tls.conf"].replace("/etc/shopvision/tls/tls.crt", str(certificate))
+                      .replace("/etc/shopvision/tls/tls.key", str(key))
+                      .replace("/etc/shopvision/tls/ca.crt", str(certificate)))
+        assert "ssl_verify_client on;" in directives
+        (tmp_path / "tls").mkdir()
+        (tmp_path / "tls" / "tls.conf").write_text(directives)
+        text = text.replace(TLS_INCLUDE, f"{tmp_path / 'tls'}/")
+    else:
+        assert env["GATEWAY_GRPC_TLS"] == "" and env["GATEWAY_TRITON_GRPC_SCHEME"] == "grpc"
+    checked = nginx_test(tmp_path / "nginx", text)
+    assert checked.returncode == 0, checked.stderr

@@ -21,6 +21,7 @@ from shopvision.samples import product_jpeg
 from shopvision.serving.configs import ModelConfig, edit_config
 from shopvision.serving.server import GrpcTls
 from tests.conftest import RunningServer, start_server
+from tests.gateway import LocalGateway
 from tests.threads import RecordingThread, join_all
 
 pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("ignore::shopvision.SyntheticWeightsWarning")]
@@ -182,5 +183,17 @@ def test_grpc_over_tls_serves_clients_that_trust_the_certificate_only(built_repo
         with shopvision.Client(running.grpc_url, retry=shopvision.NO_RETRY, timeout_s=5) as plaintext, \
                 pytest.raises(shopvision.ServerUnavailableError):
             plaintext.embed(images[:1])
+        # The chart's gateway with tls.grpc on: TLS from the client to it, and from it to Triton.
+        directives = tmp_path / "gateway-tls" / "tls.conf"
+        directives.parent.mkdir()
+        directives.write_text(f"ssl_certificate {certificate};\nssl_certificate_key {key};\n")
+        with LocalGateway(tmp_path / "gateway", triton_http=running.http_address, triton_grpc=running.grpc_address,
+                          tls_folder=tmp_path / "gateway-tls") as gateway:
+            with shopvision.Client(f"grpcs://{gateway.grpc_address}", tls=shopvision.Tls(ca_file=str(certificate))) \
+                    as client:
+                assert client.embed(images[:2]).shape == (2, 2048)
+            with shopvision.Client(f"grpc://{gateway.grpc_address}", retry=shopvision.NO_RETRY, timeout_s=5) as plain, \
+                    pytest.raises(shopvision.ServerUnavailableError):
+                plain.embed(images[:1])
     finally:
         running.server.stop()

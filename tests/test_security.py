@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import socket
+import threading
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -155,3 +158,99 @@ def test_the_gateway_never_passes_a_chunked_body_on(tmp_path: Path) -> None:
         upstream.shutdown()
     assert "Transfer-Encoding" not in received and received["Content-Length"] == "3000"
     assert received["body"] == b"x" * 3000
+
+
+TRITON_REFUSES_EMPTY = 500
+"""tritonserver 2.51's answer to an inference request whose JSON has no inputs: any answer but the gateway's 429."""
+
+
+def post_infer(address: str, body: bytes, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], str]:
+    """A raw HTTP inference POST: status, headers and body, whether Triton or the gateway answers."""
+    request = urllib.request.Request(f"http://{address}/v2/models/{contract.ENSEMBLE_MODEL}/infer", data=body,
+                                     headers={"Content-Type": "application/json", **(headers or {})}, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, dict(response.headers), response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), error.read().decode()
+
+
+def held_upload(address: str, length: int) -> socket.socket:
+    """An inference request that announces ``length`` bytes and sends a few: in flight until the socket closes."""
+    host, port = address.rsplit(":", 1)
+    connection = socket.create_connection((host, int(port)), timeout=10)
+    connection.sendall(f"POST /v2/models/{contract.ENSEMBLE_MODEL}/infer HTTP/1.1\r\nHost: gateway\r\n"
+                       f"Content-Length: {length}\r\n\r\n".encode() + bytes(1024))
+    return connection
+
+
+def answer_to_headers(address: str, length: int) -> str:
+    """What the gateway answers to an inference request's headers alone (it need not read a body to refuse one)."""
+    with held_upload(address, length) as connection:
+        return connection.recv(4096).decode(errors="replace")
+
+
+def test_the_gateway_bounds_large_requests_in_flight_and_lets_small_ones_pass(triton: RunningServer,
+                                                                              tmp_path: Path) -> None:
+    """At most GATEWAY_LARGE_REQUESTS requests over 10 MB, or of unknown length (every gRPC message), reach
+    Triton at once (shopvision.serving.limits.GatewayLimits sizes it to the chart's memory): one slot here."""
+    from shopvision.serving.limits import LARGE_REQUEST_BYTES, GatewayLimits
+    from tests.gateway import LocalGateway
+
+    limits = GatewayLimits(large_requests=1)
+    with LocalGateway(tmp_path / "gateway", triton_http=triton.http_address, triton_grpc=triton.grpc_address,
+                      limits=limits) as gateway:
+        grpc = grpcclient.InferenceServerClient(gateway.grpc_address)
+        image = grpcclient.InferInput(contract.IMAGE_INPUT, [1, 1], "BYTES")
+        image.set_data_from_numpy(np.array([[product_jpeg(5)]], dtype=object))
+        holder = held_upload(gateway.http_address, 2 * LARGE_REQUEST_BYTES)
+        try:
+            time.sleep(0.5)  # the gateway has read its headers: the slot is taken
+            refusal = answer_to_headers(gateway.http_address, LARGE_REQUEST_BYTES + 1)
+            assert refusal.startswith("HTTP/1.1 503") and "Retry-After: 1" in refusal, refusal
+            assert "gateway busy" in refusal and "1 over 10 MB" in refusal
+            with pytest.raises(InferenceServerException, match="gateway busy") as busy:
+                grpc.infer(contract.ENSEMBLE_MODEL, [image])
+            assert busy.value.status() == "StatusCode.UNAVAILABLE"
+            # A request under 10 MB is not held back: one image at the byte limit always fits under it.
+            with shopvision.Client(f"http://{gateway.http_address}") as client:
+                assert client.embed([product_jpeg(6)]).shape[0] == 1
+            # The SDK retries the gateway's 503/UNAVAILABLE with backoff: this call waits out the held slot.
+            releaser = threading.Timer(1.0, holder.close)
+            releaser.start()
+            with shopvision.Client(f"grpc://{gateway.grpc_address}") as client:
+                assert client.embed([product_jpeg(7)]).shape[0] == 1
+            releaser.join()
+        finally:
+            holder.close()
+        assert grpc.infer(contract.ENSEMBLE_MODEL, [image]).as_numpy(contract.EMBEDDING).shape[0] == 1
+    assert "limiting connections by zone \"triton_large\"" in gateway.error_log()
+
+
+def test_the_gateway_limits_each_clients_rate_and_knows_clients_only_from_trusted_proxies(
+        triton: RunningServer, tmp_path: Path) -> None:
+    from shopvision.serving.limits import GatewayLimits
+    from tests.gateway import LocalGateway
+
+    limits = GatewayLimits(rate_per_client=1, burst_per_client=1)  # this test's own 127.0.0.1 is the trusted proxy
+    with LocalGateway(tmp_path / "gateway", triton_http=triton.http_address, triton_grpc=triton.grpc_address,
+                      limits=limits) as gateway:
+        answers = [post_infer(gateway.http_address, b"{}") for _ in range(2)]
+        assert [answer[0] for answer in answers] == [TRITON_REFUSES_EMPTY] * 2, answers  # passed to Triton
+        status, headers, body = post_infer(gateway.http_address, b"{}")
+        assert status == 429 and headers["Retry-After"] == "1"
+        assert "more than 1 inference requests per second from your address" in json.loads(body)["error"]
+        grpc = grpcclient.InferenceServerClient(gateway.grpc_address)
+        with pytest.raises(InferenceServerException, match="per second from your address") as too_fast:
+            grpc.infer(contract.ENSEMBLE_MODEL, [])
+        assert too_fast.value.status() == "StatusCode.UNAVAILABLE"
+        # Behind a trusted proxy, the last X-Forwarded-For address is the client: another client has its own rate.
+        for forwarded in ("203.0.113.9, 198.51.100.7", "198.51.100.8"):
+            assert post_infer(gateway.http_address, b"{}", {"X-Forwarded-For": forwarded})[0] == TRITON_REFUSES_EMPTY
+    untrusting = GatewayLimits(rate_per_client=1, burst_per_client=1, trusted_proxies="10.0.0.0/8")
+    with LocalGateway(tmp_path / "untrusting", triton_http=triton.http_address, triton_grpc=triton.grpc_address,
+                      limits=untrusting) as gateway:
+        spoofed = [post_infer(gateway.http_address, b"{}", {"X-Forwarded-For": f"198.51.100.{n}"})[0]
+                   for n in range(3)]
+        # From an address it does not trust, the header names nobody: all three are one client's.
+        assert spoofed == [TRITON_REFUSES_EMPTY] * 2 + [429]

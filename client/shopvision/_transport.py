@@ -37,7 +37,8 @@ from shopvision.errors import (
     ShopvisionError,
 )
 
-_UNAVAILABLE = {"StatusCode.UNAVAILABLE", "StatusCode.CANCELLED", "502", "503"}
+# 429: a gateway's rate limit (deploy/helm/shopvision/files/gateway.conf.template), passed with backoff like a 503.
+_UNAVAILABLE = {"StatusCode.UNAVAILABLE", "StatusCode.CANCELLED", "429", "502", "503"}
 _TIMEOUT = {"StatusCode.DEADLINE_EXCEEDED", "504"}
 _INVALID = {"StatusCode.INVALID_ARGUMENT", "400"}
 _NOT_FOUND = {"StatusCode.NOT_FOUND", "404"}
