@@ -120,7 +120,7 @@ def test_catalog_writes_need_the_key_and_round_trip(search_service) -> None:
                     '["a"]'):  # too deep, too many fields, not strings, not an object
             problem(http.put("/v1/products/sku-new", files=form, data={"metadata": bad}, headers=WRITE), 422)
         huge = json.dumps({"description": "x" * MAX_METADATA_BYTES})  # refused by the form parser, unread
-        problem(http.put("/v1/products/sku-new", files=form, data={"metadata": huge}, headers=WRITE), 400)
+        problem(http.put("/v1/products/sku-new", files=form, data={"metadata": huge}, headers=WRITE), 422)
         problem(http.put("/v1/products/sku-new", files=form, data=metadata, headers={"X-API-Key": "guess"}), 403)
         created = http.put("/v1/products/sku-new", files=form, data=metadata, headers=WRITE)
         assert created.status_code == 201 and created.json()["created"] is True, created.text

@@ -29,6 +29,7 @@ from shopvision.api.catalog_access import CatalogAccess
 from shopvision.api.metrics import ApiMetrics, MeasuredRequests
 from shopvision.api.photos import THUMBNAIL_SIZES
 from shopvision.api.problems import Problem
+from shopvision.api.product_paths import PRODUCT_VIEWS, ProductRoute, names_a_view
 from shopvision.api.schemas import (
     CatalogSummary,
     Classification,
@@ -195,6 +196,11 @@ async def product_id_of(request: Request, product_id: str) -> str:
     if not product_id or len(product_id) > MAX_PRODUCT_ID_CHARS:
         raise Problem(422, "Invalid product id", f"a product id has 1 to {MAX_PRODUCT_ID_CHARS} characters, "
                       f"not {len(product_id)}")
+    if request.method in ("PUT", "DELETE") and names_a_view(request.scope):
+        raise Problem(422, "Ambiguous product id",
+                      f"{product_id!r} ends in a view's name ({', '.join('/' + view for view in PRODUCT_VIEWS)}): "
+                      f"send it with its slashes encoded, /v1/products/{quote(product_id, safe='')}, so that it "
+                      "reads back as the product, not as a view of another")
     return product_id
 
 
@@ -300,7 +306,7 @@ def _guarded_docs(app: FastAPI) -> APIRouter:
 
 
 def _routes() -> APIRouter:
-    router = APIRouter()
+    router = APIRouter(route_class=ProductRoute)
 
     @router.get("/", include_in_schema=False)
     async def page() -> FileResponse:

@@ -66,6 +66,9 @@ async def _read_form(request: Request, *, max_image_bytes: int, max_request_byte
     try:
         form = await parser.parse()
     except MultiPartException as error:
+        if error.message.startswith("Part exceeded maximum size"):  # only fields are bounded so: the metadata
+            raise Problem(422, "Invalid parameters", f"{METADATA_FIELD}: over {MAX_METADATA_BYTES} bytes, the most "
+                          "a product's metadata may hold") from error
         raise Problem(400, "Malformed form", error.message) from error
     try:
         image = form.get(IMAGE_FIELD)
