@@ -259,3 +259,42 @@ def test_the_settings_come_from_the_variables_the_chart_and_compose_set() -> Non
     assert named <= variables_the_service_reads()
     assert ApiSettings.from_environment({"SHOPVISION_URL": compose_env["SHOPVISION_URL"]}).triton_url == (
         "grpc://triton:8001")
+
+
+def test_a_photo_is_served_only_as_indexed_never_through_a_symlink(stub, tmp_path: Path) -> None:
+    """Photos the CLI indexed where they lie, and uploads alike: a file swapped for other bytes or for a symlink
+    (to another photo, or to a secret) after indexing is not served, and nothing else is read in its place."""
+    from tests.search_service import index_photos
+
+    folder = tmp_path / "shop-photos"
+    folder.mkdir()
+    photos = []
+    for index in range(3):
+        path = folder / f"sku-{index}.jpg"
+        path.write_bytes(product_jpeg(60 + index, size=(96, 96)))
+        photos.append(path)
+    index_photos(tmp_path / "index", photos, stub.url)
+    secret = tmp_path / "secret.jpg"
+    secret.write_bytes(b"\xff\xd8\xff not a photo of this shop: a key")
+    settings = ApiSettings(triton_url=stub.url, catalog=str(tmp_path / "index"), api_key=WRITER)
+    with ServiceThread(settings) as service, service.client(headers={"X-API-Key": WRITER}) as http:
+        assert http.get("/v1/products/sku-0/image").content == photos[0].read_bytes()
+        photos[1].unlink()
+        photos[1].symlink_to(photos[0])  # a symlink, even to a photo of the shop
+        photos[2].unlink()
+        photos[2].symlink_to(secret)
+        for product_id in ("sku-1", "sku-2"):
+            problem(http.get(f"/v1/products/{product_id}/image"), 404, "No photo")
+            problem(http.get(f"/v1/products/{product_id}/image", params={"size": 256}), 404, "No photo")
+        photos[0].write_bytes(product_jpeg(99, size=(96, 96)))  # other bytes under the indexed name
+        problem(http.get("/v1/products/sku-0/image"), 404, "No photo")
+        # An upload is read from the service's own store by its sha256, so the same holds for it.
+        upload = product_jpeg(70, size=(96, 96))
+        assert http.put("/v1/products/uploaded", files=image(upload)).status_code == 201
+        assert http.get("/v1/products/uploaded/image").content == upload
+        (stored,) = [path for path in (tmp_path / "index" / "images").rglob("*")
+                     if path.is_file() and path.read_bytes() == upload]
+        stored.unlink()
+        stored.symlink_to(secret)
+        problem(http.get("/v1/products/uploaded/image"), 404, "No photo")
+        assert http.get("/v1/products/uploaded").status_code == 200  # the product itself stays

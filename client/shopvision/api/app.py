@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import hmac
 import logging
-import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Iterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
-from typing import Annotated, BinaryIO
+from typing import Annotated
 from urllib.parse import quote, unquote_to_bytes
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -350,11 +349,7 @@ def _routes() -> APIRouter:
         if found is None:
             raise Problem(404, "No photo", f"no photo of product {product_id!r} in the catalog")
         kind, image = found
-        if isinstance(image, bytes):  # a thumbnail: small, and usually from memory
-            return Response(image, media_type=kind, headers=_IMAGE_CACHING)
-        length = os.fstat(image.fileno()).st_size
-        return StreamingResponse(_chunks(image), media_type=kind,
-                                 headers={**_IMAGE_CACHING, "Content-Length": str(length)})
+        return Response(image, media_type=kind, headers=_IMAGE_CACHING)
 
     @router.get("/v1/products/{product_id:path}", response_model=ProductRecord, dependencies=[Reads],
                 tags=["catalog"], summary="A catalog product")
@@ -432,8 +427,3 @@ def _routes() -> APIRouter:
     return router
 
 
-def _chunks(stream: BinaryIO, size: int = 256 * 1024) -> Iterator[bytes]:
-    """An open photo in pieces (Starlette iterates it on a worker thread), closed at the end or on disconnect."""
-    with stream:
-        while chunk := stream.read(size):
-            yield chunk

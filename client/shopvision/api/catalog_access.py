@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, TypeVar
+from typing import TypeVar
 
 import numpy as np
 
@@ -152,9 +152,9 @@ class CatalogAccess:
     async def stats(self) -> CatalogStats:
         return await self._reads.run(self._catalog.stats)  # the engine caches its label counts per change
 
-    async def image(self, product_id: str, *, size: int | None) -> tuple[str, bytes | BinaryIO] | None:
-        """A product's photo (media type, and the file opened: a photo may be large) or its JPEG thumbnail (the
-        bytes); None when there is no such product or it has no photo.
+    async def image(self, product_id: str, *, size: int | None) -> tuple[str, bytes] | None:
+        """A product's photo or its JPEG thumbnail, with its media type; None when there is no such product or
+        its photo cannot be served (PhotoStore.read_photo says when).
 
         A replace removes the old photo once no product uses it, which may fall between the product's lookup and
         the read: then the product is looked up again, so the answer is the old photo or the new, never an error.
@@ -165,28 +165,16 @@ class CatalogAccess:
                 return None
             found = await (self._photo(product) if size is None else self.thumbnail(product, size=size))
             if found is not None:
-                return ("image/jpeg", found) if isinstance(found, bytes) else found
+                return media_type(found[:16]), found
             latest = await self.get(product_id)
             if latest is None or latest.content_sha256 == product.content_sha256:
                 return None  # no photo, not a photo replaced meanwhile
             product = latest
         return None
 
-    async def _photo(self, product: Product) -> tuple[str, BinaryIO] | None:
-        """The stored photo, opened (what is open stays readable if the file is removed meanwhile)."""
-        if not product.path:
-            return None
-
-        def open_photo() -> tuple[str, BinaryIO] | None:
-            try:
-                stream = Path(product.path).open("rb")  # noqa: SIM115 - closed by the response that streams it
-            except OSError:
-                return None
-            kind = media_type(stream.read(16))
-            stream.seek(0)
-            return kind, stream
-
-        return await asyncio.to_thread(open_photo)
+    async def _photo(self, product: Product) -> bytes | None:
+        """The photo as indexed: by its sha256, never through a symlink (a photo is at most 8 MiB)."""
+        return await asyncio.to_thread(self._photos.read_photo, product.content_sha256, product.path)
 
     async def thumbnail(self, product: Product, *, size: int) -> bytes | None:
         """The JPEG thumbnail: from memory, else its file (made at write time for uploads), else made once from
@@ -196,7 +184,7 @@ class CatalogAccess:
         if data is None:
             data = await asyncio.to_thread(self._photos.read_thumbnail, digest, size)
             if data is None and product.path:
-                data = await self._thumbnails.run(lambda: self._photos.make_thumbnail(digest, Path(product.path), size))
+                data = await self._thumbnails.run(lambda: self._photos.make_thumbnail(digest, product.path, size))
             if data is not None:
                 self._thumbnail_cache.put(digest, size, data)
         return data

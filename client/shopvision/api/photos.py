@@ -3,10 +3,12 @@ thumbnails made once (at write time for uploads), kept as files and served from 
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 import os
 import re
+import stat
 import tempfile
 import threading
 import time
@@ -14,6 +16,8 @@ from collections import OrderedDict
 from pathlib import Path
 
 from PIL import Image
+
+from shopvision.contract import MAX_IMAGE_BYTES
 
 THUMBNAIL_SIZES = (128, 256, 512)
 THUMBNAIL_QUALITY = 85
@@ -64,13 +68,28 @@ class PhotoStore:
         except OSError:
             return None
 
-    def make_thumbnail(self, digest: str, photo: Path, size: int) -> bytes | None:
+    def read_photo(self, digest: str, recorded: str) -> bytes | None:
+        """A product's photo exactly as it was indexed, or None.
+
+        An upload is read from this store by its sha256, never from the path a database row holds; a photo that
+        ``shopvision index build`` indexed where it lay (not copied here) from its recorded path. Either way the
+        file must be a regular file reached without a symlink in its last step, and its bytes must have the
+        product's sha256: a file swapped or linked elsewhere after indexing is not served, so the service never
+        hands out bytes it was not given as the product's photo."""
+        stored = self.uploads / digest[:2] / digest if self.uploads is not None and _DIGEST.fullmatch(digest) else None
+        for path in ([stored] if stored is not None else []) + ([Path(recorded)] if recorded else []):
+            data = _read_regular_file(path)
+            if data is None:
+                continue
+            if hashlib.sha256(data).hexdigest() == digest:
+                return data
+            _log.warning("not serving %s: its content is not the photo indexed (sha256 %s)", path, digest)
+        return None
+
+    def make_thumbnail(self, digest: str, recorded: str, size: int) -> bytes | None:
         """Make the thumbnail of a photo that has none yet (one indexed by ``shopvision index build``)."""
-        try:
-            data = photo.read_bytes()
-        except OSError:
-            return None
-        return self._make_thumbnail(digest, data, size)
+        data = self.read_photo(digest, recorded)
+        return None if data is None else self._make_thumbnail(digest, data, size)
 
     def remove(self, digest: str) -> None:
         """Delete a photo no product references any more, with its thumbnails."""
@@ -139,6 +158,20 @@ class ThumbnailCache:
             self._held += len(data)
             while self._held > self._limit:
                 self._held -= len(self._entries.popitem(last=False)[1])
+
+
+def _read_regular_file(path: Path, limit: int = MAX_IMAGE_BYTES) -> bytes | None:
+    """The bytes of a regular file of at most ``limit`` bytes, opened without following a symlink; else None."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None  # missing, a symlink (ELOOP), or not ours to read
+    with os.fdopen(descriptor, "rb") as stream:
+        status = os.fstat(stream.fileno())
+        if not stat.S_ISREG(status.st_mode) or status.st_size > limit:
+            return None  # a FIFO, a device, a folder; or larger than any photo the model takes
+        data = stream.read(limit + 1)
+        return data if len(data) <= limit else None
 
 
 def media_type(head: bytes) -> str:
