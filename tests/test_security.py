@@ -254,3 +254,32 @@ def test_the_gateway_limits_each_clients_rate_and_knows_clients_only_from_truste
                    for n in range(3)]
         # From an address it does not trust, the header names nobody: all three are one client's.
         assert spoofed == [TRITON_REFUSES_EMPTY] * 2 + [429]
+
+
+def test_the_charts_helm_test_passes_through_the_gateway_and_fails_past_it(triton: RunningServer,
+                                                                            tmp_path: Path) -> None:
+    """The `helm test` pod's own script, run here with the Service's address swapped for a real gateway's (and
+    then for Triton's own port, where the repository index is refused by Triton's key check, not the gateway)."""
+    import subprocess
+
+    from tests.gateway import LocalGateway
+    from tests.test_deploy import render
+
+    pod = render({})["Pod"]
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    (container,) = pod["spec"]["containers"]
+    script = container["args"][0]
+    service = "http://shop-shopvision:8000"
+    assert service in script
+
+    def helm_test(base: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["sh", "-c", script.replace(service, base)], capture_output=True, text=True,
+                              timeout=60, check=False)
+
+    with LocalGateway(tmp_path / "gateway", triton_http=triton.http_address,
+                      triton_grpc=triton.grpc_address) as gateway:
+        passed = helm_test(f"http://{gateway.http_address}")
+    assert passed.returncode == 0, passed.stdout + passed.stderr
+    assert "health: 200" in passed.stdout
+    bypassed = helm_test(triton.http_url)  # Triton itself, no gateway in front
+    assert bypassed.returncode != 0, bypassed.stdout
