@@ -27,14 +27,14 @@ CLIENT = Path(__file__).resolve().parent.parent / "client"
 
 CHECK = """
 import asyncio, hashlib, json, sys, warnings
+from importlib.metadata import version
 import numpy as np
-import tritonclient
 import shopvision
 from shopvision.samples import product_jpeg
 
 warnings.simplefilter("ignore", shopvision.SyntheticWeightsWarning)
 images = [product_jpeg(seed) for seed in range(4)]
-answers = {"tritonclient": getattr(tritonclient, "__version__", "?")}
+answers = {"tritonclient": version("tritonclient")}
 for url in sys.argv[1:3]:
     with shopvision.Client(url) as client:
         client.wait_until_ready(timeout_s=60)
@@ -90,7 +90,8 @@ def verdicts(results: dict) -> dict[str, str]:
             found[entry["version"]] = "fails: " + ("not installable" if not entry["installed"] else "the check raised")
             continue
         answers = entry["answers"]
-        problems = [f"{protocol}: {what}" for protocol in ("grpc", "http") for what, ok in (
+        problems = [] if answers["tritonclient"] == entry["version"] else [f"ran {answers['tritonclient']}"]
+        problems += [f"{protocol}: {what}" for protocol in ("grpc", "http") for what, ok in (
             ("classes differ", answers[protocol]["classes"] == baseline[protocol]["classes"]),
             ("embeddings differ", answers[protocol]["embeddings_sha256"] == baseline[protocol]["embeddings_sha256"]),
             ("async differs", answers[protocol]["async_equal"]),
