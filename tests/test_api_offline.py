@@ -122,6 +122,18 @@ BAD_REQUESTS = {
     "metadata with too many fields": (lambda http: http.put("/v1/products/x", files=image(), data={
         "metadata": json.dumps({f"field{n}": n for n in range(MAX_METADATA_FIELDS + 1)})}), 422),
     "metadata not an object": (lambda http: http.put("/v1/products/x", files=image(), data={"metadata": "[1]"}), 422),
+    "metadata with a lone surrogate": (lambda http: http.put("/v1/products/x", files=image(),
+                                                             data={"metadata": '{"title": "\\ud800"}'}), 422),
+    "a form without a boundary": (lambda http: http.post("/v1/classify", content=b"x",
+                                                         headers={"Content-Type": "multipart/form-data"}), 400),
+    "two files in a form": (lambda http: http.post("/v1/classify", files=[("image", ("a.jpg", PHOTO)),
+                                                                          ("image", ("b.jpg", PHOTO))]), 400),
+    "a body that is JSON": (lambda http: http.post("/v1/classify", json={"image": "x"}), 415),
+    "a filter without an operator": (lambda http: http.post("/v1/search", files=image(),
+                                                            params={"where": "colour"}), 422),
+    "a method the route lacks": (lambda http: http.patch("/v1/products/p1"), 405),
+    "a key that is not ASCII": (lambda http: http.put("/v1/products/x", files=image(),
+                                                      headers={"X-API-Key": b"\xe9t\xe9"}), 403),
     "too many label values": (lambda http: http.post("/v1/search", files=image(), params=[
         ("label", f"l{n}") for n in range(MAX_FILTER_VALUES + 1)]), 422),
     "too many where values": (lambda http: http.post("/v1/search", files=image(), params=[

@@ -96,6 +96,11 @@ def _metadata(raw: object) -> dict[str, str]:
                                                for key, value in values.items()):
         raise Problem(422, "Invalid parameters", f"{METADATA_FIELD}: a JSON object of strings, such as "
                       '{"title": "Red sneaker", "price": "59.90"}')
+    try:  # json.loads lets "\ud800" through as a lone surrogate, which no UTF-8 store can hold
+        "".join(values).encode() + "".join(values.values()).encode()
+    except UnicodeEncodeError as error:
+        raise Problem(422, "Invalid parameters", f"{METADATA_FIELD}: not valid Unicode ({error.reason} at "
+                      f"{error.start})") from error
     if len(values) > MAX_METADATA_FIELDS:
         raise Problem(422, "Invalid parameters", f"{METADATA_FIELD}: {len(values)} fields; at most "
                       f"{MAX_METADATA_FIELDS}")
