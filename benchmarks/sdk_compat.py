@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks.run import synthetic_repository
     from shopvision.serving.server import LocalTritonServer, ServerOptions, free_ports
 
-    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "raw").mkdir(parents=True, exist_ok=True)
     results = {**run_facts(" ".join(["python -m benchmarks.sdk_compat", *(argv if argv is not None
                                                                           else sys.argv[1:])])),
                "commit": current_commit(), "releases": []}
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         repository = synthetic_repository(Path(scratch))
         http, grpc, metrics = free_ports(3)
         server = LocalTritonServer(ServerOptions(repository, http_port=http, grpc_port=grpc, metrics_port=metrics),
-                                   log=(args.out / "tritonserver.log").open("ab"))
+                                   log=(args.out / "raw" / "tritonserver.log").open("ab"))
         server.start()
         try:
             for version in args.versions:
