@@ -15,6 +15,7 @@ import httpx
 import pytest
 import yaml
 
+from shopvision import Tls
 from shopvision.api.product_paths import PRODUCT_VIEWS
 from shopvision.api.settings import ApiSettings
 from shopvision.catalog.milvus_store import MilvusConnection
@@ -265,6 +266,19 @@ def test_the_settings_come_from_the_variables_the_chart_and_compose_set() -> Non
     settings = ApiSettings.from_environment(chart_environment(container))
     assert settings.catalog == "https://milvus:19530" and settings.milvus.token == "m/token"
     assert settings.milvus.server_name == "milvus.shop" and settings.milvus.server_pem_path
+    # Triton's gRPC over mutual TLS: the service speaks TLS to it with the Secret's CA and its own certificate.
+    tls = {"api": {"enabled": True}, "tls": {"grpc": {"enabled": True, "secretName": "grpc-tls", "mutual": True}}}
+    pod = render_chart(tls, component="search-api")["Deployment"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    settings = ApiSettings.from_environment(chart_environment(container))
+    assert settings.triton_url == "grpcs://shop-shopvision:8011"
+    assert settings.triton_tls == Tls(ca_file="/etc/shopvision/triton-tls/ca.crt",
+                                      certificate_file="/etc/shopvision/triton-tls/tls.crt",
+                                      key_file="/etc/shopvision/triton-tls/tls.key")
+    mount = next(mount for mount in container["volumeMounts"] if mount["mountPath"] == "/etc/shopvision/triton-tls")
+    volume = next(volume for volume in pod["volumes"] if volume["name"] == mount["name"])
+    assert volume["secret"]["secretName"] == "grpc-tls"
+    assert ApiSettings.from_environment({}).triton_tls is None
     compose = yaml.safe_load((Path(__file__).resolve().parent.parent / "docker-compose.yml").read_text())
     compose_env = compose["services"]["api"]["environment"]
     named = {name for name in compose_env if name.startswith(("SHOPVISION_", "MILVUS_"))}

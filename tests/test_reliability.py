@@ -16,12 +16,14 @@ from tritonclient.utils import InferenceServerException
 
 import shopvision
 from benchmarks.soak import soak
+from shopvision.api.settings import ApiSettings
 from shopvision.contract import CPU_CONFIG_NAME, ENSEMBLE_MODEL, IMAGE_INPUT, PREPROCESS_MODEL, RESNET_MODEL
 from shopvision.samples import product_jpeg
 from shopvision.serving.configs import ModelConfig, edit_config
 from shopvision.serving.server import GrpcTls
 from tests.conftest import RunningServer, start_server
 from tests.gateway import LocalGateway
+from tests.search_service import ServiceThread
 from tests.threads import RecordingThread, join_all
 
 pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("ignore::shopvision.SyntheticWeightsWarning")]
@@ -183,6 +185,12 @@ def test_grpc_over_tls_serves_clients_that_trust_the_certificate_only(built_repo
         with shopvision.Client(running.grpc_url, retry=shopvision.NO_RETRY, timeout_s=5) as plaintext, \
                 pytest.raises(shopvision.ServerUnavailableError):
             plaintext.embed(images[:1])
+        # The search service, as the chart runs it with tls.grpc on: TLS to Triton's own port, the CA given.
+        settings = ApiSettings.from_environment({"SHOPVISION_URL": secure_url,
+                                                 "SHOPVISION_TRITON_CA": str(certificate)})
+        with ServiceThread(settings) as service, service.client() as http:
+            answer = http.post("/v1/classify", files={"image": ("p.jpg", images[0])})
+            assert answer.status_code == 200, answer.text
         # The chart's gateway with tls.grpc on: TLS from the client to it, and from it to Triton.
         directives = tmp_path / "gateway-tls" / "tls.conf"
         directives.parent.mkdir()

@@ -100,7 +100,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # A short retry: a shopper waits on this request, and a 503 with Retry-After says more than a hang.
         client = AsyncClient(settings.triton_url, max_in_flight=settings.max_in_flight, timeout_s=settings.timeout_s,
-                             retry=RetryPolicy(attempts=2, initial_backoff_s=0.2))
+                             retry=RetryPolicy(attempts=2, initial_backoff_s=0.2), tls=settings.triton_tls)
         catalog = None
         if settings.catalog:
             catalog = await CatalogAccess.open(settings.catalog, photos=settings.photo_directory(),

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from shopvision._protocol import Tls
 from shopvision.api.catalog_access import CatalogLimits
 from shopvision.catalog.milvus_store import MilvusConnection
 from shopvision.contract import MAX_IMAGE_BYTES
@@ -49,6 +50,10 @@ class ApiSettings:
     """HNSW candidates per search in the embedded catalog (SHOPVISION_CATALOG_EF_SEARCH); None: its default, 128."""
     milvus: MilvusConnection = MilvusConnection()
     """Token and TLS files for a Milvus server (``MILVUS_TOKEN``, ``MILVUS_SERVER_PEM``, ...)."""
+    triton_tls: Tls | None = None
+    """Certificates for a ``grpcs://`` or ``https://`` SHOPVISION_URL: the CA that signed Triton's certificate
+    (SHOPVISION_TRITON_CA) and, where Triton asks for one, this service's own (SHOPVISION_TRITON_CERT and
+    SHOPVISION_TRITON_KEY). None: the system's CAs."""
 
     @property
     def max_request_bytes(self) -> int:
@@ -83,6 +88,14 @@ class ApiSettings:
             "catalog_ef_search": int(env["SHOPVISION_CATALOG_EF_SEARCH"]) if env.get("SHOPVISION_CATALOG_EF_SEARCH")
             else None,
             "milvus": MilvusConnection.from_environment(env),
+            "triton_tls": _triton_tls(env),
         }
         values.update({key: value for key, value in overrides.items() if value is not None})
         return cls(**values)  # type: ignore[arg-type]
+
+
+def _triton_tls(env: Mapping[str, str]) -> Tls | None:
+    files = Tls(ca_file=env.get("SHOPVISION_TRITON_CA") or None,
+                certificate_file=env.get("SHOPVISION_TRITON_CERT") or None,
+                key_file=env.get("SHOPVISION_TRITON_KEY") or None)
+    return files if files != Tls() else None
