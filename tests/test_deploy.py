@@ -22,6 +22,7 @@ from shopvision.contract import CONFIDENCE_METRIC
 from shopvision.samples import product_jpeg
 from shopvision.serving.container import gpu_visible, options_from_environment
 from shopvision.serving.server import free_ports, triton_arguments
+from tests import helm
 from tests.conftest import RunningServer
 from tests.search_service import ServiceThread
 
@@ -54,9 +55,7 @@ OBJECT_STORE_VALUES = {"modelRepository": {"source": "objectStore", "objectStore
 
 def render(values: dict, *, component: str = "inference-server") -> dict[str, dict]:
     """Manifests of one component (Triton's, or the search service's "search-api") by kind: one of each."""
-    import helm_python
-
-    rendered = helm_python.Chart.load(CHART).render(values, name="shop", namespace="prod")
+    rendered = helm.render(values)
     manifests = {}
     for path, text in rendered.items():
         if path.endswith(".yaml"):
@@ -120,10 +119,8 @@ def test_the_search_service_renders_valid_manifests_with_probes_and_its_catalog(
 
 
 def test_chart_lints_clean() -> None:
-    import helm_python
-
     for values in ({}, PRODUCTION_VALUES, OBJECT_STORE_VALUES, API_VALUES, API_MILVUS_VALUES):
-        assert helm_python.lint(CHART, values, strict=True)["errors"] == []
+        assert helm.lint(values)["errors"] == []
 
 
 @pytest.mark.parametrize("values", [{}, PRODUCTION_VALUES, OBJECT_STORE_VALUES], ids=["default", "production", "s3"])
@@ -201,9 +198,7 @@ def test_object_store_repository_is_passed_to_triton_as_a_url() -> None:
     ({"adminApi": {"existingSecret": "admin"}, "ingress": {"enabled": True}}, "the Ingress needs TLS"),
 ])
 def test_chart_refuses_incomplete_values(values, message) -> None:
-    import helm_python
-
-    with pytest.raises(helm_python.HelmError, match=message):
+    with pytest.raises(helm.ChartRefused, match=message):
         render(values)
 
 
