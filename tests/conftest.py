@@ -18,6 +18,7 @@ from shopvision.serving.build import build_model
 from shopvision.serving.repository import assemble
 from shopvision.serving.server import LocalTritonServer, ServerOptions, free_ports
 from tests.search_service import ServiceThread, index_photos
+from tests.stub_triton import StubTriton
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "model_repository"
 API_KEY = "test-key"
@@ -77,6 +78,13 @@ def start_server(repository: Path, log_path: Path, **options: object) -> Running
     )
     server.start()
     return RunningServer(server, repository, log_path)
+
+
+@pytest.fixture(scope="session")
+def stub_triton() -> Iterator[StubTriton]:
+    """A KServe v2 stand-in for Triton over real HTTP, for the service's offline tests (tests/stub_triton.py)."""
+    with StubTriton() as running:
+        yield running
 
 
 @pytest.fixture(scope="session")

@@ -46,15 +46,9 @@ def image(data: bytes = PHOTO) -> dict:
 
 
 @pytest.fixture(scope="module")
-def stub() -> Iterator[StubTriton]:
-    with StubTriton() as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def guarded(stub: StubTriton, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceThread]:
+def guarded(stub_triton: StubTriton, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceThread]:
     """Reads need a key; a write key and a read key; a catalog holding products p1 and p1-twin."""
-    settings = ApiSettings(triton_url=stub.url, catalog=str(tmp_path_factory.mktemp("catalog") / "index"),
+    settings = ApiSettings(triton_url=stub_triton.url, catalog=str(tmp_path_factory.mktemp("catalog") / "index"),
                            api_key=WRITER, read_key=READER, read_key_required=True)
     with ServiceThread(settings) as service, service.client(headers={"X-API-Key": WRITER}) as http:
         for product_id, seed in (("p1", 1), ("p1-twin", 2)):
@@ -100,8 +94,8 @@ def test_every_write_route_takes_the_write_key_only(guarded) -> None:
         assert http.get("/v1/products/p1-twin", headers={"X-API-Key": READER}).status_code == 200  # refused: kept
 
 
-def test_without_a_write_key_writes_are_disabled_and_reads_are_open(stub, tmp_path: Path) -> None:
-    settings = ApiSettings(triton_url=stub.url, catalog=str(tmp_path / "index"))
+def test_without_a_write_key_writes_are_disabled_and_reads_are_open(stub_triton, tmp_path: Path) -> None:
+    settings = ApiSettings(triton_url=stub_triton.url, catalog=str(tmp_path / "index"))
     with ServiceThread(settings) as service, service.client() as http:
         for key in ({}, {"X-API-Key": "anything"}):
             problem(http.put("/v1/products/p", files=image(), headers=key), 403, "Writes are disabled")
@@ -132,7 +126,7 @@ BAD_REQUESTS = {
     "a body that is JSON": (lambda http: http.post("/v1/classify", json={"image": "x"}), 415),
     "a filter without an operator": (lambda http: http.post("/v1/search", files=image(),
                                                             params={"where": "colour"}), 422),
-    "a method the route lacks": (lambda http: http.patch("/v1/products/p1"), 405),
+    "a method the route lacks": (lambda http: http.post("/v1/products/p1"), 405),
     "a key that is not ASCII": (lambda http: http.put("/v1/products/x", files=image(),
                                                       headers={"X-API-Key": b"\xe9t\xe9"}), 403),
     "too many label values": (lambda http: http.post("/v1/search", files=image(), params=[
@@ -162,13 +156,13 @@ BAD_REQUESTS = {
 
 
 @pytest.mark.parametrize("case", list(BAD_REQUESTS))
-def test_every_bad_request_gets_its_4xx_as_a_problem_and_the_service_keeps_serving(guarded, stub, case) -> None:
+def test_every_bad_request_gets_its_4xx_as_a_problem_and_the_service_keeps_serving(guarded, stub_triton, case) -> None:
     call, status = BAD_REQUESTS[case]
-    before = stub.inferences
+    before = stub_triton.inferences
     with guarded.client(headers={"X-API-Key": WRITER}) as http:
         problem(call(http), status)
         if case != "an image the model server refuses":  # refused by the service itself: Triton never asked
-            assert stub.inferences == before, case
+            assert stub_triton.inferences == before, case
         assert http.post("/v1/classify", files=image()).status_code == 200
 
 
@@ -197,9 +191,9 @@ def test_product_ids_ending_in_a_views_name_read_back_both_ways(guarded) -> None
     assert PRODUCT_VIEWS == ("image", "similar")
 
 
-def test_past_its_request_bound_the_service_answers_503_with_retry_after(stub) -> None:
-    stub.slow_s = 3.0
-    settings = ApiSettings(triton_url=stub.url, max_requests=1, retry_after_s=7)
+def test_past_its_request_bound_the_service_answers_503_with_retry_after(stub_triton) -> None:
+    stub_triton.slow_s = 3.0
+    settings = ApiSettings(triton_url=stub_triton.url, max_requests=1, retry_after_s=7)
     with ServiceThread(settings) as service, service.client() as http:
         holder = socket.create_connection(("127.0.0.1", service.port))
         try:  # an upload whose body never finishes holds the one place
@@ -287,7 +281,7 @@ def test_the_settings_come_from_the_variables_the_chart_and_compose_set() -> Non
         "grpc://triton:8001")
 
 
-def test_a_photo_is_served_only_as_indexed_never_through_a_symlink(stub, tmp_path: Path) -> None:
+def test_a_photo_is_served_only_as_indexed_never_through_a_symlink(stub_triton, tmp_path: Path) -> None:
     """Photos the CLI indexed where they lie, and uploads alike: a file swapped for other bytes or for a symlink
     (to another photo, or to a secret) after indexing is not served, and nothing else is read in its place."""
     from tests.search_service import index_photos
@@ -299,10 +293,10 @@ def test_a_photo_is_served_only_as_indexed_never_through_a_symlink(stub, tmp_pat
         path = folder / f"sku-{index}.jpg"
         path.write_bytes(product_jpeg(60 + index, size=(96, 96)))
         photos.append(path)
-    index_photos(tmp_path / "index", photos, stub.url)
+    index_photos(tmp_path / "index", photos, stub_triton.url)
     secret = tmp_path / "secret.jpg"
     secret.write_bytes(b"\xff\xd8\xff not a photo of this shop: a key")
-    settings = ApiSettings(triton_url=stub.url, catalog=str(tmp_path / "index"), api_key=WRITER)
+    settings = ApiSettings(triton_url=stub_triton.url, catalog=str(tmp_path / "index"), api_key=WRITER)
     with ServiceThread(settings) as service, service.client(headers={"X-API-Key": WRITER}) as http:
         assert http.get("/v1/products/sku-0/image").content == photos[0].read_bytes()
         photos[1].unlink()

@@ -358,3 +358,48 @@ def test_an_index_another_writer_saved_is_picked_up(tmp_path) -> None:
             writer.upsert(products(20, start=20), vectors[20:])
         assert reader.search(vectors[30], k=1)[0].product_id == "sku-30"
         assert reader.stats().products == 40
+
+
+def test_pages_walk_the_catalog_in_product_id_order_while_it_changes(location) -> None:
+    """A cursor walk sees, once each and in order, every product there throughout; one added behind the cursor is
+    not seen, one added ahead is, one removed ahead is not."""
+    vectors = clustered_vectors(27)
+    with Catalog.open(location) as catalog:
+        catalog.upsert(products(25), vectors[:25])
+        every = sorted(f"sku-{i}" for i in range(25))
+        behind, ahead = (Product(product_id=pid, path="", content_sha256="0" * 64, label="hat")
+                         for pid in ("sku-00", "sku-99"))
+        seen: list[str] = []
+        cursor = None
+        while page := catalog.page(after=cursor, limit=7):
+            seen += [product.product_id for product in page]
+            cursor = page[-1].product_id
+            if len(seen) == 14:
+                catalog.upsert([behind, ahead], vectors[25:])
+                catalog.remove([every[20]])
+        assert seen == every[:14] + sorted({*every[14:], "sku-99"} - {every[20]})
+        first = catalog.page(limit=3)
+        assert [p.product_id for p in first] == ["sku-0", "sku-00", "sku-1"]
+        assert first[0].extra == {"price": "0"} and first[0].path == "/photos/0.jpg"
+        assert catalog.page(after="sku-99", limit=5) == []
+        with pytest.raises(ValueError):
+            catalog.page(limit=0)
+
+
+def test_metadata_changes_keep_the_photo_and_the_vector(location) -> None:
+    vectors = clustered_vectors(30)
+    with Catalog.open(location) as catalog:
+        catalog.upsert(products(30), vectors)
+        before, vector = catalog.stored("sku-7")
+        updated = catalog.update_metadata("sku-7", {"price": "49.90", "brand": "acme"})
+        assert updated is not None and updated.extra == {"price": "49.90", "brand": "acme"}
+        after, stored_vector = catalog.stored("sku-7")
+        assert after.extra == {"price": "49.90", "brand": "acme"}
+        assert (after.path, after.content_sha256, after.label) == (before.path, before.content_sha256, before.label)
+        assert np.array_equal(stored_vector, vector)
+        assert catalog.search(vectors[7], k=1)[0].product_id == "sku-7"
+        assert [hit.product_id for hit in catalog.search(vectors[7], k=3, where={"brand": "acme"})] == ["sku-7"]
+        assert catalog.update_metadata("sku-7", {"brand": None}).extra == {"price": "49.90"}
+        assert catalog.search(vectors[7], k=3, where={"brand": "acme"}) == []
+        assert catalog.update_metadata("no-such", {"price": "1"}) is None
+        assert catalog.count() == 30

@@ -34,6 +34,7 @@ from shopvision.api.schemas import (
     Classification,
     ClassScore,
     ProductHit,
+    ProductPage,
     ProductRecord,
     Provenance,
     Readiness,
@@ -41,15 +42,20 @@ from shopvision.api.schemas import (
     WriteResult,
 )
 from shopvision.api.settings import ApiSettings
-from shopvision.api.uploads import Upload, read_image
+from shopvision.api.uploads import Upload, read_image, read_metadata_patch
 from shopvision.catalog import CATEGORY_COLUMN, Product, SearchHit, categorised
-from shopvision.contract import MAX_FILTER_VALUES
+from shopvision.contract import MAX_FILTER_VALUES, MAX_METADATA_FIELDS
 from shopvision.errors import NoCategoriesError, ShopvisionError
 from shopvision.types import ImageResult, Prediction
 
 MAX_K = 100
 MAX_TOP_K = 20
 MAX_PRODUCT_ID_CHARS = 1024
+MAX_RESULT_DEPTH = 1000
+"""offset + k at most: how deep into the ranking a search may page (each page searches that deep)."""
+MAX_PAGE_PRODUCTS = 200
+SCORE_DECIMALS = 6
+"""Scores in answers are rounded to this many decimals."""
 QUERY_CLASSES = 5
 QUERY_CATEGORIES = 3
 HEAD_PROBE_S = 10.0
@@ -195,7 +201,7 @@ async def product_id_of(request: Request, product_id: str) -> str:
     if not product_id or len(product_id) > MAX_PRODUCT_ID_CHARS:
         raise Problem(422, "Invalid product id", f"a product id has 1 to {MAX_PRODUCT_ID_CHARS} characters, "
                       f"not {len(product_id)}")
-    if request.method in ("PUT", "DELETE") and names_a_view(request.scope):
+    if request.method in ("PUT", "PATCH", "DELETE") and names_a_view(request.scope):
         raise Problem(422, "Ambiguous product id",
                       f"{product_id!r} ends in a view's name ({', '.join('/' + view for view in PRODUCT_VIEWS)}): "
                       f"send it with its slashes encoded, /v1/products/{quote(product_id, safe='')}, so that it "
@@ -212,6 +218,23 @@ Labels = Annotated[list[str] | None, Query(alias="label", max_length=MAX_FILTER_
 Where = Annotated[list[str] | None, Query(max_length=MAX_FILTER_VALUES,
                                           description="column=value: keep products whose metadata has it")]
 Category = Annotated[str | None, Query(description="Keep products of this category (the 'category' column)")]
+Offset = Annotated[int, Query(ge=0, le=MAX_RESULT_DEPTH - 1,
+                              description=f"Skip this many of the best products (offset + k <= {MAX_RESULT_DEPTH})")]
+ScoreThreshold = Annotated[float | None, Query(ge=-1.0, le=1.0, description="Keep products at least this similar "
+                                                                            "(cosine similarity, 1.0 = the same)")]
+
+
+def ranked_page(found: list[SearchHit], *, offset: int, k: int, threshold: float | None) -> list[SearchHit]:
+    """The k results after the first ``offset`` of a ranking searched ``offset + k`` deep, at or above the threshold."""
+    # Compared as shown: a threshold copied from an answer keeps the product it was copied from.
+    return [hit for hit in found[offset : offset + k]
+            if threshold is None or round(hit.score, SCORE_DECIMALS) >= threshold]
+
+
+def search_depth(k: int, offset: int) -> int:
+    if k + offset > MAX_RESULT_DEPTH:
+        raise Problem(422, "Invalid parameters", f"offset + k is {offset + k}; at most {MAX_RESULT_DEPTH}")
+    return k + offset
 
 
 async def image_upload(request: Request, shared: ServicesDep) -> Upload:
@@ -266,7 +289,7 @@ def image_url(product_id: str) -> str:
 
 
 def hits(found: list[SearchHit]) -> list[ProductHit]:
-    return [ProductHit(product_id=hit.product_id, score=round(hit.score, 6), label=hit.label,
+    return [ProductHit(product_id=hit.product_id, score=round(hit.score, SCORE_DECIMALS), label=hit.label,
                        category=hit.extra.get(CATEGORY_COLUMN), extra=hit.extra, image_url=image_url(hit.product_id))
             for hit in found]
 
@@ -322,22 +345,28 @@ def _routes() -> APIRouter:
     @router.post("/v1/search", response_model=SearchResult, dependencies=[Reads], tags=["search"],
                  summary="The catalog products that look most like a photo")
     async def search(shared: ServicesDep, catalog: CatalogDep, upload: UploadDep, k: K = 12,
-                     label: Labels = None, where: Where = None, category: Category = None) -> SearchResult:
+                     label: Labels = None, where: Where = None, category: Category = None, offset: Offset = 0,
+                     score_threshold: ScoreThreshold = None) -> SearchResult:
         conditions = await parse_where(catalog, where, category)
+        depth = search_depth(k, offset)
         result = await analyze(shared, upload.data, top_k=QUERY_CLASSES)
-        found = await timed_search(shared, catalog.search(result.vector, k=k, labels=label, where=conditions))
+        found = await timed_search(shared, catalog.search(result.vector, k=depth, labels=label, where=conditions))
+        page = ranked_page(found or [], offset=offset, k=k, threshold=score_threshold)
         return SearchResult(query=scores(result.predictions), categories=scores(result.categories),
-                            results=hits(found or []), provenance=await provenance(shared))
+                            results=hits(page), provenance=await provenance(shared))
 
     @router.get("/v1/products/{product_id:path}/similar", response_model=SearchResult, dependencies=[Reads],
                 tags=["search"], summary="More like this: products near a catalog product (no re-embedding)")
     async def similar(shared: ServicesDep, catalog: CatalogDep, product_id: ProductId, k: K = 12,
-                      label: Labels = None, where: Where = None, category: Category = None) -> SearchResult:
+                      label: Labels = None, where: Where = None, category: Category = None, offset: Offset = 0,
+                      score_threshold: ScoreThreshold = None) -> SearchResult:
         conditions = await parse_where(catalog, where, category)
-        found = await timed_search(shared, catalog.similar(product_id, k=k, labels=label, where=conditions))
+        depth = search_depth(k, offset)
+        found = await timed_search(shared, catalog.similar(product_id, k=depth, labels=label, where=conditions))
         if found is None:
             raise Problem(404, "Unknown product", f"no product {product_id!r} in the catalog")
-        return SearchResult(query=[], categories=[], results=hits(found), provenance=await provenance(shared))
+        page = ranked_page(found, offset=offset, k=k, threshold=score_threshold)
+        return SearchResult(query=[], categories=[], results=hits(page), provenance=await provenance(shared))
 
     @router.get("/v1/products/{product_id:path}/image", dependencies=[Reads], tags=["catalog"],
                 summary="The product's photo, or a JPEG thumbnail (size=128, 256 or 512)",
@@ -350,6 +379,15 @@ def _routes() -> APIRouter:
             raise Problem(404, "No photo", f"no photo of product {product_id!r} in the catalog")
         kind, image = found
         return Response(image, media_type=kind, headers=_IMAGE_CACHING)
+
+    @router.get("/v1/products", response_model=ProductPage, dependencies=[Reads], tags=["catalog"],
+                summary="The catalog's products, a page at a time, in product-id order")
+    async def list_products(catalog: CatalogDep, limit: Annotated[int, Query(ge=1, le=MAX_PAGE_PRODUCTS)] = 50,
+                            cursor: Annotated[str | None, Query(max_length=MAX_PRODUCT_ID_CHARS, description=(
+                                "next_cursor of the page before"))] = None) -> ProductPage:
+        found = await catalog.page(after=cursor, limit=limit)
+        return ProductPage(products=[record(product) for product in found],
+                           next_cursor=found[-1].product_id if len(found) == limit else None)
 
     @router.get("/v1/products/{product_id:path}", response_model=ProductRecord, dependencies=[Reads],
                 tags=["catalog"], summary="A catalog product")
@@ -371,6 +409,23 @@ def _routes() -> APIRouter:
         shared.metrics.catalog_products.set(catalog.products)
         response.status_code = 200 if replaced else 201
         return WriteResult(product=record(product), created=not replaced)
+
+    @router.patch("/v1/products/{product_id:path}", response_model=ProductRecord, tags=["catalog"],
+                  dependencies=[Depends(require_write_key)],
+                  summary="Change a product's metadata (a JSON merge patch; null removes a field), nothing re-embedded")
+    async def patch_product(request: Request, catalog: CatalogDep, product_id: ProductId) -> ProductRecord:
+        changes = await read_metadata_patch(request)
+        current = await catalog.get(product_id)
+        if current is None:
+            raise Problem(404, "Unknown product", f"no product {product_id!r} in the catalog")
+        fields = {**current.extra, **changes}
+        if sum(value is not None for value in fields.values()) > MAX_METADATA_FIELDS:
+            raise Problem(422, "Invalid parameters",
+                          f"metadata: the patch leaves more than {MAX_METADATA_FIELDS} fields")
+        product = await catalog.update_metadata(product_id, changes)
+        if product is None:  # removed meanwhile
+            raise Problem(404, "Unknown product", f"no product {product_id!r} in the catalog")
+        return record(product)
 
     @router.delete("/v1/products/{product_id:path}", status_code=204, tags=["catalog"],
                    dependencies=[Depends(require_write_key)], summary="Remove a product", response_class=Response)

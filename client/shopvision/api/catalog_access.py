@@ -149,6 +149,9 @@ class CatalogAccess:
     async def extra_columns(self) -> frozenset[str] | None:
         return await self._reads.run(self._catalog.extra_columns)
 
+    async def page(self, *, after: str | None, limit: int) -> list[Product]:
+        return await self._reads.run(lambda: self._catalog.page(after=after, limit=limit))
+
     async def stats(self) -> CatalogStats:
         return await self._reads.run(self._catalog.stats)  # the engine caches its label counts per change
 
@@ -220,6 +223,10 @@ class CatalogAccess:
             return product, previous is not None
 
         return await self._writes.run(put)
+
+    async def update_metadata(self, product_id: str, changes: Mapping[str, str | None]) -> Product | None:
+        """Merge metadata changes into a product, keeping its photo and vector; None when there is no such product."""
+        return await self._writes.run(lambda: self._catalog.update_metadata(product_id, changes))
 
     async def remove(self, product_id: str) -> bool:
         def remove() -> bool:

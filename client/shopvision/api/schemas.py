@@ -51,6 +51,11 @@ class ProductRecord(BaseModel):
     image_url: str
 
 
+class ProductPage(BaseModel):
+    products: list[ProductRecord] = Field(description="In product-id order")
+    next_cursor: str | None = Field(description="Pass as cursor= for the next page; null on the last")
+
+
 class WriteResult(BaseModel):
     product: ProductRecord
     created: bool

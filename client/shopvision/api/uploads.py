@@ -85,19 +85,27 @@ async def _read_form(request: Request, *, max_image_bytes: int, max_request_byte
 def _metadata(raw: object) -> dict[str, str]:
     if raw is None:
         return {}
-    try:  # at most MAX_METADATA_BYTES: the form parser refuses a larger part
-        values = json.loads(str(raw))
+    values = _metadata_object(str(raw), removals=False)
+    return {key: value for key, value in values.items() if value is not None}
+
+
+def _metadata_object(text: str, *, removals: bool) -> dict[str, str | None]:
+    """A flat JSON object of strings (and, with ``removals``, nulls: fields to remove), within the bounds."""
+    try:  # at most MAX_METADATA_BYTES: the form parser, or the patch's reader, refuses more
+        values = json.loads(text)
     except json.JSONDecodeError as error:
         raise Problem(422, "Invalid parameters", f"{METADATA_FIELD}: not JSON ({error})") from error
     except RecursionError as error:  # [[[[...]]]]: json's recursion limit comes long before the size limit
         raise Problem(422, "Invalid parameters", f"{METADATA_FIELD}: nested too deeply; a JSON object of "
                       "strings is flat") from error
-    if not isinstance(values, dict) or not all(isinstance(key, str) and isinstance(value, str)
+    allowed = (str, type(None)) if removals else (str,)
+    if not isinstance(values, dict) or not all(isinstance(key, str) and isinstance(value, allowed)
                                                for key, value in values.items()):
-        raise Problem(422, "Invalid parameters", f"{METADATA_FIELD}: a JSON object of strings, such as "
+        raise Problem(422, "Invalid parameters", f"{METADATA_FIELD}: a JSON object of strings"
+                      f"{' (null removes a field)' if removals else ''}, such as "
                       '{"title": "Red sneaker", "price": "59.90"}')
     try:  # json.loads lets "\ud800" through as a lone surrogate, which no UTF-8 store can hold
-        "".join(values).encode() + "".join(values.values()).encode()
+        "".join(values).encode() + "".join(value for value in values.values() if value is not None).encode()
     except UnicodeEncodeError as error:
         raise Problem(422, "Invalid parameters", f"{METADATA_FIELD}: not valid Unicode ({error.reason} at "
                       f"{error.start})") from error
@@ -105,6 +113,26 @@ def _metadata(raw: object) -> dict[str, str]:
         raise Problem(422, "Invalid parameters", f"{METADATA_FIELD}: {len(values)} fields; at most "
                       f"{MAX_METADATA_FIELDS}")
     return values
+
+
+async def read_metadata_patch(request: Request) -> dict[str, str | None]:
+    """A JSON merge patch of a product's metadata (RFC 7386, flat): strings set fields, nulls remove them.
+    Read while it streams in and refused past MAX_METADATA_BYTES."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type not in ("application/json", "application/merge-patch+json"):
+        raise Problem(415, "Not JSON", "send the metadata changes as a JSON object (Content-Type: "
+                      f"application/merge-patch+json or application/json), not {content_type or 'no Content-Type'}")
+    received = bytearray()
+    async for chunk in request.stream():
+        received += chunk
+        if len(received) > MAX_METADATA_BYTES:
+            raise Problem(422, "Invalid parameters", f"{METADATA_FIELD}: over {MAX_METADATA_BYTES} bytes, the most "
+                          "a product's metadata may hold")
+    try:
+        text = received.decode()
+    except UnicodeDecodeError as error:
+        raise Problem(422, "Invalid parameters", f"{METADATA_FIELD}: not UTF-8") from error
+    return _metadata_object(text, removals=True)
 
 
 def _too_large(size: int, max_image_bytes: int) -> Problem:

@@ -58,6 +58,9 @@ class VectorStore(Protocol):
     def extra_columns(self) -> frozenset[str] | None:
         """The metadata columns products have (for filters), or None where the engine cannot list them."""
 
+    def page(self, *, after: str | None, limit: int) -> list[Product]:
+        """Up to ``limit`` products in product-id order (code point order), those after ``after`` only."""
+
     def search(self, queries: np.ndarray, *, k: int, labels: Sequence[str] | None,
                where: Mapping[str, str] | None = None) -> list[list[SearchHit]]:
         """The k best products per query row by inner product, optionally only those with these labels

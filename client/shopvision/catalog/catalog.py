@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -155,6 +156,25 @@ class Catalog:
     def stored(self, product_id: str) -> tuple[Product, np.ndarray] | None:
         """A product with the vector the catalog holds for it, or None when it is not in the catalog."""
         return self._store.get(product_id)
+
+    def page(self, *, after: str | None = None, limit: int = 100) -> list[Product]:
+        """Up to ``limit`` products in product-id order, those after the id ``after`` only: a cursor that stays
+        valid while products are added and removed (each page starts after the last id of the one before)."""
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        return self._store.page(after=after, limit=limit)
+
+    def update_metadata(self, product_id: str, changes: Mapping[str, str | None]) -> Product | None:
+        """Merge ``changes`` into a product's metadata (None removes a field) and store it with the vector the
+        catalog holds: nothing is embedded again. None when the product is not in the catalog."""
+        stored = self._store.get(product_id)
+        if stored is None:
+            return None
+        product, vector = stored
+        extra = {**product.extra, **changes}
+        updated = dataclasses.replace(product, extra={key: value for key, value in extra.items() if value is not None})
+        self._store.upsert([updated], vector[np.newaxis])
+        return updated
 
     def extra_columns(self) -> frozenset[str] | None:
         """The metadata columns products have, or None where the engine cannot list them (Milvus)."""

@@ -228,6 +228,13 @@ class FaissStore:
                           extra=json.loads(extra))
         return product, np.frombuffer(vector, dtype=np.float32).copy()
 
+    def page(self, *, after: str | None, limit: int) -> list[Product]:
+        rows = self._reader().execute(
+            "SELECT product_id, path, content_sha256, label, extra FROM products WHERE product_id > ? "
+            "ORDER BY product_id LIMIT ?", ("" if after is None else after, limit)).fetchall()
+        return [Product(product_id=product_id, path=path, content_sha256=digest, label=label, extra=json.loads(extra))
+                for product_id, path, digest, label, extra in rows]
+
     def extra_columns(self) -> frozenset[str]:
         """Metadata columns seen since opening (a column whose last product went stays listed until reopened)."""
         self._follow_other_writers()

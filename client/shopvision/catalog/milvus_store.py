@@ -7,6 +7,7 @@ collection; catalog-wide settings are collection properties.
 
 from __future__ import annotations
 
+import heapq
 import json
 import logging
 import os
@@ -182,6 +183,23 @@ class MilvusStore:
         product = Product(product_id=row["product_id"], path=row["path"], content_sha256=row["content_sha256"],
                           label=row["label"], extra=dict(row["extra"] or {}))
         return product, np.asarray(row["vector"], dtype=np.float32)
+
+    def page(self, *, after: str | None, limit: int) -> list[Product]:
+        # Milvus has no ORDER BY: the ids after the cursor are scanned and the first `limit` kept, a pass over the
+        # collection per page (a shop lists its catalog rarely; searches never pay for it).
+        if not self._exists:
+            return []
+        condition = "" if after is None else f"product_id > {json.dumps(after)}"
+        iterator = self._client.query_iterator(self._collection, batch_size=_SCAN_BATCH, filter=condition,
+                                               output_fields=[*_FIELDS, "content_sha256"])
+        rows: list[dict] = []
+        try:
+            while batch := iterator.next():
+                rows = heapq.nsmallest(limit, [*rows, *batch], key=lambda row: row["product_id"])
+        finally:
+            iterator.close()
+        return [Product(product_id=row["product_id"], path=row["path"], content_sha256=row["content_sha256"],
+                        label=row["label"], extra=dict(row["extra"] or {})) for row in rows]
 
     def extra_columns(self) -> None:
         return None  # a JSON field has no schema to list; any column may be filtered on
