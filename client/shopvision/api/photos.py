@@ -77,7 +77,8 @@ class PhotoStore:
         product's sha256: a file swapped or linked elsewhere after indexing is not served, so the service never
         hands out bytes it was not given as the product's photo."""
         stored = self.uploads / digest[:2] / digest if self.uploads is not None and _DIGEST.fullmatch(digest) else None
-        for path in ([stored] if stored is not None else []) + ([Path(recorded)] if recorded else []):
+        # An upload's row records the store's own path: each file is tried once.
+        for path in dict.fromkeys(path for path in (stored, Path(recorded) if recorded else None) if path is not None):
             data = _read_regular_file(path)
             if data is None:
                 continue
