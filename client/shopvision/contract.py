@@ -113,3 +113,12 @@ REJECTED_IMAGE: Final = "invalid image"
 CONFIDENCE_METRIC: Final = "shopvision_top1_confidence"
 """Prometheus histogram (``_bucket``/``_sum``/``_count``) of each served image's top-1 probability."""
 CONFIDENCE_BUCKETS: Final = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
+
+FEED_FETCH_CONCURRENCY: Final = 16
+"""Images a feed sync fetches at once (``index sync --concurrency``): enough to hide a CDN's latency behind the
+model's batches, few enough not to look like an attack to the shop's CDN."""
+FEED_FETCH_TIMEOUT_S: Final = 30.0
+"""The most one image's fetch may take, connection and body together (a server that trickles bytes is cut)."""
+FEED_FETCH_RETRIES: Final = 3
+"""Tries after the first for a transient failure (connection, timeout, 429, 5xx), with exponential backoff."""
+FEED_MAX_REDIRECTS: Final = 5

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from shopvision.types import Prediction
@@ -19,6 +20,20 @@ class CatalogItem:
     product_id: str
     path: Path
     extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Photo:
+    """A product photo's bytes, ready to embed: from a file (``source`` its path) or a feed (its URL)."""
+
+    product_id: str
+    source: str
+    data: bytes = field(repr=False)
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @cached_property
+    def content_sha256(self) -> str:
+        return hashlib.sha256(self.data).hexdigest()
 
 
 @dataclass(frozen=True)

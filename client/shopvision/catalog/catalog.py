@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from shopvision.catalog._model import BuildReport, CatalogItem, CatalogStats, Product, SearchHit, categorised
+from shopvision.catalog._model import (
+    BuildReport,
+    CatalogItem,
+    CatalogStats,
+    Photo,
+    Product,
+    SearchHit,
+    categorised,
+)
 from shopvision.catalog._store import CatalogError, VectorStore, catalog_width
 from shopvision.catalog.faiss_store import HNSW_EF_SEARCH, FaissStore
 from shopvision.catalog.milvus_store import DEFAULT_COLLECTION, MilvusConnection, MilvusStore, is_milvus_uri
@@ -176,6 +183,15 @@ class Catalog:
         self._store.upsert([updated], vector[np.newaxis])
         return updated
 
+    def rewrite_metadata(self, products: Sequence[Product]) -> list[Product]:
+        """Store these products as given (new metadata) with the vectors the catalog holds for them, as one write:
+        nothing is embedded again. Products no longer in the catalog are skipped; returns those stored."""
+        held = [(product, self._store.get(product.product_id)) for product in products]
+        kept = [(product, stored[1]) for product, stored in held if stored is not None]
+        if kept:
+            self._store.upsert([product for product, _ in kept], np.stack([vector for _, vector in kept]))
+        return [product for product, _ in kept]
+
     def extra_columns(self) -> frozenset[str] | None:
         """The metadata columns products have, or None where the engine cannot list them (Milvus)."""
         return self._store.extra_columns()
@@ -219,40 +235,52 @@ class Catalog:
 
     def _build_batch(self, items: Sequence[CatalogItem], known: dict[str, str], report: BuildReport, *,
                      categories: int) -> None:
-        pending: list[tuple[CatalogItem, bytes, str]] = []
+        pending: list[Photo] = []
         for item in items:
             try:
                 data = item.path.read_bytes()
             except OSError as error:
                 report.failed.append((item.product_id, f"cannot read {item.path}: {error.strerror or error}"))
                 continue
-            digest = hashlib.sha256(data).hexdigest()
-            if known.get(item.product_id) == digest:
+            photo = Photo(item.product_id, str(item.path), data, item.extra)
+            if known.get(item.product_id) == photo.content_sha256:
                 report.unchanged += 1
             else:
-                pending.append((item, data, digest))
-        if not pending:
-            return
-        results = self._require_client().analyze([data for _, data, _ in pending], top_k=1, categories=categories,
-                                                 on_error="report")
-        products, vectors = [], []
-        for (item, _, digest), result in zip(pending, results, strict=True):
-            if result.error is not None:
-                report.failed.append((item.product_id, result.error.reason))
-                continue
-            products.append(Product(product_id=item.product_id, path=str(item.path), content_sha256=digest,
-                                    label=result.predictions[0].label,
-                                    extra=categorised(item.extra, result.categories)))
-            vectors.append(result.vector)
-        if not products:
-            return
-        self._store.upsert(products, np.stack(vectors))
-        for product in products:
+                pending.append(photo)
+        stored, failed = self.index_photos(pending, categories=categories)
+        report.failed.extend(failed)
+        for product in stored:
             if product.product_id in known:
                 report.updated += 1
             else:
                 report.added += 1
             known[product.product_id] = product.content_sha256
+
+    def index_photos(self, photos: Sequence[Photo], *, categories: int | None = None
+                     ) -> tuple[list[Product], list[tuple[str, str]]]:
+        """Embed photos through the server and store them, replacing products with the same ids, as one write.
+
+        Returns the products stored and (product id, reason) of the photos the server refused. ``categories``
+        (1 or 0) says whether to ask the categories head for a category; None asks the server whether one serves.
+        """
+        if not photos:
+            return [], []
+        client = self._require_client()
+        if categories is None:
+            categories = 1 if client.serves_categories() else 0
+        results = client.analyze([photo.data for photo in photos], top_k=1, categories=categories, on_error="report")
+        products, vectors, failed = [], [], []
+        for photo, result in zip(photos, results, strict=True):
+            if result.error is not None:
+                failed.append((photo.product_id, result.error.reason))
+                continue
+            products.append(Product(product_id=photo.product_id, path=photo.source,
+                                    content_sha256=photo.content_sha256, label=result.predictions[0].label,
+                                    extra=categorised(photo.extra, result.categories)))
+            vectors.append(result.vector)
+        if products:
+            self._store.upsert(products, np.stack(vectors))
+        return products, failed
 
     def _require_client(self) -> Client:
         if self._client is None:

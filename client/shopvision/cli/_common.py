@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:
+    from shopvision.catalog.feeds import SyncReport
 
 from shopvision.images import IMAGE_SUFFIXES
 
@@ -56,3 +60,36 @@ class ProgressBar:
         if done == total:
             self._stream.write("\n")
         self._stream.flush()
+
+
+class SyncProgress:
+    """One status line of a feed sync on a terminal, redrawn at most 4 times a second; silent when redirected.
+
+    The feed's length in rows is unknown until it is read, so the ETA comes from the share of its bytes read."""
+
+    def __init__(self, *, stream: TextIO = sys.stderr, interval_s: float = 0.25) -> None:
+        self._stream = stream
+        self._enabled = stream.isatty()
+        self._interval_s = interval_s
+        self._drawn_at = 0.0
+        self._drawn = False
+
+    def __call__(self, report: SyncReport) -> None:
+        now = time.monotonic()
+        if not self._enabled or now - self._drawn_at < self._interval_s:
+            return
+        self._drawn_at, self._drawn = now, True
+        rate = report.rows / report.elapsed_s if report.elapsed_s > 0 else 0.0
+        eta = ""
+        if report.feed_read and 0 < report.feed_read < 1:
+            left = report.elapsed_s * (1 - report.feed_read) / report.feed_read
+            eta = f"  ETA {int(left // 60)}m{int(left % 60):02d}s"
+        self._stream.write(f"\rsync  rows {report.rows}  fetched {report.fetched}  not modified "
+                           f"{report.not_modified}  embedded {report.embedded}  failed {len(report.failed)}  "
+                           f"{rate:.1f} rows/s{eta}\x1b[K")
+        self._stream.flush()
+
+    def end(self) -> None:
+        if self._drawn:
+            self._stream.write("\n")
+            self._stream.flush()

@@ -8,7 +8,7 @@ import sys
 from dataclasses import asdict
 from typing import TYPE_CHECKING
 
-from shopvision.cli._common import EXIT_OK, EXIT_SOME_FAILED, ProgressBar, add_url_option
+from shopvision.cli._common import EXIT_OK, EXIT_SOME_FAILED, ProgressBar, SyncProgress, add_url_option
 
 if TYPE_CHECKING:
     from shopvision.catalog import Catalog
@@ -43,6 +43,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     add_url_option(build)
     build.set_defaults(handler=run_build)
 
+    _register_sync(actions)
+
     remove = actions.add_parser("remove", help="remove products by id")
     remove.add_argument("product_ids", nargs="+", metavar="PRODUCT_ID")
     _add_catalog_options(remove)
@@ -68,6 +70,49 @@ def register(commands: argparse._SubParsersAction) -> None:
     _add_catalog_options(search)
     add_url_option(search)
     search.set_defaults(handler=run_search)
+
+
+def _register_sync(actions: argparse._SubParsersAction) -> None:
+    from shopvision.catalog.feeds import FEED_FORMATS, MISSING_POLICIES
+    from shopvision.contract import FEED_FETCH_CONCURRENCY, FEED_FETCH_RETRIES, FEED_FETCH_TIMEOUT_S
+
+    sync = actions.add_parser(
+        "sync", help="bring a catalog in step with a product feed (Merchant TSV/XML, CSV, JSON Lines)",
+        description="Read the feed (a path or an http(s)://, s3:// or gs:// URL; .gz is unpacked), fetch its "
+                    "images (cached, revalidated with ETag/Last-Modified), embed what changed, store metadata "
+                    "changes without embedding, and remove this feed's products that left it. A bad row or image "
+                    "is reported with its row, URL and reason, and the rest is indexed. Interrupted syncs keep "
+                    "what they committed: run the same command again to resume.",
+        epilog="examples:\n  shopvision index sync products.tsv --index catalog/\n"
+               "  shopvision index sync https://shop.example/feed.xml --index catalog/ --json\n"
+               "  shopvision index sync s3://bucket/export.csv --index catalog/ --map id=Handle "
+               "--map image_link='Image Src'",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    sync.add_argument("feed", metavar="FEED")
+    sync.add_argument("--format", choices=FEED_FORMATS, help="the feed's format (default: from its name)")
+    sync.add_argument("--map", action="append", default=[], metavar="FIELD=COLUMN",
+                      help="take FIELD (id, image_link, additional_image_link, or a metadata name) from the feed's "
+                           "COLUMN; repeat for more")
+    sync.add_argument("--exclude", action="append", default=[], metavar="COLUMN",
+                      help="leave a column out of the metadata; repeat for more")
+    sync.add_argument("--name", help="the feed's name in the catalog (metadata 'feed'; default: its URL without "
+                                     "credentials or query, or its absolute path)")
+    sync.add_argument("--missing", choices=MISSING_POLICIES, default="remove",
+                      help="what happens to this feed's products that left it (default: remove)")
+    sync.add_argument("--concurrency", type=int, default=FEED_FETCH_CONCURRENCY,
+                      help=f"images fetched at once (default {FEED_FETCH_CONCURRENCY})")
+    sync.add_argument("--timeout", type=float, default=FEED_FETCH_TIMEOUT_S,
+                      help=f"seconds one image may take (default {FEED_FETCH_TIMEOUT_S:g})")
+    sync.add_argument("--retries", type=int, default=FEED_FETCH_RETRIES,
+                      help=f"tries after the first for a transient failure (default {FEED_FETCH_RETRIES})")
+    sync.add_argument("--allow-private-addresses", action="store_true",
+                      help="let image URLs reach private and loopback addresses (refused by default: SSRF)")
+    sync.add_argument("--cache", metavar="DIR", help="fetched images and their validators (default: "
+                                                     "~/.cache/shopvision/feeds/<feed>)")
+    sync.add_argument("--json", action="store_true", help="print a machine summary instead of prose")
+    _add_catalog_options(sync)
+    add_url_option(sync)
+    sync.set_defaults(handler=run_sync)
 
 
 def _add_catalog_options(parser: argparse.ArgumentParser) -> None:
@@ -104,6 +149,45 @@ def run_build(args: argparse.Namespace) -> int:
         print(f"{product_id}: FAILED: {reason}", file=sys.stderr)
     print(f"added {report.added}, updated {report.updated}, unchanged {report.unchanged}, "
           f"removed {report.removed}, failed {len(report.failed)}; {products} products in {args.index}")
+    return EXIT_SOME_FAILED if report.failed else EXIT_OK
+
+
+def run_sync(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import shopvision
+    from shopvision.catalog.feeds import FeedMapping, FetchSettings, SyncOptions, SyncReport, sync_feed
+
+    if args.concurrency < 1 or args.retries < 0 or args.timeout <= 0:
+        raise ValueError("--concurrency must be at least 1, --retries at least 0 and --timeout above 0")
+    options = SyncOptions(
+        name=args.name, format=args.format, mapping=FeedMapping.parse(args.map, exclude=args.exclude),
+        missing=args.missing, cache=Path(args.cache) if args.cache else None,
+        fetch=FetchSettings(concurrency=args.concurrency, timeout_s=args.timeout, retries=args.retries,
+                            allow_private=args.allow_private_addresses))
+    status = SyncProgress()
+    report: SyncReport | None = None
+    try:
+        with shopvision.Client(args.url) as client, _open(args, client) as catalog:
+            report = sync_feed(catalog, args.feed, options, progress=status)
+    except KeyboardInterrupt:
+        status.end()
+        print("\ninterrupted: the batches committed so far are kept; run the same command to resume",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+    status.end()
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        for problem in report.failed:
+            where = f"row {problem.row}" + (f" ({problem.product_id})" if problem.product_id else "")
+            print(f"{where}: FAILED: {problem.reason}" + (f" [{problem.url}]" if problem.url else ""),
+                  file=sys.stderr)
+        print(f"{report.rows} rows: added {report.added}, re-embedded {report.reembedded}, metadata updated "
+              f"{report.metadata_updated}, unchanged {report.unchanged}, removed {report.removed}, marked "
+              f"unavailable {report.marked_unavailable}, failed {len(report.failed)}; images fetched "
+              f"{report.fetched} ({report.bytes_fetched / 1e6:.1f} MB), not modified {report.not_modified}; "
+              f"{report.elapsed_s:.1f} s")
     return EXIT_SOME_FAILED if report.failed else EXIT_OK
 
 

@@ -1,0 +1,265 @@
+"""Keep a catalog in step with a product feed: ``shopvision index sync FEED``.
+
+One pass over the feed, streamed: rows are read as they arrive, their images fetched ahead by a pool of threads
+(so that fetching overlaps the model's inference), and every batch of :data:`~shopvision.catalog.BUILD_BATCH`
+products is embedded and committed as one write. What decides the work on a row:
+
+* the image's bytes (their sha256) or URL differ from what the catalog holds: embed and store it;
+* only the row's other attributes differ: store the new metadata with the vector the catalog holds;
+* nothing differs: nothing is written. The image was still asked for, conditionally: a 304 costs no bytes.
+
+A sync owns the products it wrote, marked with the metadata column ``feed``: a product that left the feed is
+removed (or marked out of stock, or kept) only when it is the same feed's, and only after the whole feed was read.
+An interrupted sync (Ctrl-C, a crash) keeps every batch it committed; the next run skips those, fetching only
+revalidations, so it resumes where the last one stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+from shopvision.catalog._model import CATEGORY_COLUMN, Photo, Product
+from shopvision.catalog.feeds.errors import FeedError
+from shopvision.catalog.feeds.fetch import FetchedImage, FetchSettings, ImageCache, ImageFetcher, ImageFetchError
+from shopvision.catalog.feeds.formats import AVAILABILITY, FeedMapping, FeedRow, RowProblem, feed_format, read_rows
+from shopvision.catalog.feeds.sources import open_feed, scheme_of
+
+if TYPE_CHECKING:
+    from shopvision.catalog.catalog import Catalog
+
+FEED_COLUMN: Final = "feed"
+"""The metadata column that names the feed a product came from: a sync removes or marks only its own products."""
+OUT_OF_STOCK: Final = "out_of_stock"
+"""``availability`` of a product that left the feed, with ``--missing mark-unavailable`` (Google's value)."""
+MISSING_POLICIES: Final = ("remove", "mark-unavailable", "keep")
+SYNC_BATCH: Final = 128
+"""Products embedded and committed together (the catalog's build batch): a crash loses at most this many."""
+
+
+@dataclass(frozen=True)
+class SyncOptions:
+    name: str | None = None
+    """The feed's name in the catalog (metadata ``feed``); by default its URL without credentials or query, or
+    its absolute path. Give one when the feed's URL changes (signed URLs) but it is the same feed."""
+    format: str | None = None
+    mapping: FeedMapping = field(default_factory=FeedMapping)
+    missing: str = "remove"
+    """What happens to this feed's products that are no longer in it: ``remove``, ``mark-unavailable``, ``keep``."""
+    fetch: FetchSettings = field(default_factory=FetchSettings)
+    cache: Path | None = None
+    """Where fetched images and their validators are kept; by default under ~/.cache/shopvision/feeds."""
+    batch_size: int = SYNC_BATCH
+
+
+@dataclass
+class SyncReport:
+    feed: str
+    rows: int = 0
+    """Rows read, good and bad."""
+    added: int = 0
+    reembedded: int = 0
+    """Products whose image changed, embedded again."""
+    metadata_updated: int = 0
+    """Products whose metadata alone changed: stored with the vector held, nothing embedded."""
+    unchanged: int = 0
+    removed: int = 0
+    marked_unavailable: int = 0
+    fetched: int = 0
+    """Images whose bytes came over the network."""
+    not_modified: int = 0
+    """Images the server (or object store) said had not changed since the cache got them."""
+    bytes_fetched: int = 0
+    failed: list[RowProblem] = field(default_factory=list)
+    complete: bool = False
+    """Whether the whole feed was read (only then are products that left it removed)."""
+    elapsed_s: float = 0.0
+    feed_read: float | None = None
+    """The share of the feed read so far, when its size is known."""
+
+    @property
+    def embedded(self) -> int:
+        return self.added + self.reembedded
+
+    def as_dict(self) -> dict[str, Any]:
+        """The machine summary ``index sync --json`` prints."""
+        summary = dataclasses.asdict(self)
+        summary.pop("feed_read")
+        summary["embedded"] = self.embedded
+        summary["failed"] = [dataclasses.asdict(problem) for problem in self.failed]
+        summary["elapsed_s"] = round(self.elapsed_s, 3)
+        return summary
+
+
+def feed_name(location: str) -> str:
+    """A feed's default name: a URL without user, password, query or fragment, or a file's absolute path."""
+    if not scheme_of(location):
+        return str(Path(location).resolve())
+    scheme, rest = location.split("://", 1)
+    rest = rest.split("#", 1)[0].split("?", 1)[0]
+    authority, slash, path = rest.partition("/")
+    return f"{scheme.lower()}://{authority.rsplit('@', 1)[-1]}{slash}{path}"
+
+
+def default_cache(name: str) -> Path:
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "shopvision" / "feeds" / hashlib.sha256(name.encode()).hexdigest()[:16]
+
+
+def sync_feed(catalog: Catalog, location: str, options: SyncOptions | None = None, *,
+              progress: Callable[[SyncReport], None] | None = None) -> SyncReport:
+    """Bring ``catalog`` in step with the feed at ``location`` (a path or an http(s)://, s3:// or gs:// URL).
+
+    Raises :class:`FeedError` when the feed cannot be read at all; a bad row or image is reported in the
+    result's ``failed`` and the rest is indexed. ``progress`` is called with the report as it grows.
+    """
+    options = options or SyncOptions()
+    if options.missing not in MISSING_POLICIES:
+        raise FeedError(f"missing must be one of {', '.join(MISSING_POLICIES)}, not {options.missing!r}")
+    name = options.name or feed_name(location)
+    run = _Sync(catalog, name, options, progress)
+    cache = ImageCache(options.cache or default_cache(name))
+    with open_feed(location) as feed, ImageFetcher(cache, options.fetch) as fetcher:
+        rows = read_rows(feed.stream, feed_format(location, options.format), options.mapping)
+        pool = ThreadPoolExecutor(options.fetch.concurrency, thread_name_prefix="feed-fetch")
+        try:
+            batch: list[tuple[FeedRow | RowProblem, Future[FetchedImage] | None]] = []
+            for item in _fetch_ahead(rows, fetcher, pool, lookahead=2 * options.batch_size):
+                batch.append(item)
+                if len(batch) >= options.batch_size:
+                    run.apply(batch, feed_read=feed.position() / feed.size if feed.size else None)
+                    batch = []
+            run.apply(batch, feed_read=1.0)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+    run.finish()
+    if run.report.complete:
+        cache.retain(run.urls)
+    return run.report
+
+
+def _fetch_ahead(rows: Iterator[FeedRow | RowProblem], fetcher: ImageFetcher, pool: ThreadPoolExecutor, *,
+                 lookahead: int) -> Iterator[tuple[FeedRow | RowProblem, Future[FetchedImage] | None]]:
+    """Rows in feed order with their image's fetch under way: up to ``lookahead`` rows ahead of the consumer,
+    so that the pool fetches while the consumer waits for the model, and memory stays that of the window."""
+    window: deque[tuple[FeedRow | RowProblem, Future[FetchedImage] | None]] = deque()
+    for row in rows:
+        window.append((row, pool.submit(fetcher.fetch, row.image_url) if isinstance(row, FeedRow) else None))
+        if len(window) > lookahead:
+            yield window.popleft()
+    yield from window
+
+
+class _Sync:
+    """One sync's state: the feed's products as the catalog held them, what was seen, the report."""
+
+    def __init__(self, catalog: Catalog, name: str, options: SyncOptions,
+                 progress: Callable[[SyncReport], None] | None) -> None:
+        self.catalog = catalog
+        self.name = name
+        self.options = options
+        self.progress = progress
+        self.report = SyncReport(feed=name)
+        self.started = time.monotonic()
+        self.held = _products_of_feed(catalog, name)
+        self.seen: set[str] = set()
+        self.urls: set[str] = set()
+        self.valid_rows = 0
+
+    def apply(self, batch: list[tuple[FeedRow | RowProblem, Future[FetchedImage] | None]], *,
+              feed_read: float | None) -> None:
+        photos: dict[str, tuple[FeedRow, Photo]] = {}
+        rewrites: list[Product] = []
+        for row, fetch in batch:
+            self.report.rows += 1
+            if isinstance(row, RowProblem):
+                self.report.failed.append(row)
+                continue
+            assert fetch is not None  # every good row's fetch was submitted
+            self.valid_rows += 1
+            self.seen.add(row.product_id)  # a row whose image fails keeps its product: a flaky CDN removes nothing
+            self.urls.add(row.image_url)
+            try:
+                image = fetch.result()
+            except ImageFetchError as error:
+                self.report.failed.append(RowProblem(row.row, error.reason, row.product_id, row.image_url))
+                continue
+            if image.transferred:
+                self.report.fetched += 1
+                self.report.bytes_fetched += image.size
+            else:
+                self.report.not_modified += 1
+            held = self.held.get(row.product_id)
+            extra = {**row.metadata, FEED_COLUMN: self.name}
+            if held is not None and held.path == row.image_url and held.content_sha256 == image.content_sha256:
+                if CATEGORY_COLUMN in held.extra and CATEGORY_COLUMN not in extra:
+                    extra[CATEGORY_COLUMN] = held.extra[CATEGORY_COLUMN]  # the categories head's, given at embedding
+                if held.extra == extra:
+                    self.report.unchanged += 1
+                else:
+                    rewrites.append(dataclasses.replace(held, extra=extra))
+            else:
+                photos[row.product_id] = (row, Photo(row.product_id, row.image_url, image.read(), extra))
+        self._store(photos, rewrites)
+        self.report.feed_read = feed_read
+        self._report()
+
+    def finish(self) -> None:
+        """After the whole feed was read: what left it is removed or marked, by the options."""
+        self.report.complete = True
+        gone = sorted(product_id for product_id in self.held if product_id not in self.seen)
+        if self.valid_rows == 0 or not gone or self.options.missing == "keep":
+            # A feed of no good rows is far likelier a broken export than a shop that sells nothing.
+            self._done()
+            return
+        if self.options.missing == "remove":
+            self.report.removed = self.catalog.remove(gone)
+        else:
+            marked = [dataclasses.replace(product, extra={**product.extra, AVAILABILITY: OUT_OF_STOCK})
+                      for product in (self.held[product_id] for product_id in gone)
+                      if product.extra.get(AVAILABILITY) != OUT_OF_STOCK]
+            self.report.marked_unavailable = len(self.catalog.rewrite_metadata(marked))
+        self._done()
+
+    def _store(self, photos: dict[str, tuple[FeedRow, Photo]], rewrites: list[Product]) -> None:
+        if rewrites:
+            for product in self.catalog.rewrite_metadata(rewrites):
+                self.held[product.product_id] = product
+                self.report.metadata_updated += 1
+        stored, failed = self.catalog.index_photos([photo for _, photo in photos.values()])
+        for product_id, reason in failed:
+            row, photo = photos[product_id]
+            self.report.failed.append(RowProblem(row.row, reason, product_id, photo.source))
+        for product in stored:
+            if product.product_id in self.held:
+                self.report.reembedded += 1
+            else:
+                self.report.added += 1
+            self.held[product.product_id] = product
+
+    def _done(self) -> None:
+        self.catalog.flush()
+        self._report()
+
+    def _report(self) -> None:
+        self.report.elapsed_s = time.monotonic() - self.started
+        if self.progress is not None:
+            self.progress(self.report)
+
+
+def _products_of_feed(catalog: Catalog, name: str) -> dict[str, Product]:
+    """The catalog's products that came from this feed, read a page at a time."""
+    held: dict[str, Product] = {}
+    after: str | None = None
+    while page := catalog.page(after=after, limit=1000):
+        held.update((product.product_id, product) for product in page if product.extra.get(FEED_COLUMN) == name)
+        after = page[-1].product_id
+    return held
