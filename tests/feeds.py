@@ -13,6 +13,8 @@ import csv
 import hashlib
 import json
 import re
+import ssl
+import subprocess
 import threading
 import time
 from collections import Counter
@@ -92,6 +94,8 @@ class PhotoServer:
     requests: Counter[str] = field(default_factory=Counter)
     transfers: Counter[str] = field(default_factory=Counter)
     """Paths whose bytes were sent (200), not answered 304."""
+    tls: tuple[Path, Path] | None = None
+    """A certificate and key: serve https, as ``https://localhost:PORT``."""
 
     def __post_init__(self) -> None:
         server = self
@@ -135,6 +139,11 @@ class PhotoServer:
         self._http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._http.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._http.server_port}"
+        if self.tls is not None:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(*self.tls)
+            self._http.socket = context.wrap_socket(self._http.socket, server_side=True)
+            self.url = f"https://localhost:{self._http.server_port}"
         self._thread = threading.Thread(target=self._http.serve_forever, daemon=True)
 
     def serve_products(self, products: list[ShopProduct]) -> None:
@@ -153,3 +162,12 @@ class PhotoServer:
     def __exit__(self, *exc_info: object) -> None:
         self._http.shutdown()
         self._http.server_close()
+
+
+def localhost_certificate(directory: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for the name ``localhost`` only (not for 127.0.0.1)."""
+    certificate, key = directory / "localhost.crt", directory / "localhost.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost", "-keyout", str(key), "-out", str(certificate)],
+                   check=True, capture_output=True)
+    return certificate, key

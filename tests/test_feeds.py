@@ -33,7 +33,15 @@ from shopvision.catalog.feeds import (
 )
 from shopvision.cli.main import main
 from shopvision.contract import MAX_IMAGE_BYTES
-from tests.feeds import PhotoServer, Served, ShopProduct, shop_products, write_jsonl, write_tsv
+from tests.feeds import (
+    PhotoServer,
+    Served,
+    ShopProduct,
+    localhost_certificate,
+    shop_products,
+    write_jsonl,
+    write_tsv,
+)
 from tests.stub_triton import StubTriton
 
 JPEG = b"\xff\xd8\xff\xe0" + b"\x00" * 64
@@ -162,6 +170,20 @@ def test_a_fetch_refuses_what_is_not_a_sound_image(tmp_path: Path) -> None:
         assert reason("/loop") == "more than 5 redirects"
         moved = fetcher.fetch(server.url + "/moved.jpg")
         assert moved.read() == JPEG and moved.transferred
+
+
+def test_https_is_verified_against_the_name_though_the_checked_address_is_dialled(tmp_path: Path) -> None:
+    certificate, key = localhost_certificate(tmp_path)
+    trusting = FetchSettings(allow_private=True, ca_file=str(certificate), retries=0)
+    with PhotoServer(routes={"/a.jpg": Served(JPEG)}, tls=(certificate, key)) as server:
+        port = server.url.rsplit(":", 1)[1]
+        with ImageFetcher(ImageCache(tmp_path / "trusting"), trusting) as fetcher:
+            assert fetcher.fetch(server.url + "/a.jpg").read() == JPEG
+            with pytest.raises(ImageFetchError, match="CERTIFICATE_VERIFY_FAILED"):  # the certificate names localhost
+                fetcher.fetch(f"https://127.0.0.1:{port}/a.jpg")
+        with ImageFetcher(ImageCache(tmp_path / "default"), FetchSettings(allow_private=True, retries=0)) as fetcher, \
+                pytest.raises(ImageFetchError, match="CERTIFICATE_VERIFY_FAILED"):
+            fetcher.fetch(server.url + "/a.jpg")  # not signed by a CA the system trusts
 
 
 def test_transient_failures_are_retried_and_unchanged_images_are_not_sent_again(tmp_path: Path) -> None:
@@ -354,3 +376,41 @@ def test_a_feed_and_its_photos_on_s3(stub_triton: StubTriton, products: list[Sho
     finally:
         server.stop()
         os.environ.pop("AWS_ENDPOINT_URL", None)
+
+
+def test_a_sync_through_the_search_service_leaves_it_the_only_writer(
+        stub_triton: StubTriton, products: list[ShopProduct], photos: PhotoServer, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from shopvision.api.settings import ApiSettings
+    from tests.search_service import ServiceThread
+
+    settings = ApiSettings(triton_url=stub_triton.url, catalog=str(tmp_path / "catalog"), api_key="writer",
+                           read_key="reader")
+    rows = [product.row(photos.url) for product in products[:30]]
+    feed = write_tsv(tmp_path / "feed.tsv", rows)
+    with ServiceThread(settings) as service, service.client(headers={"X-API-Key": "reader"}) as http:
+        arguments = ["index", "sync", str(feed), "--service", service.url, "--allow-private-addresses",
+                     "--cache", str(tmp_path / "cache"), "--json"]
+        monkeypatch.setenv("SHOPVISION_API_KEY", "reader")
+        assert main(arguments) != 0  # a read key cannot write: the sync stops at its first write, and says why
+        assert "403 this key reads; writes need the write key" in capsys.readouterr().err
+        assert http.get("/v1/products").json()["products"] == []
+        monkeypatch.setenv("SHOPVISION_API_KEY", "writer")
+        assert main(arguments) == 0
+        first = json.loads(capsys.readouterr().out)
+        assert (first["added"], first["failed"]) == (30, [])
+        listed = http.get("/v1/products", params={"limit": 200}).json()["products"]
+        assert sorted(item["product_id"] for item in listed) == sorted(row["id"] for row in rows)
+        photo = http.get(f"/v1/products/{rows[4]['id']}/image")
+        assert photo.content == products[4].photos[0].read_bytes()  # the service keeps the photo it embedded
+
+        rows[0]["price"] = "1.00 USD"
+        del rows[1]["brand"]
+        gone = rows.pop(2)["id"]
+        write_tsv(feed, rows)
+        assert main(arguments) == 0
+        second = json.loads(capsys.readouterr().out)
+        assert (second["metadata_updated"], second["removed"], second["embedded"], second["unchanged"]) == (2, 1, 0, 27)
+        assert http.get(f"/v1/products/{rows[0]['id']}").json()["extra"]["price"] == "1.00 USD"
+        assert "brand" not in http.get(f"/v1/products/{rows[1]['id']}").json()["extra"]
+        assert http.get(f"/v1/products/{gone}").status_code == 404

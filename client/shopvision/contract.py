@@ -122,3 +122,8 @@ FEED_FETCH_TIMEOUT_S: Final = 30.0
 FEED_FETCH_RETRIES: Final = 3
 """Tries after the first for a transient failure (connection, timeout, 429, 5xx), with exponential backoff."""
 FEED_MAX_REDIRECTS: Final = 5
+MAX_BULK_LINES: Final = 256
+"""Operations in one ``POST /v1/products:bulk`` request: a feed sync sends its changes in requests of this many."""
+MAX_BULK_BYTES: Final = 48 * MIB
+"""The largest bulk request body: a few full-size photos (base64 makes 8 MiB into 10.7) or many ordinary ones. The
+service reads a request whole before it writes any of it, so this bounds one request's memory."""

@@ -21,15 +21,18 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from shopvision import __version__
 from shopvision._protocol import RetryPolicy
-from shopvision.aio import AsyncClient
+from shopvision.aio import AsyncClient, OnError
 from shopvision.api import problems
 from shopvision.api.admission import AdmissionLimit
+from shopvision.api.bulk import BulkOperation, LineProblem, read_bulk
 from shopvision.api.catalog_access import CatalogAccess
 from shopvision.api.metrics import ApiMetrics, MeasuredRequests
 from shopvision.api.photos import THUMBNAIL_SIZES
 from shopvision.api.problems import Problem
 from shopvision.api.product_paths import PRODUCT_VIEWS, ProductRoute, names_a_view
 from shopvision.api.schemas import (
+    BulkLineResult,
+    BulkResult,
     CatalogSummary,
     Classification,
     ClassScore,
@@ -248,17 +251,99 @@ UploadDep = Annotated[Upload, Depends(image_upload)]
 
 async def analyze(shared: Services, data: bytes, *, top_k: int) -> ImageResult:
     """One pass of the ensemble: ImageNet classes, the embedding, and the shop's categories while a head serves."""
+    (result,) = await analyze_many(shared, [data], top_k=top_k, on_error="raise")
+    return result
+
+
+async def analyze_many(shared: Services, images: list[bytes], *, top_k: int,
+                       on_error: OnError = "report") -> list[ImageResult]:
+    """:func:`analyze` for several images (the SDK batches them); a refused image's result carries its error."""
     categories = await shared.head.categories()
     started = time.perf_counter()
     try:
         try:
-            (result,) = await shared.client.analyze([data], top_k=top_k, categories=categories)
+            return await shared.client.analyze(images, top_k=top_k, categories=categories, on_error=on_error)
         except NoCategoriesError:
             shared.head.no_head()
-            (result,) = await shared.client.analyze([data], top_k=top_k)
+            return await shared.client.analyze(images, top_k=top_k, on_error=on_error)
     finally:
         shared.metrics.triton.observe(time.perf_counter() - started)
-    return result
+
+
+async def store_product(shared: Services, catalog: CatalogAccess, product_id: str, data: bytes, result: ImageResult,
+                        metadata: dict[str, str]) -> tuple[Product, bool]:
+    """Store an embedded photo as a product (PUT and a bulk put); returns it, and whether it replaced one."""
+    await catalog.check_model(await shared.client.provenance(), url=shared.client.url)
+    stored = await catalog.put(product_id, data, result.vector, label=result.predictions[0].label,
+                               extra=categorised(metadata, result.categories))
+    shared.metrics.catalog_products.set(catalog.products)
+    return stored
+
+
+async def patch_metadata(catalog: CatalogAccess, product_id: str, changes: dict[str, str | None]) -> Product:
+    """Merge a metadata patch into a product (PATCH and a bulk patch)."""
+    current = await catalog.get(product_id)
+    if current is None:
+        raise Problem(404, "Unknown product", f"no product {product_id!r} in the catalog")
+    fields = {**current.extra, **changes}
+    if sum(value is not None for value in fields.values()) > MAX_METADATA_FIELDS:
+        raise Problem(422, "Invalid parameters", f"metadata: the patch leaves more than {MAX_METADATA_FIELDS} fields")
+    product = await catalog.update_metadata(product_id, changes)
+    if product is None:  # removed meanwhile
+        raise Problem(404, "Unknown product", f"no product {product_id!r} in the catalog")
+    return product
+
+
+async def remove_product(shared: Services, catalog: CatalogAccess, product_id: str) -> None:
+    """Remove a product (DELETE and a bulk delete)."""
+    if not await catalog.remove(product_id):
+        raise Problem(404, "Unknown product", f"no product {product_id!r} in the catalog")
+    shared.metrics.catalog_products.set(catalog.products)
+
+
+async def apply_bulk(shared: Services, catalog: CatalogAccess,
+                     entries: list[BulkOperation | LineProblem]) -> list[BulkLineResult]:
+    """Embed every put's photo (together, in the SDK's batches), then apply the lines in order, each on its own."""
+    puts = [entry for entry in entries if isinstance(entry, BulkOperation) and entry.image is not None]
+    embedded = dict(zip((entry.line for entry in puts),
+                        await analyze_many(shared, [entry.image for entry in puts if entry.image is not None],
+                                           top_k=1) if puts else [], strict=True))
+    results = []
+    for entry in entries:
+        if isinstance(entry, LineProblem):
+            results.append(_line_result(entry.line, entry.product_id, entry.op, problem=entry.problem))
+            continue
+        try:
+            sha256 = None
+            if entry.op == "put":
+                result = embedded[entry.line]
+                if result.error is not None:
+                    raise Problem(400, "Invalid image", result.error.reason)
+                assert entry.image is not None
+                product, replaced = await store_product(shared, catalog, entry.product_id, entry.image, result,
+                                                        {k: v for k, v in entry.metadata.items() if v is not None})
+                status, sha256 = (200 if replaced else 201), product.content_sha256
+            elif entry.op == "patch":
+                await patch_metadata(catalog, entry.product_id, entry.metadata)
+                status = 200
+            else:
+                await remove_product(shared, catalog, entry.product_id)
+                status = 204
+        except Problem as refused:
+            results.append(_line_result(entry.line, entry.product_id, entry.op, problem=refused))
+            continue
+        except ShopvisionError as error:
+            translated = problems.from_shopvision_error(error, retry_after_s=shared.settings.retry_after_s)
+            results.append(_line_result(entry.line, entry.product_id, entry.op, problem=translated))
+            continue
+        results.append(BulkLineResult(line=entry.line, product_id=entry.product_id, op=entry.op, status=status,
+                                      content_sha256=sha256))
+    return results
+
+
+def _line_result(line: int, product_id: str | None, op: str | None, *, problem: Problem) -> BulkLineResult:
+    return BulkLineResult(line=line, product_id=product_id, op=op, status=problem.status, title=problem.title,
+                          detail=problem.detail)
 
 
 async def provenance(shared: Services) -> Provenance:
@@ -402,11 +487,7 @@ def _routes() -> APIRouter:
     async def put_product(shared: ServicesDep, catalog: CatalogDep, product_id: ProductId, upload: UploadDep,
                           response: Response) -> WriteResult:
         result = await analyze(shared, upload.data, top_k=1)
-        await catalog.check_model(await shared.client.provenance(), url=shared.client.url)
-        product, replaced = await catalog.put(product_id, upload.data, result.vector,
-                                              label=result.predictions[0].label,
-                                              extra=categorised(upload.metadata, result.categories))
-        shared.metrics.catalog_products.set(catalog.products)
+        product, replaced = await store_product(shared, catalog, product_id, upload.data, result, upload.metadata)
         response.status_code = 200 if replaced else 201
         return WriteResult(product=record(product), created=not replaced)
 
@@ -415,25 +496,23 @@ def _routes() -> APIRouter:
                   summary="Change a product's metadata (a JSON merge patch; null removes a field), nothing re-embedded")
     async def patch_product(request: Request, catalog: CatalogDep, product_id: ProductId) -> ProductRecord:
         changes = await read_metadata_patch(request)
-        current = await catalog.get(product_id)
-        if current is None:
-            raise Problem(404, "Unknown product", f"no product {product_id!r} in the catalog")
-        fields = {**current.extra, **changes}
-        if sum(value is not None for value in fields.values()) > MAX_METADATA_FIELDS:
-            raise Problem(422, "Invalid parameters",
-                          f"metadata: the patch leaves more than {MAX_METADATA_FIELDS} fields")
-        product = await catalog.update_metadata(product_id, changes)
-        if product is None:  # removed meanwhile
-            raise Problem(404, "Unknown product", f"no product {product_id!r} in the catalog")
-        return record(product)
+        return record(await patch_metadata(catalog, product_id, changes))
 
     @router.delete("/v1/products/{product_id:path}", status_code=204, tags=["catalog"],
                    dependencies=[Depends(require_write_key)], summary="Remove a product", response_class=Response)
     async def delete_product(shared: ServicesDep, catalog: CatalogDep, product_id: ProductId) -> Response:
-        if not await catalog.remove(product_id):
-            raise Problem(404, "Unknown product", f"no product {product_id!r} in the catalog")
-        shared.metrics.catalog_products.set(catalog.products)
+        await remove_product(shared, catalog, product_id)
         return Response(status_code=204)
+
+    @router.post("/v1/products:bulk", response_model=BulkResult, tags=["catalog"],
+                 dependencies=[Depends(require_write_key)],
+                 summary="Many product writes (NDJSON: put, patch, delete), a result per line")
+    async def bulk_products(request: Request, shared: ServicesDep, catalog: CatalogDep) -> BulkResult:
+        entries = await read_bulk(request, max_image_bytes=shared.settings.max_image_bytes,
+                                  max_product_id_chars=MAX_PRODUCT_ID_CHARS)
+        results = await apply_bulk(shared, catalog, entries)
+        failed = sum(result.status >= 400 for result in results)
+        return BulkResult(results=results, succeeded=len(results) - failed, failed=failed)
 
     @router.get("/v1/catalog", response_model=CatalogSummary, dependencies=[Reads], tags=["catalog"],
                 summary="What the catalog holds")

@@ -76,3 +76,20 @@ class CatalogSummary(BaseModel):
 class Readiness(BaseModel):
     ready: bool
     checks: dict[str, str]
+
+
+class BulkLineResult(BaseModel):
+    line: int = Field(description="The line of the request body (1 is the first)")
+    product_id: str | None = Field(description="The line's product id (None: the line has none)")
+    op: str | None = Field(description="put, patch or delete (None: the line has none)")
+    status: int = Field(description="What the single-product request would have answered: 201 created, 200 "
+                                    "replaced or patched, 204 deleted, or a 4xx/5xx")
+    title: str | None = Field(default=None, description="For a failed line, the problem's title")
+    detail: str | None = Field(default=None, description="For a failed line, what went wrong")
+    content_sha256: str | None = Field(default=None, description="For a put, the stored photo's sha256")
+
+
+class BulkResult(BaseModel):
+    results: list[BulkLineResult] = Field(description="One per non-empty line, in the body's order")
+    succeeded: int
+    failed: int

@@ -13,10 +13,10 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 
 from shopvision.api.problems import Problem
 from shopvision.contract import MAX_METADATA_BYTES, MAX_METADATA_FIELDS
+from shopvision.images import looks_like_an_image
 
 IMAGE_FIELD = "image"
 METADATA_FIELD = "metadata"
-_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"II*\x00", b"MM\x00*", b"BM")
 
 
 @dataclass(frozen=True)
@@ -24,11 +24,6 @@ class Upload:
     data: bytes
     metadata: dict[str, str] = field(default_factory=dict)
     """String metadata sent with the image (a JSON object in the form field ``metadata``)."""
-
-
-def looks_like_an_image(data: bytes) -> bool:
-    """Whether the bytes start like one of the formats preprocessing decodes (JPEG, PNG, GIF, WebP, TIFF, BMP)."""
-    return data.startswith(_SIGNATURES) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")
 
 
 async def read_image(request: Request, *, max_image_bytes: int, max_request_bytes: int) -> Upload:
@@ -98,6 +93,11 @@ def _metadata_object(text: str, *, removals: bool) -> dict[str, str | None]:
     except RecursionError as error:  # [[[[...]]]]: json's recursion limit comes long before the size limit
         raise Problem(422, "Invalid parameters", f"{METADATA_FIELD}: nested too deeply; a JSON object of "
                       "strings is flat") from error
+    return metadata_values(values, removals=removals)
+
+
+def metadata_values(values: object, *, removals: bool) -> dict[str, str | None]:
+    """Parsed metadata, checked: a flat object of strings (and, with ``removals``, nulls), within the bounds."""
     allowed = (str, type(None)) if removals else (str,)
     if not isinstance(values, dict) or not all(isinstance(key, str) and isinstance(value, allowed)
                                                for key, value in values.items()):

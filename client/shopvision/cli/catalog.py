@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import asdict
 from typing import TYPE_CHECKING
@@ -107,19 +108,24 @@ def _register_sync(actions: argparse._SubParsersAction) -> None:
                       help=f"tries after the first for a transient failure (default {FEED_FETCH_RETRIES})")
     sync.add_argument("--allow-private-addresses", action="store_true",
                       help="let image URLs reach private and loopback addresses (refused by default: SSRF)")
+    sync.add_argument("--ca-file", metavar="PEM", help="certificates to trust for https images instead of the "
+                                                       "system's")
     sync.add_argument("--cache", metavar="DIR", help="fetched images and their validators (default: "
                                                      "~/.cache/shopvision/feeds/<feed>)")
     sync.add_argument("--json", action="store_true", help="print a machine summary instead of prose")
-    _add_catalog_options(sync)
+    sync.add_argument("--service", metavar="URL",
+                      help="sync into the search service at URL through its API (bulk writes; the service embeds and "
+                           "stays the catalog's only writer), its write key in $SHOPVISION_API_KEY, instead of --index")
+    _add_catalog_options(sync, required=False)
     add_url_option(sync)
     sync.set_defaults(handler=run_sync)
 
 
-def _add_catalog_options(parser: argparse.ArgumentParser) -> None:
+def _add_catalog_options(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
     from shopvision.catalog.faiss_store import INDEX_KINDS
     from shopvision.catalog.milvus_store import DEFAULT_COLLECTION
 
-    parser.add_argument("--index", required=True, metavar="PATH|URI",
+    parser.add_argument("--index", required=required, metavar="PATH|URI",
                         help="catalog folder, Milvus Lite file (*.db) or Milvus URI (http://host:19530)")
     parser.add_argument("--collection", default=DEFAULT_COLLECTION, help="Milvus collection name")
     parser.add_argument("--search-index", choices=INDEX_KINDS, default="auto",
@@ -156,7 +162,8 @@ def run_sync(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     import shopvision
-    from shopvision.catalog.feeds import FeedMapping, FetchSettings, SyncOptions, SyncReport, sync_feed
+    from shopvision.catalog.feeds import FeedMapping, FetchSettings, SyncOptions, sync_feed
+    from shopvision.catalog.feeds.service import API_KEY_ENV, ServiceCatalog
 
     if args.concurrency < 1 or args.retries < 0 or args.timeout <= 0:
         raise ValueError("--concurrency must be at least 1, --retries at least 0 and --timeout above 0")
@@ -164,12 +171,17 @@ def run_sync(args: argparse.Namespace) -> int:
         name=args.name, format=args.format, mapping=FeedMapping.parse(args.map, exclude=args.exclude),
         missing=args.missing, cache=Path(args.cache) if args.cache else None,
         fetch=FetchSettings(concurrency=args.concurrency, timeout_s=args.timeout, retries=args.retries,
-                            allow_private=args.allow_private_addresses))
+                            allow_private=args.allow_private_addresses, ca_file=args.ca_file))
+    if (args.index is None) == (args.service is None):
+        raise ValueError("give the catalog to sync into: --index PATH|URI, or --service URL")
     status = SyncProgress()
-    report: SyncReport | None = None
     try:
-        with shopvision.Client(args.url) as client, _open(args, client) as catalog:
-            report = sync_feed(catalog, args.feed, options, progress=status)
+        if args.service is not None:
+            with ServiceCatalog(args.service, api_key=os.environ.get(API_KEY_ENV)) as service:
+                report = sync_feed(service, args.feed, options, progress=status)
+        else:
+            with shopvision.Client(args.url) as client, _open(args, client) as catalog:
+                report = sync_feed(catalog, args.feed, options, progress=status)
     except KeyboardInterrupt:
         status.end()
         print("\ninterrupted: the batches committed so far are kept; run the same command to resume",

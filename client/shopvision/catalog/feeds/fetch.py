@@ -23,6 +23,7 @@ import json
 import os
 import random
 import socket
+import ssl
 import tempfile
 import threading
 import time
@@ -40,9 +41,8 @@ from shopvision.contract import (
     FEED_MAX_REDIRECTS,
     MAX_IMAGE_BYTES,
 )
+from shopvision.images import looks_like_an_image
 
-IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*")
-"""JPEG, PNG, GIF, BMP and TIFF start with these; WebP is RIFF....WEBP (checked apart)."""
 GENERIC_TYPES = frozenset({"application/octet-stream", "binary/octet-stream"})
 """Content types object stores and some CDNs give any file: allowed, then judged by the magic bytes."""
 USER_AGENT = "shopvision-feed-sync"
@@ -73,6 +73,8 @@ class FetchSettings:
     """Let image URLs reach private, loopback and link-local addresses (the shop's own network): off, because a
     hostile feed could otherwise make the sync read internal services or the cloud's metadata endpoint."""
     max_redirects: int = FEED_MAX_REDIRECTS
+    ca_file: str | None = None
+    """Certificates to trust for https images instead of the system's (a shop's own CA)."""
 
 
 @dataclass(frozen=True)
@@ -170,18 +172,20 @@ def public_address(host: str, port: int, *, allow_private: bool) -> str:
 
 
 class ImageFetcher:
-    """Fetches images for many threads at once (one connection pool); ``close`` when done."""
+    """Fetches images for many threads at once; ``close`` when done.
+
+    Connections are pooled per host name: a request is sent to the address checked for its name, so a pool keyed
+    by address alone would let a name reuse a TLS connection whose certificate was verified for another name.
+    """
 
     def __init__(self, cache: ImageCache, settings: FetchSettings | None = None) -> None:
         self.cache = cache
         self.settings = settings or FetchSettings()
-        limits = httpx.Limits(max_connections=self.settings.concurrency,
-                              max_keepalive_connections=self.settings.concurrency)
-        timeout = httpx.Timeout(self.settings.timeout_s, connect=min(10.0, self.settings.timeout_s))
-        self._http = httpx.Client(limits=limits, follow_redirects=False, trust_env=False, timeout=timeout,
-                                  headers={"User-Agent": USER_AGENT, "Accept": "image/*"})
+        self._verify: ssl.SSLContext | bool = (ssl.create_default_context(cafile=self.settings.ca_file)
+                                               if self.settings.ca_file else True)
+        self._clients: dict[str, httpx.Client] = {}
         self._object_stores: dict[str, Any] = {}
-        self._object_stores_lock = threading.Lock()
+        self._lock = threading.Lock()
 
     def fetch(self, url: str) -> FetchedImage:
         """The image at ``url``, from the cache when the server says it has not changed; retries transient
@@ -203,7 +207,10 @@ class ImageFetcher:
                 attempt += 1
 
     def close(self) -> None:
-        self._http.close()
+        with self._lock:
+            for client in self._clients.values():
+                client.close()
+            self._clients.clear()
 
     def __enter__(self) -> ImageFetcher:
         return self
@@ -227,11 +234,11 @@ class ImageFetcher:
                     headers["If-None-Match"] = cached["etag"]
                 if cached.get("last_modified"):
                     headers["If-Modified-Since"] = cached["last_modified"]
-            request = self._http.build_request("GET", location.copy_with(host=address), headers=headers,
-                                               extensions={"sni_hostname": host,
-                                                           "timeout": self._timeouts(deadline)})
+            client = self._client(host)
+            request = client.build_request("GET", location.copy_with(host=address), headers=headers,
+                                           extensions={"sni_hostname": host, "timeout": self._timeouts(deadline)})
             try:
-                response = self._http.send(request, stream=True)
+                response = client.send(request, stream=True)
             except httpx.TimeoutException as error:
                 raise ImageFetchError(f"timed out ({type(error).__name__})", transient=True) from error
             except httpx.TransportError as error:
@@ -245,6 +252,17 @@ class ImageFetcher:
                 self._check_status(response)
                 return self._receive(url, response, deadline)
         raise ImageFetchError(f"more than {self.settings.max_redirects} redirects")
+
+    def _client(self, host: str) -> httpx.Client:
+        with self._lock:
+            client = self._clients.get(host)
+            if client is None:
+                concurrency = self.settings.concurrency
+                client = self._clients[host] = httpx.Client(
+                    limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
+                    follow_redirects=False, trust_env=False, verify=self._verify,
+                    headers={"User-Agent": USER_AGENT, "Accept": "image/*"})
+            return client
 
     def _timeouts(self, deadline: float) -> dict[str, float]:
         left = max(0.001, deadline - time.monotonic())
@@ -330,7 +348,7 @@ class ImageFetcher:
         from shopvision.catalog.feeds.sources import object_store
 
         scheme = url.split("://", 1)[0].lower()
-        with self._object_stores_lock:
+        with self._lock:
             if scheme not in self._object_stores:
                 self._object_stores[scheme] = object_store(url)[0]
         return self._object_stores[scheme], url.split("://", 1)[1]
@@ -338,6 +356,5 @@ class ImageFetcher:
 
 def check_magic(head: bytes) -> None:
     """Refuse bytes that do not start like an image (an HTML error page served as 200, say)."""
-    if head.startswith(IMAGE_MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP"):
-        return
-    raise ImageFetchError(f"not an image: its bytes start {head[:8]!r}")
+    if not looks_like_an_image(head):
+        raise ImageFetchError(f"not an image: its bytes start {head[:8]!r}")

@@ -4,8 +4,9 @@ One pass over the feed, streamed: rows are read as they arrive, their images fet
 (so that fetching overlaps the model's inference), and every batch of :data:`~shopvision.catalog.BUILD_BATCH`
 products is embedded and committed as one write. What decides the work on a row:
 
-* the image's bytes (their sha256) or URL differ from what the catalog holds: embed and store it;
-* only the row's other attributes differ: store the new metadata with the vector the catalog holds;
+* the image's bytes (their sha256) differ from what the catalog holds: embed and store it;
+* only the row's attributes differ (its ``image_link`` among them: the same bytes moved to another URL): store
+  the new metadata with the vector the catalog holds;
 * nothing differs: nothing is written. The image was still asked for, conditionally: a 304 costs no bytes.
 
 A sync owns the products it wrote, marked with the metadata column ``feed``: a product that left the feed is
@@ -25,16 +26,42 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from shopvision.catalog._model import CATEGORY_COLUMN, Photo, Product
 from shopvision.catalog.feeds.errors import FeedError
 from shopvision.catalog.feeds.fetch import FetchedImage, FetchSettings, ImageCache, ImageFetcher, ImageFetchError
-from shopvision.catalog.feeds.formats import AVAILABILITY, FeedMapping, FeedRow, RowProblem, feed_format, read_rows
+from shopvision.catalog.feeds.formats import (
+    AVAILABILITY,
+    IMAGE_LINK,
+    FeedMapping,
+    FeedRow,
+    RowProblem,
+    feed_format,
+    read_rows,
+)
 from shopvision.catalog.feeds.sources import open_feed, scheme_of
 
 if TYPE_CHECKING:
-    from shopvision.catalog.catalog import Catalog
+    from collections.abc import Sequence
+
+    from shopvision.catalog._model import Photo as _Photo
+
+
+class SyncTarget(Protocol):
+    """What a sync writes to: a :class:`~shopvision.catalog.Catalog` (the catalog's files or Milvus, directly), or
+    :class:`~shopvision.catalog.feeds.service.ServiceCatalog` (the search service, through its API)."""
+
+    def page(self, *, after: str | None = None, limit: int = 100) -> list[Product]: ...
+
+    def index_photos(self, photos: Sequence[_Photo], *, categories: int | None = None
+                     ) -> tuple[list[Product], list[tuple[str, str]]]: ...
+
+    def rewrite_metadata(self, products: Sequence[Product]) -> list[Product]: ...
+
+    def remove(self, product_ids: Sequence[str]) -> int: ...
+
+    def flush(self) -> None: ...
 
 FEED_COLUMN: Final = "feed"
 """The metadata column that names the feed a product came from: a sync removes or marks only its own products."""
@@ -114,7 +141,7 @@ def default_cache(name: str) -> Path:
     return base / "shopvision" / "feeds" / hashlib.sha256(name.encode()).hexdigest()[:16]
 
 
-def sync_feed(catalog: Catalog, location: str, options: SyncOptions | None = None, *,
+def sync_feed(catalog: SyncTarget, location: str, options: SyncOptions | None = None, *,
               progress: Callable[[SyncReport], None] | None = None) -> SyncReport:
     """Bring ``catalog`` in step with the feed at ``location`` (a path or an http(s)://, s3:// or gs:// URL).
 
@@ -161,7 +188,7 @@ def _fetch_ahead(rows: Iterator[FeedRow | RowProblem], fetcher: ImageFetcher, po
 class _Sync:
     """One sync's state: the feed's products as the catalog held them, what was seen, the report."""
 
-    def __init__(self, catalog: Catalog, name: str, options: SyncOptions,
+    def __init__(self, catalog: SyncTarget, name: str, options: SyncOptions,
                  progress: Callable[[SyncReport], None] | None) -> None:
         self.catalog = catalog
         self.name = name
@@ -198,14 +225,14 @@ class _Sync:
             else:
                 self.report.not_modified += 1
             held = self.held.get(row.product_id)
-            extra = {**row.metadata, FEED_COLUMN: self.name}
-            if held is not None and held.path == row.image_url and held.content_sha256 == image.content_sha256:
+            extra = {**row.metadata, IMAGE_LINK: row.image_url, FEED_COLUMN: self.name}
+            if held is not None and held.content_sha256 == image.content_sha256:  # the same photo: no embedding
                 if CATEGORY_COLUMN in held.extra and CATEGORY_COLUMN not in extra:
                     extra[CATEGORY_COLUMN] = held.extra[CATEGORY_COLUMN]  # the categories head's, given at embedding
                 if held.extra == extra:
                     self.report.unchanged += 1
                 else:
-                    rewrites.append(dataclasses.replace(held, extra=extra))
+                    rewrites.append(dataclasses.replace(held, extra=extra, path=row.image_url))
             else:
                 photos[row.product_id] = (row, Photo(row.product_id, row.image_url, image.read(), extra))
         self._store(photos, rewrites)
@@ -255,7 +282,7 @@ class _Sync:
             self.progress(self.report)
 
 
-def _products_of_feed(catalog: Catalog, name: str) -> dict[str, Product]:
+def _products_of_feed(catalog: SyncTarget, name: str) -> dict[str, Product]:
     """The catalog's products that came from this feed, read a page at a time."""
     held: dict[str, Product] = {}
     after: str | None = None

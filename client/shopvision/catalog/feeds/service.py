@@ -1,0 +1,144 @@
+"""The search service as a feed sync's target, through its HTTP API: ``index sync FEED --service URL``.
+
+The service stays the catalog's single writer: the sync reads the products with ``GET /v1/products`` and sends its
+changes with ``POST /v1/products:bulk`` (photos to embed, metadata patches, deletes), which the service applies
+through the same write lane as every other write. This is how the chart's CronJob syncs: its pod cannot share the
+service's volume, and two writers of one embedded catalog would each keep an index the other does not see.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+
+from shopvision.catalog._model import Photo, Product
+from shopvision.catalog.feeds.errors import FeedError
+from shopvision.contract import MAX_BULK_BYTES, MAX_BULK_LINES
+
+API_KEY_ENV = "SHOPVISION_API_KEY"
+PAGE = 200
+"""Products a listing asks for at once: the service's most (MAX_PAGE_PRODUCTS)."""
+BULK_BYTES = MAX_BULK_BYTES - 1024 * 1024
+"""What one bulk request carries at most, under the service's limit by a margin for the JSON around the photos."""
+RETRIES = 6
+"""Tries after the first of a request the service turned away for load (429, 503): it says when to come back."""
+
+
+class ServiceCatalog:
+    """The part of :class:`~shopvision.catalog.Catalog` a sync uses, over the service's HTTP API."""
+
+    def __init__(self, url: str, *, api_key: str | None, timeout_s: float = 300.0, verify: str | bool = True) -> None:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.location = url.rstrip("/")
+        self._http = httpx.Client(base_url=self.location, headers=headers, timeout=timeout_s, verify=verify)
+        self._extras: dict[str, dict[str, str]] = {}
+        """The metadata last read or written of each product: a rewrite is sent as a patch from it."""
+
+    def page(self, *, after: str | None = None, limit: int = PAGE) -> list[Product]:
+        params: dict[str, Any] = {"limit": min(limit, PAGE)}
+        if after is not None:
+            params["cursor"] = after
+        listed = self._request("GET", "/v1/products", params=params).json()["products"]
+        products = [Product(product_id=item["product_id"], path=item["image_url"],
+                            content_sha256=item["content_sha256"], label=item["label"], extra=item["extra"])
+                    for item in listed]
+        self._extras.update((product.product_id, product.extra) for product in products)
+        return products
+
+    def index_photos(self, photos: Sequence[Photo], *, categories: int | None = None
+                     ) -> tuple[list[Product], list[tuple[str, str]]]:
+        lines = [{"op": "put", "product_id": photo.product_id, "image": base64.b64encode(photo.data).decode(),
+                  "metadata": photo.extra} for photo in photos]
+        by_id = {photo.product_id: photo for photo in photos}
+        stored, failed = [], []
+        for result in self._bulk(lines):
+            product_id = result["product_id"]
+            if result["status"] >= 400:
+                failed.append((product_id, f"{result['title']}: {result['detail']}"))
+                continue
+            photo = by_id[product_id]
+            stored.append(Product(product_id=product_id, path=photo.source, content_sha256=result["content_sha256"],
+                                  label="", extra=dict(photo.extra)))
+            self._extras[product_id] = dict(photo.extra)
+        return stored, failed
+
+    def rewrite_metadata(self, products: Sequence[Product]) -> list[Product]:
+        lines = []
+        for product in products:
+            before = self._extras.get(product.product_id, {})
+            patch: dict[str, str | None] = {key: None for key in before if key not in product.extra}
+            patch.update({key: value for key, value in product.extra.items() if before.get(key) != value})
+            lines.append({"op": "patch", "product_id": product.product_id, "metadata": patch})
+        by_id = {product.product_id: product for product in products}
+        written = []
+        for result in self._bulk(lines):
+            if result["status"] < 400:
+                written.append(by_id[result["product_id"]])
+                self._extras[result["product_id"]] = dict(by_id[result["product_id"]].extra)
+        return written
+
+    def remove(self, product_ids: Sequence[str]) -> int:
+        results = self._bulk([{"op": "delete", "product_id": product_id} for product_id in product_ids])
+        return sum(result["status"] == 204 for result in results)
+
+    def flush(self) -> None:
+        """Nothing to do: each bulk request is durable when the service answers it."""
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> ServiceCatalog:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _bulk(self, lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Send lines in requests within the service's limits; the results of all of them, in order."""
+        results: list[dict[str, Any]] = []
+        chunk: list[bytes] = []
+        size = 0
+        for line in lines:
+            encoded = json.dumps(line).encode() + b"\n"
+            if chunk and (len(chunk) == MAX_BULK_LINES or size + len(encoded) > BULK_BYTES):
+                results += self._send_bulk(chunk)
+                chunk, size = [], 0
+            chunk.append(encoded)
+            size += len(encoded)
+        if chunk:
+            results += self._send_bulk(chunk)
+        return results
+
+    def _send_bulk(self, chunk: list[bytes]) -> list[dict[str, Any]]:
+        answer = self._request("POST", "/v1/products:bulk", content=b"".join(chunk),
+                               headers={"Content-Type": "application/x-ndjson"})
+        results: list[dict[str, Any]] = answer.json()["results"]
+        return results
+
+    def _request(self, method: str, path: str, **options: Any) -> httpx.Response:
+        for attempt in range(RETRIES + 1):
+            try:
+                answer = self._http.request(method, path, **options)
+            except httpx.TransportError as error:
+                if attempt == RETRIES:
+                    raise FeedError(f"{self.location}: cannot reach the search service: {error}") from error
+                time.sleep(min(30.0, 0.5 * 2 ** attempt * (0.5 + random.random())))  # noqa: S311 (jitter)
+                continue
+            if answer.status_code in (429, 503) and attempt < RETRIES:
+                retry_after = answer.headers.get("retry-after", "")
+                time.sleep(float(retry_after) if retry_after.isdigit() else 0.5 * 2 ** attempt)
+                continue
+            if answer.status_code >= 400:
+                try:
+                    detail = answer.json().get("detail", answer.text)
+                except ValueError:
+                    detail = answer.text
+                raise FeedError(f"{self.location}{path}: {answer.status_code} {detail}")
+            return answer
+        raise AssertionError("unreachable")  # the last attempt returns or raises
