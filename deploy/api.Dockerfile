@@ -9,7 +9,7 @@ WORKDIR /opt/shopvision
 COPY pyproject.toml README.md ./
 COPY client ./client
 # hadolint ignore=DL3013
-RUN pip install --no-cache-dir ".[api,catalog]" \
+RUN pip install --no-cache-dir ".[api,catalog,feeds]" \
     && useradd --uid 1000 --create-home shopvision \
     && mkdir /catalog && chown 1000:1000 /catalog
 USER 1000:1000

@@ -196,6 +196,10 @@ def test_object_store_repository_is_passed_to_triton_as_a_url() -> None:
     ({"api": {"enabled": True, "replicaCount": 2}}, "several replicas would corrupt the embedded catalog"),
     ({"api": {"enabled": True, "autoscaling": {"enabled": True}}}, "several replicas would corrupt"),
     ({"adminApi": {"existingSecret": "admin"}, "ingress": {"enabled": True}}, "the Ingress needs TLS"),
+    ({"api": {"enabled": True, "apiKeySecret": "k", "feedSync": {"enabled": True}}}, "feedSync.feedUrl is required"),
+    ({"api": {"enabled": True, "feedSync": {"enabled": True, "feedUrl": "s3://b/f.tsv"}}}, "needs api.apiKeySecret"),
+    ({"api": {"enabled": True, "apiKeySecret": "k", "feedSync": {"enabled": True, "feedUrl": "s3://b/f.tsv",
+                                                                 "missing": "delete"}}}, "missing must be remove"),
 ])
 def test_chart_refuses_incomplete_values(values, message) -> None:
     with pytest.raises(helm.ChartRefused, match=message):

@@ -414,3 +414,56 @@ def test_a_sync_through_the_search_service_leaves_it_the_only_writer(
         assert http.get(f"/v1/products/{rows[0]['id']}").json()["extra"]["price"] == "1.00 USD"
         assert "brand" not in http.get(f"/v1/products/{rows[1]['id']}").json()["extra"]
         assert http.get(f"/v1/products/{gone}").status_code == 404
+
+
+FEED_SYNC_VALUES = {"api": {"enabled": True, "apiKeySecret": "shop-api", "feedSync": {
+    "enabled": True, "feedUrl": "https://shop.example/feed.tsv", "schedule": "*/30 * * * *", "missing": "keep",
+    "credentialsSecret": "feed-credentials", "extraArgs": ["--concurrency", "4"]}}}
+
+
+def test_the_charts_cronjob_syncs_through_the_service_with_the_write_key() -> None:
+    import kubernetes_validate
+
+    from tests.test_deploy import KUBERNETES_VERSION, render
+
+    assert "feed-sync" not in str(render({"api": {"enabled": True}}, component="feed-sync"))  # off by default
+    rendered = render(FEED_SYNC_VALUES, component="feed-sync")
+    assert list(rendered) == ["CronJob"]
+    cronjob = rendered["CronJob"]
+    kubernetes_validate.validate(cronjob, KUBERNETES_VERSION, strict=True)
+    assert cronjob["spec"]["schedule"] == "*/30 * * * *" and cronjob["spec"]["concurrencyPolicy"] == "Forbid"
+    pod = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["command"] + container["args"] == [
+        "shopvision", "index", "sync", "https://shop.example/feed.tsv", "--service", "http://shop-shopvision-api:8080",
+        "--missing", "keep", "--cache", "/cache", "--json", "--concurrency", "4"]
+    assert container["env"][0] == {"name": "SHOPVISION_API_KEY",
+                                   "valueFrom": {"secretKeyRef": {"name": "shop-api", "key": "api-key"}}}
+    assert container["envFrom"] == [{"secretRef": {"name": "feed-credentials"}}]
+    assert pod["securityContext"]["runAsNonRoot"] and container["securityContext"]["allowPrivilegeEscalation"] is False
+    labels = cronjob["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"]
+    api_selector = render(FEED_SYNC_VALUES, component="search-api")["Service"]["spec"]["selector"]
+    assert not api_selector.items() <= labels.items()  # the API's Service never sends requests to the job
+
+
+def test_the_cronjobs_command_runs(stub_triton: StubTriton, products: list[ShopProduct], photos: PhotoServer,
+                                   tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """The rendered job's own arguments, with the feed and the service's address pointed at local ones."""
+    from shopvision.api.settings import ApiSettings
+    from tests.search_service import ServiceThread
+    from tests.test_deploy import render
+
+    feed = write_tsv(tmp_path / "feed.tsv", [product.row(photos.url) for product in products[:5]])
+    values = {"api": {**FEED_SYNC_VALUES["api"], "feedSync": {"enabled": True, "feedUrl": str(feed),
+                                                              "allowPrivateAddresses": True}}}
+    (container,) = render(values, component="feed-sync")["CronJob"]["spec"]["jobTemplate"]["spec"]["template"][
+        "spec"]["containers"]
+    settings = ApiSettings(triton_url=stub_triton.url, catalog=str(tmp_path / "catalog"), api_key="writer")
+    with ServiceThread(settings) as service, service.client() as http:
+        arguments = [service.url if argument == "http://shop-shopvision-api:8080" else
+                     str(tmp_path / "cache") if argument == "/cache" else argument for argument in container["args"]]
+        monkeypatch.setenv("SHOPVISION_API_KEY", "writer")
+        assert main(arguments) == 0
+        assert json.loads(capsys.readouterr().out)["added"] == 5
+        assert len(http.get("/v1/products").json()["products"]) == 5

@@ -74,3 +74,14 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 true
 {{- end -}}
 {{- end -}}
+
+{{/* The feed sync's own app.kubernetes.io/name: neither Triton's Service nor the search service's selects its pods. */}}
+{{- define "shopvision.feedSync.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+app.kubernetes.io/name: {{ printf "%s-feed-sync" (include "shopvision.name" .) }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/component: feed-sync
+app.kubernetes.io/part-of: shopvision
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end -}}
