@@ -151,6 +151,8 @@ def _table_records(stream: IO[bytes], format: str) -> Iterator[tuple[int, Mappin
             yield reader.line_num, {name.strip(): (value or "").strip() for name, value in record.items()}
     except (csv.Error, UnicodeDecodeError) as error:
         raise FeedError(f"line {reader.line_num}: not a {format.upper()} file ({error})") from error
+    finally:
+        text.detach()  # the stream is its opener's to close, not the wrapper's (which would close it when collected)
 
 
 def _jsonl_records(stream: IO[bytes], format: str) -> Iterator[tuple[int, Mapping[str, object] | RowProblem]]:
