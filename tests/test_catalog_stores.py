@@ -263,17 +263,21 @@ def test_a_version_1_catalog_is_migrated_on_open(tmp_path) -> None:
             CREATE TABLE metadata (name TEXT PRIMARY KEY, value TEXT NOT NULL);
             INSERT INTO metadata VALUES ('schema_version', '1'), ('dimension', '2048'), ('generation', '1');""")
         db.executemany("INSERT INTO products VALUES (?, ?, '', ?, 'shoe', ?, ?)",
-                       [(p.key, p.product_id, p.content_sha256, json.dumps({"colour": colour}), vector.tobytes())
-                        for p, colour, vector in zip(products(3), ("red", "blue", "red"), vectors, strict=True)])
+                       [(p.key, p.product_id, p.content_sha256, json.dumps({"colour": colour, "size": size}),
+                         vector.tobytes())
+                        for p, colour, size, vector in zip(products(3), ("red", "blue", "red"), ("40", "41", "39.5"),
+                                                           vectors, strict=True)])
     (directory / "vectors-1.faiss").write_bytes(b"an index keyed by product, unusable now")
     with Catalog.open(directory) as catalog:
         assert [hit.product_id for hit in catalog.search(vectors[1], k=1)] == ["sku-1"]
         red = catalog.search(vectors[0], k=3, where={"colour": "red"})
         assert {hit.product_id for hit in red} == {"sku-0", "sku-2"}
-        assert catalog.extra_columns() == {"colour"}
+        assert catalog.extra_columns() == {"colour", "size"}
+        # Its numbers are indexed on the way to version 3: comparisons work on what version 1 stored.
+        assert {hit.product_id for hit in catalog.search(vectors[0], k=3, where=["size<=40"])} == {"sku-0", "sku-2"}
         catalog.upsert(products(1, start=3), clustered_vectors(1, seed=5))
         assert catalog.count() == 4 and catalog.content_in_use(f"{3:064x}") and not catalog.content_in_use("f" * 64)
-    assert json.loads(json.dumps(FaissStore(directory).metadata()))["schema_version"] == "2"
+    assert json.loads(json.dumps(FaissStore(directory).metadata()))["schema_version"] == "3"
 
 
 def test_wrong_dimension_is_refused(location) -> None:

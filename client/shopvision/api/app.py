@@ -47,6 +47,7 @@ from shopvision.api.schemas import (
 from shopvision.api.settings import ApiSettings
 from shopvision.api.uploads import Upload, read_image, read_metadata_patch
 from shopvision.catalog import CATEGORY_COLUMN, Product, SearchHit, categorised
+from shopvision.catalog.filters import Condition, FilterError, parse_condition
 from shopvision.contract import MAX_FILTER_VALUES, MAX_METADATA_FIELDS
 from shopvision.errors import NoCategoriesError, ShopvisionError
 from shopvision.types import ImageResult, Prediction
@@ -219,7 +220,9 @@ K = Annotated[int, Query(ge=1, le=MAX_K, description="How many products")]
 Labels = Annotated[list[str] | None, Query(alias="label", max_length=MAX_FILTER_VALUES,
                                            description="Keep products with one of these labels")]
 Where = Annotated[list[str] | None, Query(max_length=MAX_FILTER_VALUES,
-                                          description="column=value: keep products whose metadata has it")]
+                                          description="Keep products whose metadata passes every filter: "
+                                                      "colour=red, colour!=red, price<50 (<=, >, >= compare numbers), "
+                                                      "brand in (acme,zenith), gtin exists")]
 Category = Annotated[str | None, Query(description="Keep products of this category (the 'category' column)")]
 Offset = Annotated[int, Query(ge=0, le=MAX_RESULT_DEPTH - 1,
                               description=f"Skip this many of the best products (offset + k <= {MAX_RESULT_DEPTH})")]
@@ -352,21 +355,22 @@ async def provenance(shared: Services) -> Provenance:
                       backbone=served.backbone, embedding_dim=served.embedding_dim)
 
 
-async def parse_where(catalog: CatalogAccess, where: list[str] | None, category: str | None) -> dict[str, str]:
-    conditions = {CATEGORY_COLUMN: category} if category else {}
-    for condition in where or []:
-        column, separator, value = condition.partition("=")
-        if not separator or not column:
-            raise Problem(422, "Invalid parameters", f"where: '{condition}' is not column=value")
-        conditions[column] = value
-    if not conditions:
-        return conditions
+async def parse_where(catalog: CatalogAccess, where: list[str] | None, category: str | None) -> list[Condition]:
+    """The search's filters: ``where=price<50`` and the like (:mod:`shopvision.catalog.filters`), and the category."""
+    found = [Condition(CATEGORY_COLUMN, "=", (category,))] if category else []
+    for text in where or []:
+        try:
+            found.append(parse_condition(text))
+        except FilterError as error:
+            raise Problem(422, "Invalid parameters", f"where: {error}") from error
+    if not found:
+        return found
     known = await catalog.extra_columns()
-    unknown = sorted(set(conditions) - known) if known is not None else []
+    unknown = sorted({condition.column for condition in found} - known) if known is not None else []
     if unknown:
         raise Problem(422, "Invalid parameters", f"where: no products have the column(s) {', '.join(unknown)}; "
                       f"known: {', '.join(sorted(known or [])) or 'none'}")
-    return conditions
+    return found
 
 
 def image_url(product_id: str) -> str:

@@ -31,6 +31,7 @@ import numpy as np
 from shopvision.api.photos import PhotoStore, ThumbnailCache, media_type
 from shopvision.catalog import Catalog, CatalogStats, Product, SearchHit
 from shopvision.catalog.catalog import model_mismatch
+from shopvision.catalog.filters import Condition
 from shopvision.catalog.milvus_store import MilvusConnection
 from shopvision.errors import ShopvisionError
 from shopvision.types import WeightsProvenance
@@ -135,13 +136,13 @@ class CatalogAccess:
     # -- reads ------------------------------------------------------------------------------------
 
     async def search(self, vector: np.ndarray, *, k: int, labels: Sequence[str] | None,
-                     where: Mapping[str, str]) -> list[SearchHit]:
-        return await self._reads.run(lambda: self._catalog.search(vector, k=k, labels=labels, where=where or None))
+                     where: Sequence[Condition]) -> list[SearchHit]:
+        return await self._reads.run(lambda: self._catalog.search(vector, k=k, labels=labels, where=where))
 
     async def similar(self, product_id: str, *, k: int, labels: Sequence[str] | None,
-                      where: Mapping[str, str]) -> list[SearchHit] | None:
+                      where: Sequence[Condition]) -> list[SearchHit] | None:
         return await self._reads.run(
-            lambda: self._catalog.similar(product_id, k=k, labels=labels, where=where or None))
+            lambda: self._catalog.similar(product_id, k=k, labels=labels, where=where))
 
     async def get(self, product_id: str) -> Product | None:
         return await self._reads.run(lambda: self._catalog.get(product_id))

@@ -8,6 +8,7 @@ from typing import Protocol
 import numpy as np
 
 from shopvision.catalog._model import Product, SearchHit
+from shopvision.catalog.filters import Condition
 from shopvision.errors import ShopvisionError
 
 
@@ -62,9 +63,10 @@ class VectorStore(Protocol):
         """Up to ``limit`` products in product-id order (code point order), those after ``after`` only."""
 
     def search(self, queries: np.ndarray, *, k: int, labels: Sequence[str] | None,
-               where: Mapping[str, str] | None = None) -> list[list[SearchHit]]:
-        """The k best products per query row by inner product, optionally only those with these labels
-        and whose metadata has every ``column: value`` of ``where``."""
+               where: Sequence[Condition] = ()) -> list[list[SearchHit]]:
+        """The k best products per query row by inner product, optionally only those with these labels and whose
+        metadata passes every condition of ``where`` (:mod:`shopvision.catalog.filters`). A filter keeps recall:
+        while k products pass it, k are returned."""
 
     def count(self) -> int: ...
 

@@ -20,6 +20,7 @@ from shopvision.catalog._model import (
 )
 from shopvision.catalog._store import CatalogError, VectorStore, catalog_width
 from shopvision.catalog.faiss_store import HNSW_EF_SEARCH, FaissStore
+from shopvision.catalog.filters import Where, conditions
 from shopvision.catalog.milvus_store import DEFAULT_COLLECTION, MilvusConnection, MilvusStore, is_milvus_uri
 from shopvision.catalog.sources import read_source
 from shopvision.images import ImageInput
@@ -138,22 +139,23 @@ class Catalog:
         return self._store.remove(list(product_ids))
 
     def search(self, query: ImageInput | np.ndarray, *, k: int = 10, labels: Sequence[str] | None = None,
-               where: Mapping[str, str] | None = None) -> list[SearchHit]:
+               where: Where = None) -> list[SearchHit]:
         """The ``k`` most similar products to a photo (or a vector as wide as the catalog's), best first.
 
-        ``labels`` keeps only products whose top-1 ImageNet label is one of these; ``where`` only
-        those whose metadata has each ``column: value`` (columns from :meth:`extra_columns`).
+        ``labels`` keeps only products whose top-1 ImageNet label is one of these; ``where`` only those whose
+        metadata passes every condition: ``{"colour": "red"}``, or ``["price<50", "brand in (acme,zenith)"]``
+        (:mod:`shopvision.catalog.filters`; columns from :meth:`extra_columns`).
         """
         return self.search_many([query], k=k, labels=labels, where=where)[0]
 
     def similar(self, product_id: str, *, k: int = 10, labels: Sequence[str] | None = None,
-                where: Mapping[str, str] | None = None) -> list[SearchHit] | None:
+                where: Where = None) -> list[SearchHit] | None:
         """"More like this": the ``k`` products nearest a stored one's vector (itself left out), or None
         when the product is not in the catalog. Nothing is embedded again."""
         stored = self._store.get(product_id)
         if stored is None:
             return None
-        hits = self._store.search(stored[1], k=k + 1, labels=labels, where=where)[0]
+        hits = self._store.search(stored[1], k=k + 1, labels=labels, where=conditions(where))[0]
         return [hit for hit in hits if hit.product_id != product_id][:k]
 
     def get(self, product_id: str) -> Product | None:
@@ -197,10 +199,10 @@ class Catalog:
         return self._store.extra_columns()
 
     def search_many(self, queries: Sequence[ImageInput | np.ndarray], *, k: int = 10,
-                    labels: Sequence[str] | None = None,
-                    where: Mapping[str, str] | None = None) -> list[list[SearchHit]]:
+                    labels: Sequence[str] | None = None, where: Where = None) -> list[list[SearchHit]]:
         if k < 1:
             raise ValueError("k must be at least 1")
+        checked = conditions(where)  # a bad filter is refused before any photo is embedded
         if not queries:
             return []
         photos = {index: query for index, query in enumerate(queries) if not isinstance(query, np.ndarray)}
@@ -208,7 +210,7 @@ class Catalog:
         if photos:
             embedded = dict(zip(photos, self._require_client().embed(list(photos.values())), strict=True))
         vectors = [query if isinstance(query, np.ndarray) else embedded[index] for index, query in enumerate(queries)]
-        return self._store.search(np.stack(vectors), k=k, labels=labels, where=where)
+        return self._store.search(np.stack(vectors), k=k, labels=labels, where=checked)
 
     def count(self) -> int:
         """How many products the catalog holds."""

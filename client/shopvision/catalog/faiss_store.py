@@ -29,7 +29,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,11 +38,13 @@ import numpy as np
 from shopvision.catalog._locks import ReadWriteLock
 from shopvision.catalog._model import Product, SearchHit, product_key
 from shopvision.catalog._store import CatalogError, catalog_width
+from shopvision.catalog.filters import COMPARISONS, Condition, as_number
 
 DATABASE_FILE = "catalog.sqlite"
 INDEX_FILE = "vectors-{generation}.faiss"
-SCHEMA_VERSION = "2"
-"""2: vectors have slots, metadata columns are an indexed table. Catalogs of version 1 are migrated on open."""
+SCHEMA_VERSION = "3"
+"""2: vectors have slots, metadata columns are an indexed table; 3: metadata values that are numbers are indexed as
+numbers too (comparisons). Catalogs of versions 1 and 2 are migrated on open."""
 
 HNSW_THRESHOLD = 20_000
 """From this many products on, ``index="auto"`` searches an HNSW graph instead of exact search.
@@ -59,6 +61,9 @@ HNSW_EF_SEARCH = 128
 to exact search and slower. benchmarks/results/catalog-live measures the trade on hard clustered data."""
 INDEX_KINDS = ("auto", "exact", "hnsw")
 
+FILTERED_EXACT_MAX = 4096
+"""A filtered HNSW search whose filter leaves at most this many products scores them all instead (exact, a few
+milliseconds): a graph walk that must skip 99 % of the nodes it meets runs out of candidates before it finds k."""
 REBUILD_DELETED_FRACTION = 0.1
 """Rebuild (in the background) once this share of the index's slots is deleted: deleted slots still cost
 search time and memory, and an HNSW graph's recall falls when many of its nodes are only waypoints."""
@@ -86,6 +91,12 @@ CREATE TABLE IF NOT EXISTS product_fields (
     key INTEGER NOT NULL,
     PRIMARY KEY (name, value, key)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS product_numbers (
+    name TEXT NOT NULL,
+    number REAL NOT NULL,
+    key INTEGER NOT NULL,
+    PRIMARY KEY (name, number, key)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS metadata (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 _INDEXES = """
@@ -93,8 +104,17 @@ CREATE INDEX IF NOT EXISTS products_by_label ON products(label);
 CREATE INDEX IF NOT EXISTS products_by_content ON products(content_sha256);
 CREATE UNIQUE INDEX IF NOT EXISTS products_by_slot ON products(slot);
 CREATE INDEX IF NOT EXISTS product_fields_by_key ON product_fields(key);
+CREATE INDEX IF NOT EXISTS product_numbers_by_key ON product_numbers(key);
 """
 _log = logging.getLogger(__name__)
+_FIELD_TESTS: dict[str, Callable[[Condition], tuple[str, str, list[object]]]] = {
+    "=": lambda c: ("product_fields", " AND value = ?", [c.values[0]]),
+    "!=": lambda c: ("product_fields", " AND value != ?", [c.values[0]]),
+    "in": lambda c: ("product_fields", f" AND value IN ({_marks(c.values)})", list(c.values)),
+    "exists": lambda c: ("product_fields", "", []),
+    **{op: (lambda c: ("product_numbers", f" AND number {c.op} ?", [c.number])) for op in COMPARISONS},
+}
+"""Each operator as (table, condition on it, its parameters): SQL only from this table, never from a request."""
 
 
 class FaissStore:
@@ -188,6 +208,10 @@ class FaissStore:
                     self._db.executemany("INSERT INTO product_fields VALUES (?, ?, ?)",
                                          [(name, value, key) for key, p in zip(keys, products, strict=True)
                                           for name, value in p.extra.items()])
+                    self._db.executemany("INSERT INTO product_numbers VALUES (?, ?, ?)",
+                                         [(name, number, key) for key, p in zip(keys, products, strict=True)
+                                          for name, value in p.extra.items()
+                                          if (number := as_number(value)) is not None])
                     self._set_metadata_value("next_slot", str(first + len(products)))
                     generation = self._bump_generation()
                 self._index.add_with_ids(vectors, slots)
@@ -271,7 +295,7 @@ class FaissStore:
         return self._index is not None or self._dimension is None
 
     def search(self, queries: np.ndarray, *, k: int, labels: Sequence[str] | None,
-               where: Mapping[str, str] | None = None) -> list[list[SearchHit]]:
+               where: Sequence[Condition] = ()) -> list[list[SearchHit]]:
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         if self._dimension is None:
             return [[] for _ in queries]
@@ -282,15 +306,41 @@ class FaissStore:
         db = self._reader()
         with self._lock.reading():
             index = self._index
-            allowed = None if labels is None and not where else self._allowed_slots(db, labels, where or {})
+            allowed = None if labels is None and not where else self._allowed_slots(db, labels, where)
             if index.ntotal == 0 or (allowed is not None and not len(allowed)):
                 return [[] for _ in queries]
-            parameters, _selectors = self._search_parameters(allowed)
-            scores, slots = index.search(queries, min(k, index.ntotal), params=parameters)
+            hnsw = self._kind_of(index) == "hnsw"
+            if allowed is not None and hnsw and len(allowed) <= FILTERED_EXACT_MAX:
+                scores, slots = self._score_all(db, index, queries, allowed, k)
+            else:
+                parameters, _selectors = self._search_parameters(allowed)
+                scores, slots = index.search(queries, min(k, index.ntotal), params=parameters)
+                wanted = min(k, index.ntotal if allowed is None else len(allowed))
+                if allowed is not None and hnsw and (slots >= 0).sum(axis=1).min() < wanted:
+                    scores, slots = self._score_all(db, index, queries, allowed, k)  # the walk came up short
             rows = self._rows_by_slot(db, {int(slot) for slot in slots.ravel() if slot >= 0})
         return [[self._hit(rows[int(slot)], float(score))
                  for score, slot in zip(score_row, slot_row, strict=True) if int(slot) in rows]
                 for score_row, slot_row in zip(scores, slots, strict=True)]
+
+    def _score_all(self, db: sqlite3.Connection, index: Any, queries: np.ndarray, allowed: np.ndarray,
+                   k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact search over the allowed slots only, a batch of vectors at a time (memory stays one batch's)."""
+        best_scores = np.full((len(queries), 0), -np.inf, dtype=np.float32)
+        best_slots = np.full((len(queries), 0), -1, dtype=np.int64)
+        for batch in np.array_split(allowed, max(1, -(-len(allowed) // FILTERED_EXACT_MAX))):
+            try:
+                vectors = index.reconstruct_batch(batch)
+                found = batch
+            except RuntimeError:  # a slot the index has not caught up with: SQLite holds every vector
+                found, vectors = next(self._vectors_of(db, batch, batch=len(batch)), (batch[:0], None))
+                if vectors is None:
+                    continue
+            scores = np.concatenate([best_scores, queries @ vectors.T], axis=1)
+            slots = np.concatenate([best_slots, np.broadcast_to(found, (len(queries), len(found)))], axis=1)
+            keep = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+            best_scores, best_slots = np.take_along_axis(scores, keep, 1), np.take_along_axis(slots, keep, 1)
+        return best_scores, best_slots
 
     # -- upkeep ----------------------------------------------------------------------------------
 
@@ -370,7 +420,7 @@ class FaissStore:
             if self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'metadata'").fetchone():
                 row = self._db.execute("SELECT value FROM metadata WHERE name = 'schema_version'").fetchone()
                 version = row[0] if row else None
-            if version not in (None, "1", SCHEMA_VERSION):
+            if version not in (None, "1", "2", SCHEMA_VERSION):
                 raise CatalogError(f"{self.location}: catalog schema {version}, this version reads {SCHEMA_VERSION}")
             with self._transaction():
                 if version == "1":
@@ -378,6 +428,10 @@ class FaissStore:
                 # One statement at a time: executescript() would commit the transaction first.
                 for statement in filter(str.strip, (_SCHEMA + _INDEXES).split(";")):
                     self._db.execute(statement)
+                if version in ("1", "2"):  # index the numbers among the values already stored
+                    self._db.create_function("as_number", 1, as_number, deterministic=True)
+                    self._db.execute("INSERT INTO product_numbers SELECT name, as_number(value), key FROM "
+                                     "product_fields WHERE as_number(value) IS NOT NULL")
                 self._set_metadata_value("schema_version", SCHEMA_VERSION)
 
     def _migrate_from_version_1(self) -> None:
@@ -424,6 +478,7 @@ class FaissStore:
     def _delete_fields(self, keys: Sequence[int]) -> None:
         for batch in _batches(list(keys)):
             self._db.execute(f"DELETE FROM product_fields WHERE key IN ({_marks(batch)})", batch)
+            self._db.execute(f"DELETE FROM product_numbers WHERE key IN ({_marks(batch)})", batch)
 
     def _rows_by_slot(self, db: sqlite3.Connection, slots: set[int]) -> dict[int, tuple]:
         rows: dict[int, tuple] = {}
@@ -439,18 +494,21 @@ class FaissStore:
         return SearchHit(product_id=product_id, score=score, path=path, label=label, extra=json.loads(extra))
 
     @staticmethod
-    def _allowed_slots(db: sqlite3.Connection, labels: Sequence[str] | None, where: Mapping[str, str]) -> np.ndarray:
+    def _allowed_slots(db: sqlite3.Connection, labels: Sequence[str] | None,
+                       where: Sequence[Condition]) -> np.ndarray:
         # Every value is a bound parameter: labels, column names and values are data, never SQL. Each condition
-        # is an index lookup (labels; (name, value) of product_fields), not a scan of every product's JSON.
-        queries, parameters = [], []
+        # is an index lookup (labels; (name, value) of product_fields; (name, number) of product_numbers), not a
+        # scan of every product's JSON.
+        queries: list[str] = []
+        parameters: list[object] = []
         if labels is not None:
             queries.append(f"SELECT slot FROM products WHERE label IN ({_marks(labels)})")
             parameters += list(labels)
-        for column, value in where.items():
-            queries.append("SELECT products.slot FROM product_fields "
-                           "JOIN products ON products.key = product_fields.key "
-                           "WHERE product_fields.name = ? AND product_fields.value = ?")
-            parameters += [column, value]
+        for condition in where:
+            table, test, values = _FIELD_TESTS[condition.op](condition)
+            queries.append(f"SELECT products.slot FROM {table} JOIN products ON products.key = {table}.key "
+                           f"WHERE {table}.name = ?{test}")
+            parameters += [condition.column, *values]
         rows = db.execute(" INTERSECT ".join(queries), parameters)
         return np.array([slot for (slot,) in rows], dtype=np.int64)
 

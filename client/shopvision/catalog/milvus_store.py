@@ -13,11 +13,13 @@ import logging
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
 from shopvision.catalog._model import Product, SearchHit, product_key
 from shopvision.catalog._store import CatalogError, catalog_width
+from shopvision.catalog.filters import Condition, as_number
 
 DEFAULT_COLLECTION = "shopvision_catalog"
 PROPERTY_PREFIX = "shopvision."
@@ -149,7 +151,7 @@ class MilvusStore:
 
     def upsert(self, products: Sequence[Product], vectors: np.ndarray) -> None:
         rows = [{"key": p.key, "vector": vector.tolist(), "product_id": p.product_id, "path": p.path,
-                 "content_sha256": p.content_sha256, "label": p.label, "extra": p.extra}
+                 "content_sha256": p.content_sha256, "label": p.label, "extra": _stored_extra(p.extra)}
                 for p, vector in zip(products, np.asarray(vectors, dtype=np.float32), strict=True)]
         if rows and not self._exists:
             self._create(len(rows[0]["vector"]))
@@ -181,7 +183,7 @@ class MilvusStore:
             return None
         row = rows[0]
         product = Product(product_id=row["product_id"], path=row["path"], content_sha256=row["content_sha256"],
-                          label=row["label"], extra=dict(row["extra"] or {}))
+                          label=row["label"], extra=_extra_of(row))
         return product, np.asarray(row["vector"], dtype=np.float32)
 
     def page(self, *, after: str | None, limit: int) -> list[Product]:
@@ -199,27 +201,28 @@ class MilvusStore:
         finally:
             iterator.close()
         return [Product(product_id=row["product_id"], path=row["path"], content_sha256=row["content_sha256"],
-                        label=row["label"], extra=dict(row["extra"] or {})) for row in rows]
+                        label=row["label"], extra=_extra_of(row)) for row in rows]
 
     def extra_columns(self) -> None:
         return None  # a JSON field has no schema to list; any column may be filtered on
 
     def search(self, queries: np.ndarray, *, k: int, labels: Sequence[str] | None,
-               where: Mapping[str, str] | None = None) -> list[list[SearchHit]]:
+               where: Sequence[Condition] = ()) -> list[list[SearchHit]]:
         queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
         if not self._exists:
             return [[] for _ in queries]
         # Milvus string literals escape like JSON strings, so json.dumps quotes labels, columns and values.
         conditions = [] if labels is None else [f"label in {json.dumps(list(labels))}"]
-        conditions += [f"extra[{json.dumps(column)}] == {json.dumps(value)}" for column, value in (where or {}).items()]
+        conditions += [_expression(condition) for condition in where]
         results = self._client.search(
             self._collection, data=queries.tolist(), limit=k, output_fields=_FIELDS,
             filter=" and ".join(conditions),
-            search_params={"metric_type": "IP", "params": SEARCH_PARAMS},
+            # HNSW keeps ef candidates: fewer than k would cut the answer short (most visibly under a filter).
+            search_params={"metric_type": "IP", "params": {**SEARCH_PARAMS, "ef": max(SEARCH_PARAMS["ef"], k)}},
         )
         return [[SearchHit(product_id=hit["entity"]["product_id"], score=float(hit["distance"]),
                            path=hit["entity"]["path"], label=hit["entity"]["label"],
-                           extra=dict(hit["entity"]["extra"] or {}))
+                           extra=_extra_of(hit["entity"]))
                  for hit in hits] for hits in results]
 
     def count(self) -> int:
@@ -271,3 +274,31 @@ class MilvusStore:
             from milvus_lite import server_manager_instance
 
             server_manager_instance.release_server(self._lite_path)
+
+
+NUMBERS_KEY = "#numbers"
+"""The key of the stored metadata JSON that holds its values that are numbers, as numbers: Milvus compares a JSON
+string with a string only, so ``price<50`` reads ``extra["#numbers"]["price"]``. Never shown as metadata."""
+
+
+def _stored_extra(extra: Mapping[str, str]) -> dict[str, object]:
+    numbers = {name: number for name, value in extra.items() if (number := as_number(value)) is not None}
+    return {**extra, NUMBERS_KEY: numbers}
+
+
+def _extra_of(row: Mapping[str, Any]) -> dict[str, str]:
+    return {name: value for name, value in (row.get("extra") or {}).items() if name != NUMBERS_KEY}
+
+
+def _expression(condition: Condition) -> str:
+    """A Milvus boolean expression for one condition; every name and value quoted by json.dumps."""
+    field = f"extra[{json.dumps(condition.column)}]"
+    if condition.op == "exists":
+        return f"exists {field}"
+    if condition.op == "=":
+        return f"{field} == {json.dumps(condition.values[0])}"
+    if condition.op == "!=":
+        return f"(exists {field} and {field} != {json.dumps(condition.values[0])})"
+    if condition.op == "in":  # Milvus takes `in` on a field, not a JSON key: one equality a value
+        return "(" + " or ".join(f"{field} == {json.dumps(value)}" for value in condition.values) + ")"
+    return f"extra[{json.dumps(NUMBERS_KEY)}][{json.dumps(condition.column)}] {condition.op} {condition.number!r}"

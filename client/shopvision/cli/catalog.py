@@ -96,6 +96,9 @@ def _register_sync(actions: argparse._SubParsersAction) -> None:
                            "COLUMN; repeat for more")
     sync.add_argument("--exclude", action="append", default=[], metavar="COLUMN",
                       help="leave a column out of the metadata; repeat for more")
+    sync.add_argument("--number", action="append", default=[], metavar="FIELD",
+                      help="a metadata field that must be a number, so that filters compare it (price<50): "
+                           "'12.00 USD' is stored as 12.00, its unit in FIELD_unit; repeat for more")
     sync.add_argument("--name", help="the feed's name in the catalog (metadata 'feed'; default: its URL without "
                                      "credentials or query, or its absolute path)")
     sync.add_argument("--missing", choices=MISSING_POLICIES, default="remove",
@@ -168,7 +171,8 @@ def run_sync(args: argparse.Namespace) -> int:
     if args.concurrency < 1 or args.retries < 0 or args.timeout <= 0:
         raise ValueError("--concurrency must be at least 1, --retries at least 0 and --timeout above 0")
     options = SyncOptions(
-        name=args.name, format=args.format, mapping=FeedMapping.parse(args.map, exclude=args.exclude),
+        name=args.name, format=args.format,
+        mapping=FeedMapping.parse(args.map, exclude=args.exclude, numbers=args.number),
         missing=args.missing, cache=Path(args.cache) if args.cache else None,
         fetch=FetchSettings(concurrency=args.concurrency, timeout_s=args.timeout, retries=args.retries,
                             allow_private=args.allow_private_addresses, ca_file=args.ca_file))

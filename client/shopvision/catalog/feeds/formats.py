@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import IO, Final
 
 from shopvision.catalog.feeds.errors import FeedError
+from shopvision.catalog.filters import as_number
 from shopvision.contract import MAX_METADATA_BYTES, MAX_METADATA_FIELDS
 
 ID: Final = "id"
@@ -65,9 +66,12 @@ class FeedMapping:
 
     columns: Mapping[str, str] = field(default_factory=dict)
     exclude: frozenset[str] = frozenset()
+    numbers: frozenset[str] = frozenset()
+    """Metadata fields that must be numbers, so that filters compare them (``price<50``): ``12.00 USD`` is stored
+    as ``12.00`` with ``USD`` in ``price_unit``; a value that does not start with a number fails its row."""
 
     @classmethod
-    def parse(cls, pairs: Iterable[str], *, exclude: Iterable[str] = ()) -> FeedMapping:
+    def parse(cls, pairs: Iterable[str], *, exclude: Iterable[str] = (), numbers: Iterable[str] = ()) -> FeedMapping:
         """From ``FIELD=COLUMN`` strings, as the CLI's ``--map`` takes them."""
         columns: dict[str, str] = {}
         for pair in pairs:
@@ -75,7 +79,7 @@ class FeedMapping:
             if not separator or not name.strip() or not column.strip():
                 raise FeedError(f"--map {pair!r}: expected FIELD=COLUMN, such as id=Handle or image_link='Image Src'")
             columns[name.strip()] = column.strip()
-        return cls(columns=columns, exclude=frozenset(exclude))
+        return cls(columns=columns, exclude=frozenset(exclude), numbers=frozenset(numbers))
 
     def to_row(self, number: int, values: Mapping[str, object]) -> FeedRow | RowProblem:
         """The canonical row of one record of the feed (column name to value)."""
@@ -99,6 +103,14 @@ class FeedMapping:
             return RowProblem(number, f"no {self.columns.get(IMAGE_LINK, IMAGE_LINK)!r}: every product needs an "
                                       "image", product_id=product_id)
         metadata = {name: _text(value) for name, value in fields.items()}
+        for name in sorted(self.numbers & metadata.keys()):
+            amount, _, unit = metadata[name].partition(" ")
+            if as_number(amount) is None:
+                return RowProblem(number, f"{name}: {metadata[name]!r} is not a number (declared with --number)",
+                                  product_id=product_id, url=image_url)
+            metadata[name] = amount
+            if unit.strip():
+                metadata[f"{name}_unit"] = unit.strip()
         if additional:
             metadata[ADDITIONAL_IMAGE_LINK] = ",".join(additional)
         size = len(json.dumps(metadata, ensure_ascii=False).encode())
