@@ -14,7 +14,6 @@ import hashlib
 import json
 import re
 import ssl
-import subprocess
 import threading
 import time
 from collections import Counter
@@ -163,11 +162,3 @@ class PhotoServer:
         self._http.shutdown()
         self._http.server_close()
 
-
-def localhost_certificate(directory: Path) -> tuple[Path, Path]:
-    """A self-signed certificate for the name ``localhost`` only (not for 127.0.0.1)."""
-    certificate, key = directory / "localhost.crt", directory / "localhost.key"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
-                    "-addext", "subjectAltName=DNS:localhost", "-keyout", str(key), "-out", str(certificate)],
-                   check=True, capture_output=True)
-    return certificate, key

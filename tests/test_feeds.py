@@ -33,11 +33,11 @@ from shopvision.catalog.feeds import (
 )
 from shopvision.cli.main import main
 from shopvision.contract import MAX_IMAGE_BYTES
+from tests.certificates import self_signed_certificate
 from tests.feeds import (
     PhotoServer,
     Served,
     ShopProduct,
-    localhost_certificate,
     shop_products,
     write_jsonl,
     write_tsv,
@@ -173,7 +173,7 @@ def test_a_fetch_refuses_what_is_not_a_sound_image(tmp_path: Path) -> None:
 
 
 def test_https_is_verified_against_the_name_though_the_checked_address_is_dialled(tmp_path: Path) -> None:
-    certificate, key = localhost_certificate(tmp_path)
+    certificate, key = self_signed_certificate(tmp_path, name="localhost")
     trusting = FetchSettings(allow_private=True, ca_file=str(certificate), retries=0)
     with PhotoServer(routes={"/a.jpg": Served(JPEG)}, tls=(certificate, key)) as server:
         port = server.url.rsplit(":", 1)[1]

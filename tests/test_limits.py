@@ -335,8 +335,8 @@ def test_the_operations_doc_quotes_the_limits_report() -> None:
 def test_the_charts_gateway_is_the_gateway_file_with_every_variable_and_nginx_accepts_it(values, tmp_path) -> None:
     from string import Template
 
+    from tests.certificates import self_signed_certificate
     from tests.gateway import TLS_INCLUDE, nginx_test
-    from tests.test_reliability import self_signed_certificate
 
     manifests = render_chart(values)
     (configmap,) = [manifest for kind, manifest in manifests.items()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ from shopvision.contract import CPU_CONFIG_NAME, ENSEMBLE_MODEL, IMAGE_INPUT, PR
 from shopvision.samples import product_jpeg
 from shopvision.serving.configs import ModelConfig, edit_config
 from shopvision.serving.server import GrpcTls
+from tests.certificates import self_signed_certificate
 from tests.conftest import RunningServer, start_server
 from tests.gateway import LocalGateway
 from tests.search_service import ServiceThread
@@ -164,14 +164,6 @@ def test_soak_at_saturation_without_errors_or_memory_growth(triton: RunningServe
     print(f"soak: {result}")
     assert result.errors == 0 and result.images > 100
     assert result.memory_flat, result.rss_samples_mb
-
-
-def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
-    certificate, key = directory / "server.crt", directory / "server.key"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
-                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(certificate)],
-                   check=True, capture_output=True)
-    return certificate, key
 
 
 def test_grpc_over_tls_serves_clients_that_trust_the_certificate_only(built_repository: Path, tmp_path,
