@@ -268,3 +268,17 @@ def test_the_live_catalog_figures_are_the_reports() -> None:
         text = " ".join((ROOT / name).read_text().split())
         for figure in figures:
             assert figure in text, (name, figure)
+
+
+def test_the_feed_sync_figures_are_the_report() -> None:
+    results = json.loads((ROOT / "benchmarks" / "results" / "feed-sync" / "results.json").read_text())
+    text = " ".join((ROOT / "docs" / "feeds.md").read_text().split())
+    ratio = median([measured["throughput_ratio"] for measured in results["rounds_measured"]])
+    memory = results["memory"]
+    excess = [sync - build for sync, build in zip(memory["sync_mb"], memory["build_mb"], strict=True)]
+    for figure in (f"median **{ratio:.3f}×** the local files' rate",
+                   f"{results['rows']:,} rows",
+                   f"**{100 * results['resync']['fraction_of_first']:.2f} %** of the first sync's time",
+                   f"{excess[0]:+.0f} MB at {memory['rows'][0]:,} rows and {excess[1]:+.0f} MB at "
+                   f"{memory['rows'][1]:,} rows"):
+        assert figure in text, figure
