@@ -467,3 +467,22 @@ def test_the_cronjobs_command_runs(stub_triton: StubTriton, products: list[ShopP
         assert main(arguments) == 0
         assert json.loads(capsys.readouterr().out)["added"] == 5
         assert len(http.get("/v1/products").json()["products"]) == 5
+
+
+def test_the_status_line_shows_counts_rate_and_eta_on_a_terminal_only() -> None:
+    from shopvision.cli._common import SyncProgress
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    report = SyncReport(feed="f", rows=300, fetched=250, not_modified=40, added=200, reembedded=10,
+                        failed=[RowProblem(2, "HTTP 404")], elapsed_s=60.0, feed_read=0.25)
+    terminal, redirected = Terminal(), io.StringIO()
+    for stream in (terminal, redirected):
+        status = SyncProgress(stream=stream, interval_s=0.0)
+        status(report)
+        status.end()
+    assert terminal.getvalue() == ("\rsync  rows 300  fetched 250  not modified 40  embedded 210  failed 1  "
+                                   "5.0 rows/s  ETA 3m00s\x1b[K\n")
+    assert redirected.getvalue() == ""
