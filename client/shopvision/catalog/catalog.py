@@ -176,14 +176,13 @@ class Catalog:
     def update_metadata(self, product_id: str, changes: Mapping[str, str | None]) -> Product | None:
         """Merge ``changes`` into a product's metadata (None removes a field) and store it with the vector the
         catalog holds: nothing is embedded again. None when the product is not in the catalog."""
-        stored = self._store.get(product_id)
-        if stored is None:
+        product = self.get(product_id)
+        if product is None:
             return None
-        product, vector = stored
         extra = {**product.extra, **changes}
         updated = dataclasses.replace(product, extra={key: value for key, value in extra.items() if value is not None})
-        self._store.upsert([updated], vector[np.newaxis])
-        return updated
+        written = self.rewrite_metadata([updated])
+        return written[0] if written else None
 
     def rewrite_metadata(self, products: Sequence[Product]) -> list[Product]:
         """Store these products as given (new metadata) with the vectors the catalog holds for them, as one write:

@@ -63,32 +63,6 @@ class Condition:
             raise FilterError(f"{self.column}{self.op}{self.values[0]}: {self.op} compares numbers, and "
                               f"{self.values[0]!r} is not one")
 
-    def matches(self, metadata: Mapping[str, str]) -> bool:
-        """Whether a product with this metadata passes (what both engines compute in their own way)."""
-        value = metadata.get(self.column)
-        if value is None:
-            return False
-        if self.op == "exists":
-            return True
-        if self.op == "=":
-            return value == self.values[0]
-        if self.op == "!=":
-            return value != self.values[0]
-        if self.op == "in":
-            return value in self.values
-        number = as_number(value)
-        if number is None:
-            return False
-        bound = self.number
-        return {"<": number < bound, "<=": number <= bound, ">": number > bound, ">=": number >= bound}[self.op]
-
-    def __str__(self) -> str:
-        if self.op == "exists":
-            return f"{self.column} exists"
-        if self.op == "in":
-            return f"{self.column} in ({','.join(self.values)})"
-        return f"{self.column}{self.op}{self.values[0]}"
-
 
 def as_number(value: str) -> float | None:
     """The number a metadata value reads as (a decimal, optionally with an exponent), or None."""

@@ -21,7 +21,6 @@ import hashlib
 import ipaddress
 import json
 import os
-import random
 import socket
 import ssl
 import tempfile
@@ -34,6 +33,7 @@ from typing import Any
 
 import httpx
 
+from shopvision._protocol import RetryPolicy
 from shopvision.contract import (
     FEED_FETCH_CONCURRENCY,
     FEED_FETCH_RETRIES,
@@ -67,7 +67,7 @@ class FetchSettings:
     timeout_s: float = FEED_FETCH_TIMEOUT_S
     retries: int = FEED_FETCH_RETRIES
     backoff_s: float = 0.5
-    """The first retry's wait; each further one doubles it (with jitter)."""
+    """The first retry's wait; each further one doubles it (with jitter: the SDK's RetryPolicy)."""
     max_bytes: int = MAX_IMAGE_BYTES
     allow_private: bool = False
     """Let image URLs reach private, loopback and link-local addresses (the shop's own network): off, because a
@@ -193,18 +193,20 @@ class ImageFetcher:
         scheme = url.split("://", 1)[0].lower() if "://" in url else ""
         if scheme not in ("http", "https", "s3", "gs"):
             raise ImageFetchError(f"not an http(s), s3 or gs URL: {url[:200]!r}")
-        attempt = 0
+        delays = RetryPolicy(attempts=self.settings.retries + 1, initial_backoff_s=self.settings.backoff_s,
+                             max_backoff_s=_MAX_RETRY_AFTER_S).delays()
+        tries = 1
         while True:
             try:
                 return self._fetch_http(url) if scheme in ("http", "https") else self._fetch_object(url)
             except ImageFetchError as error:
-                if not error.transient or attempt >= self.settings.retries:
-                    if attempt and error.transient:
-                        raise ImageFetchError(f"{error.reason} (after {attempt + 1} tries)") from error
+                delay = next(delays, None) if error.transient else None
+                if delay is None:
+                    if tries > 1:
+                        raise ImageFetchError(f"{error.reason} (after {tries} tries)") from error
                     raise
-                wait = self.settings.backoff_s * 2 ** attempt * (0.5 + random.random())  # noqa: S311 (jitter)
-                time.sleep(min(_MAX_RETRY_AFTER_S, max(wait, error.retry_after or 0.0)))
-                attempt += 1
+                time.sleep(min(_MAX_RETRY_AFTER_S, max(delay, error.retry_after or 0.0)))
+                tries += 1
 
     def close(self) -> None:
         with self._lock:

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import base64
 import json
-import random
 import time
 from collections.abc import Sequence
 from typing import Any
 
 import httpx
 
+from shopvision._protocol import RetryPolicy
 from shopvision.catalog._model import Photo, Product
 from shopvision.catalog.feeds.errors import FeedError
 from shopvision.contract import MAX_BULK_BYTES, MAX_BULK_LINES
@@ -122,17 +122,18 @@ class ServiceCatalog:
         return results
 
     def _request(self, method: str, path: str, **options: Any) -> httpx.Response:
-        for attempt in range(RETRIES + 1):
+        delays = RetryPolicy(attempts=RETRIES + 1, initial_backoff_s=0.5, max_backoff_s=30.0).delays()
+        while True:
             try:
                 answer = self._http.request(method, path, **options)
             except httpx.TransportError as error:
-                if attempt == RETRIES:
+                if (delay := next(delays, None)) is None:
                     raise FeedError(f"{self.location}: cannot reach the search service: {error}") from error
-                time.sleep(min(30.0, 0.5 * 2 ** attempt * (0.5 + random.random())))  # noqa: S311 (jitter)
+                time.sleep(delay)
                 continue
-            if answer.status_code in (429, 503) and attempt < RETRIES:
+            if answer.status_code in (429, 503) and (delay := next(delays, None)) is not None:
                 retry_after = answer.headers.get("retry-after", "")
-                time.sleep(float(retry_after) if retry_after.isdigit() else 0.5 * 2 ** attempt)
+                time.sleep(max(delay, min(30.0, float(retry_after))) if retry_after.isdigit() else delay)
                 continue
             if answer.status_code >= 400:
                 try:
@@ -141,4 +142,3 @@ class ServiceCatalog:
                     detail = answer.text
                 raise FeedError(f"{self.location}{path}: {answer.status_code} {detail}")
             return answer
-        raise AssertionError("unreachable")  # the last attempt returns or raises

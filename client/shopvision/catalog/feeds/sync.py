@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from shopvision.catalog._model import CATEGORY_COLUMN, Photo, Product
+from shopvision.catalog.catalog import BUILD_BATCH
 from shopvision.catalog.feeds.errors import FeedError
 from shopvision.catalog.feeds.fetch import FetchedImage, FetchSettings, ImageCache, ImageFetcher, ImageFetchError
 from shopvision.catalog.feeds.formats import (
@@ -68,8 +69,6 @@ FEED_COLUMN: Final = "feed"
 OUT_OF_STOCK: Final = "out_of_stock"
 """``availability`` of a product that left the feed, with ``--missing mark-unavailable`` (Google's value)."""
 MISSING_POLICIES: Final = ("remove", "mark-unavailable", "keep")
-SYNC_BATCH: Final = 128
-"""Products embedded and committed together (the catalog's build batch): a crash loses at most this many."""
 
 
 @dataclass(frozen=True)
@@ -84,7 +83,8 @@ class SyncOptions:
     fetch: FetchSettings = field(default_factory=FetchSettings)
     cache: Path | None = None
     """Where fetched images and their validators are kept; by default under ~/.cache/shopvision/feeds."""
-    batch_size: int = SYNC_BATCH
+    batch_size: int = BUILD_BATCH
+    """Products embedded and committed together, as a build's: a crash loses at most this many."""
 
 
 @dataclass
