@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from shopvision.catalog import Catalog, CatalogError, CatalogSourceError, Product, read_source
-from shopvision.catalog.faiss_store import FaissStore
+from shopvision.catalog.faiss_store import SCHEMA_VERSION, FaissStore
 from shopvision.contract import RESNET50_EMBEDDING_DIM
 
 ENGINES = ["faiss", "milvus-lite"]
@@ -277,7 +277,7 @@ def test_a_version_1_catalog_is_migrated_on_open(tmp_path) -> None:
         assert {hit.product_id for hit in catalog.search(vectors[0], k=3, where=["size<=40"])} == {"sku-0", "sku-2"}
         catalog.upsert(products(1, start=3), clustered_vectors(1, seed=5))
         assert catalog.count() == 4 and catalog.content_in_use(f"{3:064x}") and not catalog.content_in_use("f" * 64)
-    assert json.loads(json.dumps(FaissStore(directory).metadata()))["schema_version"] == "3"
+    assert json.loads(json.dumps(FaissStore(directory).metadata()))["schema_version"] == SCHEMA_VERSION
 
 
 def test_wrong_dimension_is_refused(location) -> None:
@@ -321,8 +321,13 @@ def test_csv_and_folder_sources(tmp_path) -> None:
     assert items[0].path == tmp_path / "photos" / "bag.png"
     assert items[0].extra == {"title": "Tote", "price": "19.90"} and items[1].extra == {"title": "Runner", "price": ""}
 
+    # A product's further rows add photos, and take the first row's metadata.
+    table.write_text("product_id,image_path,title\na,x.jpg,Tote\nb,z.jpg,Shoe\na,y.jpg,\na,w.jpg,Tote\n")
+    assert [(i.product_id, i.path.name, i.extra) for i in read_source(table)] == [
+        ("a", "x.jpg", {"title": "Tote"}), ("b", "z.jpg", {"title": "Shoe"}), ("a", "y.jpg", {"title": "Tote"}),
+        ("a", "w.jpg", {"title": "Tote"})]
     for text, message in [("id,path\n", "missing column"), ("product_id,image_path\nsku,\n", "must not be empty"),
-                          ("product_id,image_path\na,x.jpg\na,y.jpg\n", "duplicate product_id")]:
+                          ("product_id,image_path,title\na,x.jpg,Tote\na,y.jpg,Bag\n", "other metadata")]:
         table.write_text(text)
         with pytest.raises(CatalogSourceError, match=message):
             read_source(table)
@@ -394,10 +399,10 @@ def test_metadata_changes_keep_the_photo_and_the_vector(location) -> None:
     vectors = clustered_vectors(30)
     with Catalog.open(location) as catalog:
         catalog.upsert(products(30), vectors)
-        before, vector = catalog.stored("sku-7")
+        before, (vector,) = catalog.stored("sku-7")
         updated = catalog.update_metadata("sku-7", {"price": "49.90", "brand": "acme"})
         assert updated is not None and updated.extra == {"price": "49.90", "brand": "acme"}
-        after, stored_vector = catalog.stored("sku-7")
+        after, (stored_vector,) = catalog.stored("sku-7")
         assert after.extra == {"price": "49.90", "brand": "acme"}
         assert (after.path, after.content_sha256, after.label) == (before.path, before.content_sha256, before.label)
         assert np.array_equal(stored_vector, vector)

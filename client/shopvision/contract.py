@@ -64,6 +64,9 @@ catalog row's title, price and the like, a few hundred bytes; 16 KiB leaves room
 bounding what one write makes the service parse and store."""
 MAX_METADATA_FIELDS: Final = 64
 """Columns in one product's metadata: each is a row of the catalog's filter index."""
+MAX_PRODUCT_PHOTOS: Final = 11
+"""Photos one product may have: Google Merchant Center's ``image_link`` and its up to 10 ``additional_image_link``.
+Each is a vector in the catalog, so a search over products of 11 photos walks 11 times the vectors."""
 MAX_FILTER_VALUES: Final = 32
 """``label=`` or ``where=`` values in one search request: a page's facets, not a list of every label."""
 MAX_BATCH_SIZE: Final = 32

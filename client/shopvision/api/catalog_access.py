@@ -266,7 +266,7 @@ class CatalogAccess:
             self._catalog.prepare()
             self._products = self._catalog.count()
             self._state = f"open, index ready in {time.perf_counter() - started:.1f} s"
-            removed = self._photos.sweep(set(self._catalog.fingerprints().values()))
+            removed = self._photos.sweep(self._catalog.photo_contents())
             if removed:
                 _log.info("removed %d photo files no product references", removed)
         except Exception as error:  # noqa: BLE001 - reported by /readyz, which keeps the pod out of service

@@ -10,8 +10,10 @@ from shopvision.catalog._model import (
     CatalogStats,
     Photo,
     Product,
+    ProductPhoto,
     SearchHit,
     categorised,
+    photos_fingerprint,
 )
 from shopvision.catalog._store import CatalogError, VectorStore
 from shopvision.catalog.catalog import BUILD_BATCH, Catalog
@@ -28,8 +30,10 @@ __all__ = [
     "CatalogStats",
     "Photo",
     "Product",
+    "ProductPhoto",
     "SearchHit",
     "VectorStore",
     "categorised",
+    "photos_fingerprint",
     "read_source",
 ]

@@ -42,10 +42,15 @@ class VectorStore(Protocol):
     def set_metadata(self, values: dict[str, str]) -> None: ...
 
     def fingerprints(self) -> dict[str, str]:
-        """Content hash of every stored product, by product id (what incremental builds skip)."""
+        """``Product.fingerprint`` (its photos' content hash) of every stored product, by product id (what
+        incremental builds skip)."""
+
+    def photo_contents(self) -> set[str]:
+        """The sha256 of every photo of every product (which stored photo files are in use)."""
 
     def upsert(self, products: Sequence[Product], vectors: np.ndarray) -> None:
-        """Store products and their vectors, replacing ones with the same product id, all or nothing."""
+        """Store products and their vectors (a row a photo, each product's in turn, its main photo first),
+        replacing ones with the same product id, all or nothing."""
 
     def remove(self, product_ids: Sequence[str]) -> int:
         """Delete products; returns how many existed."""
@@ -54,7 +59,7 @@ class VectorStore(Protocol):
         """Whether any product's photo has these bytes."""
 
     def get(self, product_id: str) -> tuple[Product, np.ndarray] | None:
-        """A stored product and its vector, or None."""
+        """A stored product and its vectors (a row a photo, the main one first), or None."""
 
     def extra_columns(self) -> frozenset[str] | None:
         """The metadata columns products have (for filters), or None where the engine cannot list them."""
@@ -66,7 +71,7 @@ class VectorStore(Protocol):
                where: Sequence[Condition] = ()) -> list[list[SearchHit]]:
         """The k best products per query row by inner product, optionally only those with these labels and whose
         metadata passes every condition of ``where`` (:mod:`shopvision.catalog.filters`). A filter keeps recall:
-        while k products pass it, k are returned."""
+        while k products pass it, k are returned. A product is answered once, scored by its best photo."""
 
     def count(self) -> int: ...
 

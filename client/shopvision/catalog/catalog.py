@@ -15,14 +15,18 @@ from shopvision.catalog._model import (
     CatalogStats,
     Photo,
     Product,
+    ProductPhoto,
     SearchHit,
+    best_per_product,
     categorised,
+    photos_fingerprint,
 )
 from shopvision.catalog._store import CatalogError, VectorStore, catalog_width
 from shopvision.catalog.faiss_store import HNSW_EF_SEARCH, FaissStore
 from shopvision.catalog.filters import Where, conditions
 from shopvision.catalog.milvus_store import DEFAULT_COLLECTION, MilvusConnection, MilvusStore, is_milvus_uri
 from shopvision.catalog.sources import read_source
+from shopvision.contract import MAX_PRODUCT_PHOTOS
 from shopvision.images import ImageInput
 
 if TYPE_CHECKING:
@@ -77,24 +81,28 @@ class Catalog:
 
     def build(self, source: str | Path | Sequence[CatalogItem], *, prune: bool = False,
               batch_size: int = BUILD_BATCH, progress: Progress | None = None) -> BuildReport:
-        """Index a folder, CSV or items: adds new and changed photos, skips unchanged ones.
+        """Index a folder, CSV or items: adds new and changed products, skips unchanged ones.
 
+        Items with the same product id are one product's photos, the first its main one (and its metadata's).
         Resumable: each batch of ``batch_size`` products is committed as a whole, so an
         interrupted build keeps what it committed and the next run continues from there.
         ``prune`` also removes products that are no longer in the source.
         """
         items = read_source(source) if isinstance(source, (str, Path)) else list(source)
+        grouped: dict[str, list[CatalogItem]] = {}
+        for item in items:
+            grouped.setdefault(item.product_id, []).append(item)
+        products = list(grouped.values())
         report = BuildReport()
         # Asked once a build: products get their category (top 1) from a head that serves when the build starts.
         categories = 1 if items and self._client is not None and self._require_client().serves_categories() else 0
         known = self._store.fingerprints()
         if prune:
-            wanted = {item.product_id for item in items}
-            report.removed = self._store.remove([pid for pid in known if pid not in wanted])
-        for start in range(0, len(items), batch_size):
-            self._build_batch(items[start:start + batch_size], known, report, categories=categories)
+            report.removed = self._store.remove([pid for pid in known if pid not in grouped])
+        for start in range(0, len(products), batch_size):
+            self._build_batch(products[start:start + batch_size], known, report, categories=categories)
             if progress is not None:
-                progress(min(start + batch_size, len(items)), len(items))
+                progress(min(start + batch_size, len(products)), len(products))
         self._store.flush()
         return report
 
@@ -103,7 +111,8 @@ class Catalog:
         return self.build(items)
 
     def upsert(self, products: Sequence[Product], vectors: np.ndarray) -> None:
-        """Store products with embeddings computed elsewhere (same model!), replacing same ids.
+        """Store products with embeddings computed elsewhere (same model!), replacing same ids: ``vectors`` has a
+        row a photo, each product's photos in turn (its main one first; one row for a one-photo product).
 
         Call :meth:`flush` after a series of upserts (``build`` and ``close`` do it themselves).
         """
@@ -131,8 +140,13 @@ class Catalog:
         return self._store.content_in_use(content_sha256)
 
     def fingerprints(self) -> dict[str, str]:
-        """Content sha256 of every product's photo, by product id."""
+        """A digest of every product's photos, by product id: a one-photo product's photo's sha256, one of several
+        photos' :func:`~shopvision.catalog.photos_fingerprint` (``Product.fingerprint``)."""
         return self._store.fingerprints()
+
+    def photo_contents(self) -> set[str]:
+        """The sha256 of every photo of every product."""
+        return self._store.photo_contents()
 
     def remove(self, product_ids: Sequence[str]) -> int:
         """Delete products by id; returns how many were in the catalog."""
@@ -142,6 +156,7 @@ class Catalog:
                where: Where = None) -> list[SearchHit]:
         """The ``k`` most similar products to a photo (or a vector as wide as the catalog's), best first.
 
+        A product of several photos is scored by its best one (``hit.photo`` says which) and answered once.
         ``labels`` keeps only products whose top-1 ImageNet label is one of these; ``where`` only those whose
         metadata passes every condition: ``{"colour": "red"}``, or ``["price<50", "brand in (acme,zenith)"]``
         (:mod:`shopvision.catalog.filters`; columns from :meth:`extra_columns`).
@@ -150,20 +165,23 @@ class Catalog:
 
     def similar(self, product_id: str, *, k: int = 10, labels: Sequence[str] | None = None,
                 where: Where = None) -> list[SearchHit] | None:
-        """"More like this": the ``k`` products nearest a stored one's vector (itself left out), or None
-        when the product is not in the catalog. Nothing is embedded again."""
+        """"More like this": the ``k`` products nearest a stored one's photos (itself left out), each scored by the
+        best pair of photos, or None when the product is not in the catalog. Nothing is embedded again."""
         stored = self._store.get(product_id)
         if stored is None:
             return None
-        hits = self._store.search(stored[1], k=k + 1, labels=labels, where=conditions(where))[0]
-        return [hit for hit in hits if hit.product_id != product_id][:k]
+        per_photo = self._store.search(stored[1], k=k + 1, labels=labels, where=conditions(where))
+        hits = sorted((hit for hits in per_photo for hit in hits if hit.product_id != product_id),
+                      key=lambda hit: -hit.score)
+        return best_per_product(hits, k)
 
     def get(self, product_id: str) -> Product | None:
         stored = self.stored(product_id)
         return None if stored is None else stored[0]
 
     def stored(self, product_id: str) -> tuple[Product, np.ndarray] | None:
-        """A product with the vector the catalog holds for it, or None when it is not in the catalog."""
+        """A product with the vectors the catalog holds for it (a row a photo, the main one first), or None when
+        it is not in the catalog."""
         return self._store.get(product_id)
 
     def page(self, *, after: str | None = None, limit: int = 100) -> list[Product]:
@@ -188,9 +206,14 @@ class Catalog:
         """Store these products as given (new metadata) with the vectors the catalog holds for them, as one write:
         nothing is embedded again. Products no longer in the catalog are skipped; returns those stored."""
         held = [(product, self._store.get(product.product_id)) for product in products]
-        kept = [(product, stored[1]) for product, stored in held if stored is not None]
+        # The vectors are the held photos': a product given with other photos' bytes keeps the held ones (the same
+        # bytes may have moved, and their new paths are kept).
+        kept = [(product if product.fingerprint == stored[0].fingerprint else
+                 dataclasses.replace(product, path=stored[0].path, content_sha256=stored[0].content_sha256,
+                                     more_photos=stored[0].more_photos), stored[1])
+                for product, stored in held if stored is not None]
         if kept:
-            self._store.upsert([product for product, _ in kept], np.stack([vector for _, vector in kept]))
+            self._store.upsert([product for product, _ in kept], np.concatenate([vectors for _, vectors in kept]))
         return [product for product, _ in kept]
 
     def extra_columns(self) -> frozenset[str] | None:
@@ -234,20 +257,22 @@ class Catalog:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _build_batch(self, items: Sequence[CatalogItem], known: dict[str, str], report: BuildReport, *,
+    def _build_batch(self, products: Sequence[list[CatalogItem]], known: dict[str, str], report: BuildReport, *,
                      categories: int) -> None:
         pending: list[Photo] = []
-        for item in items:
-            try:
-                data = item.path.read_bytes()
-            except OSError as error:
-                report.failed.append((item.product_id, f"cannot read {item.path}: {error.strerror or error}"))
-                continue
-            photo = Photo(item.product_id, str(item.path), data, item.extra)
-            if known.get(item.product_id) == photo.content_sha256:
-                report.unchanged += 1
+        for items in products:
+            photos = []
+            for item in items:
+                try:
+                    photos.append(Photo(item.product_id, str(item.path), item.path.read_bytes(), items[0].extra))
+                except OSError as error:
+                    report.failed.append((item.product_id, f"cannot read {item.path}: {error.strerror or error}"))
+                    break
             else:
-                pending.append(photo)
+                if known.get(items[0].product_id) == photos_fingerprint([photo.content_sha256 for photo in photos]):
+                    report.unchanged += 1
+                else:
+                    pending += photos
         stored, failed = self.index_photos(pending, categories=categories)
         report.failed.extend(failed)
         for product in stored:
@@ -255,30 +280,47 @@ class Catalog:
                 report.updated += 1
             else:
                 report.added += 1
-            known[product.product_id] = product.content_sha256
+            known[product.product_id] = product.fingerprint
 
     def index_photos(self, photos: Sequence[Photo], *, categories: int | None = None
                      ) -> tuple[list[Product], list[tuple[str, str]]]:
         """Embed photos through the server and store them, replacing products with the same ids, as one write.
 
-        Returns the products stored and (product id, reason) of the photos the server refused. ``categories``
-        (1 or 0) says whether to ask the categories head for a category; None asks the server whether one serves.
+        Photos with the same product id are that product's, the first its main one, whose metadata and top-1
+        label the product takes. Returns the products stored and (product id, reason) of those not stored: a
+        product with a photo the server refused, or with more than ``MAX_PRODUCT_PHOTOS``. ``categories`` (1 or 0)
+        says whether to ask the categories head for a category; None asks the server whether one serves.
         """
-        if not photos:
-            return [], []
+        grouped: dict[str, list[Photo]] = {}
+        for photo in photos:
+            grouped.setdefault(photo.product_id, []).append(photo)
+        failed = [(product_id, f"{len(group)} photos: a product has at most {MAX_PRODUCT_PHOTOS}")
+                  for product_id, group in grouped.items() if len(group) > MAX_PRODUCT_PHOTOS]
+        for product_id, _ in failed:
+            del grouped[product_id]
+        if not grouped:
+            return [], failed
         client = self._require_client()
         if categories is None:
             categories = 1 if client.serves_categories() else 0
-        results = client.analyze([photo.data for photo in photos], top_k=1, categories=categories, on_error="report")
-        products, vectors, failed = [], [], []
-        for photo, result in zip(photos, results, strict=True):
-            if result.error is not None:
-                failed.append((photo.product_id, result.error.reason))
+        ordered = [photo for group in grouped.values() for photo in group]
+        results = iter(client.analyze([photo.data for photo in ordered], top_k=1, categories=categories,
+                                      on_error="report"))
+        products, vectors = [], []
+        for product_id, group in grouped.items():
+            analysed = [next(results) for _ in group]
+            refused = [(photo, result.error) for photo, result in zip(group, analysed, strict=True) if result.error]
+            if refused:
+                photo, error = refused[0]
+                where = "" if len(group) == 1 else f"photo {group.index(photo) + 1} of {len(group)}, {photo.source}: "
+                failed.append((product_id, f"{where}{error.reason}"))
                 continue
-            products.append(Product(product_id=photo.product_id, path=photo.source,
-                                    content_sha256=photo.content_sha256, label=result.predictions[0].label,
-                                    extra=categorised(photo.extra, result.categories)))
-            vectors.append(result.vector)
+            main, first = group[0], analysed[0]
+            products.append(Product(product_id=product_id, path=main.source, content_sha256=main.content_sha256,
+                                    label=first.predictions[0].label, extra=categorised(main.extra, first.categories),
+                                    more_photos=tuple(ProductPhoto(photo.source, photo.content_sha256)
+                                                      for photo in group[1:])))
+            vectors += [result.vector for result in analysed]
         if products:
             self._store.upsert(products, np.stack(vectors))
         return products, failed

@@ -3,8 +3,11 @@
 SQLite is the source of truth: every batch of products and vectors is one transaction, so a
 crash or Ctrl-C loses at most the batch in flight, and an acknowledged write is on disk.
 
+A product has one vector a photo: its main photo's in ``products``, its others' in ``product_photos``. A search
+walks photos and answers products, each once, scored by its best photo.
+
 The FAISS index is derived from it and changes in place, never rebuilt in a request:
-* every stored vector has a *slot*, a number never reused; the index holds vectors by slot;
+* every stored vector (a photo's) has a *slot*, a number never reused; the index holds vectors by slot;
 * a write adds the new vector under a new slot and marks the slot it replaced (or deleted) as
   deleted; searches skip deleted slots through a FAISS ID selector (HNSW graphs cannot remove a
   node, and keep routing through it, so recall holds);
@@ -36,15 +39,15 @@ from typing import Any
 import numpy as np
 
 from shopvision.catalog._locks import ReadWriteLock
-from shopvision.catalog._model import Product, SearchHit, product_key
+from shopvision.catalog._model import Product, ProductPhoto, SearchHit, photos_fingerprint, product_key
 from shopvision.catalog._store import CatalogError, catalog_width
 from shopvision.catalog.filters import COMPARISONS, Condition, as_number
 
 DATABASE_FILE = "catalog.sqlite"
 INDEX_FILE = "vectors-{generation}.faiss"
-SCHEMA_VERSION = "3"
+SCHEMA_VERSION = "4"
 """2: vectors have slots, metadata columns are an indexed table; 3: metadata values that are numbers are indexed as
-numbers too (comparisons). Catalogs of versions 1 and 2 are migrated on open."""
+numbers too (comparisons); 4: a product's other photos (``product_photos``). Older catalogs are migrated on open."""
 
 HNSW_THRESHOLD = 20_000
 """From this many products on, ``index="auto"`` searches an HNSW graph instead of exact search.
@@ -97,6 +100,15 @@ CREATE TABLE IF NOT EXISTS product_numbers (
     key INTEGER NOT NULL,
     PRIMARY KEY (name, number, key)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS product_photos (
+    key INTEGER NOT NULL,
+    position INTEGER NOT NULL,
+    path TEXT NOT NULL,
+    content_sha256 TEXT NOT NULL,
+    vector BLOB NOT NULL,
+    slot INTEGER NOT NULL UNIQUE,
+    PRIMARY KEY (key, position)
+);
 CREATE TABLE IF NOT EXISTS metadata (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 _INDEXES = """
@@ -105,6 +117,7 @@ CREATE INDEX IF NOT EXISTS products_by_content ON products(content_sha256);
 CREATE UNIQUE INDEX IF NOT EXISTS products_by_slot ON products(slot);
 CREATE INDEX IF NOT EXISTS product_fields_by_key ON product_fields(key);
 CREATE INDEX IF NOT EXISTS product_numbers_by_key ON product_numbers(key);
+CREATE INDEX IF NOT EXISTS product_photos_by_content ON product_photos(content_sha256);
 """
 _log = logging.getLogger(__name__)
 _FIELD_TESTS: dict[str, Callable[[Condition], tuple[str, str, list[object]]]] = {
@@ -175,11 +188,23 @@ class FaissStore:
             self._db.executemany("INSERT OR REPLACE INTO metadata VALUES (?, ?)", values.items())
 
     def fingerprints(self) -> dict[str, str]:
-        return dict(self._reader().execute("SELECT product_id, content_sha256 FROM products").fetchall())
+        db = self._reader()
+        main = dict(db.execute("SELECT key, content_sha256 FROM products").fetchall())
+        more: dict[int, list[str]] = {}
+        for key, digest in db.execute("SELECT key, content_sha256 FROM product_photos ORDER BY key, position"):
+            more.setdefault(key, []).append(digest)
+        return {product_id: photos_fingerprint([main[key], *more.get(key, ())])
+                for key, product_id in db.execute("SELECT key, product_id FROM products")}
+
+    def photo_contents(self) -> set[str]:
+        return {digest for (digest,) in self._reader().execute(
+            "SELECT content_sha256 FROM products UNION SELECT content_sha256 FROM product_photos")}
 
     def content_in_use(self, content_sha256: str) -> bool:
         """Whether any product's photo has these bytes (whether a stored photo file may go)."""
-        found = self._reader().execute("SELECT 1 FROM products WHERE content_sha256 = ? LIMIT 1", (content_sha256,))
+        found = self._reader().execute(
+            "SELECT 1 FROM products WHERE content_sha256 = ? UNION ALL "
+            "SELECT 1 FROM product_photos WHERE content_sha256 = ? LIMIT 1", (content_sha256, content_sha256))
         return found.fetchone() is not None
 
     def upsert(self, products: Sequence[Product], vectors: np.ndarray) -> None:
@@ -188,8 +213,9 @@ class FaissStore:
             if self._dimension is None and vectors.ndim == 2:  # a new catalog takes the width of its first vectors
                 self._dimension = int(vectors.shape[1])
                 self.set_metadata({"dimension": str(self._dimension)})
-            if vectors.shape != (len(products), self._dimension):
-                raise CatalogError(f"expected vectors of shape ({len(products)}, {self._dimension}), "
+            photos = sum(len(product.photos) for product in products)
+            if vectors.shape != (photos, self._dimension):
+                raise CatalogError(f"expected vectors of shape ({photos}, {self._dimension}): one a photo, "
                                    f"got {vectors.shape}")
             if not len(products):
                 return
@@ -199,12 +225,20 @@ class FaissStore:
                 with self._transaction():
                     replaced = self._slots_of(keys)
                     first = int(self._metadata_value("next_slot", "0"))
-                    slots = np.arange(first, first + len(products), dtype=np.int64)
+                    slots = np.arange(first, first + photos, dtype=np.int64)
+                    starts = np.cumsum([0, *(len(product.photos) for product in products)])[:-1].tolist()
                     self._db.executemany(
                         "INSERT OR REPLACE INTO products VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                        [(key, p.product_id, p.path, p.content_sha256, p.label, json.dumps(p.extra), vector.tobytes(),
-                          int(slot)) for key, p, vector, slot in zip(keys, products, vectors, slots, strict=True)])
-                    self._delete_fields(keys)
+                        [(key, p.product_id, p.path, p.content_sha256, p.label, json.dumps(p.extra),
+                          vectors[start].tobytes(), int(slots[start]))
+                         for key, p, start in zip(keys, products, starts, strict=True)])
+                    self._delete_dependents(keys)
+                    self._db.executemany(
+                        "INSERT INTO product_photos VALUES (?, ?, ?, ?, ?, ?)",
+                        [(key, position, photo.path, photo.content_sha256, vectors[start + position].tobytes(),
+                          int(slots[start + position]))
+                         for key, p, start in zip(keys, products, starts, strict=True)
+                         for position, photo in enumerate(p.photos) if position])
                     self._db.executemany("INSERT INTO product_fields VALUES (?, ?, ?)",
                                          [(name, value, key) for key, p in zip(keys, products, strict=True)
                                           for name, value in p.extra.items()])
@@ -212,10 +246,10 @@ class FaissStore:
                                          [(name, number, key) for key, p in zip(keys, products, strict=True)
                                           for name, value in p.extra.items()
                                           if (number := as_number(value)) is not None])
-                    self._set_metadata_value("next_slot", str(first + len(products)))
+                    self._set_metadata_value("next_slot", str(first + photos))
                     generation = self._bump_generation()
                 self._index.add_with_ids(vectors, slots)
-                self._forget_slots(replaced.values())
+                self._forget_slots(slot for held in replaced.values() for slot in held)
                 self._generation = generation
                 if self._count is not None:
                     self._count += len(products) - len(replaced)
@@ -232,9 +266,9 @@ class FaissStore:
                     existing = self._slots_of(keys)
                     for batch in _batches(list(existing)):
                         self._db.execute(f"DELETE FROM products WHERE key IN ({_marks(batch)})", batch)
-                    self._delete_fields(list(existing))
+                    self._delete_dependents(list(existing))
                     generation = self._bump_generation() if existing else self._generation
-                self._forget_slots(existing.values())
+                self._forget_slots(slot for held in existing.values() for slot in held)
                 self._generation = generation
                 if self._count is not None:
                     self._count -= len(existing)
@@ -242,22 +276,31 @@ class FaissStore:
         return len(existing)
 
     def get(self, product_id: str) -> tuple[Product, np.ndarray] | None:
-        row = self._reader().execute(
-            "SELECT product_id, path, content_sha256, label, extra, vector FROM products "
-            "WHERE key = ? AND product_id = ?", (product_key(product_id), product_id)).fetchone()
-        if row is None:
+        db = self._reader()
+        key = product_key(product_id)
+        found = self._products(db, "key = ? AND product_id = ?", [key, product_id])
+        if not found:
             return None
-        stored_id, path, content_sha256, label, extra, vector = row
-        product = Product(product_id=stored_id, path=path, content_sha256=content_sha256, label=label,
-                          extra=json.loads(extra))
-        return product, np.frombuffer(vector, dtype=np.float32).copy()
+        vectors = [row[0] for row in db.execute(
+            "SELECT vector FROM products WHERE key = ? UNION ALL "
+            "SELECT vector FROM (SELECT vector FROM product_photos WHERE key = ? ORDER BY position)", (key, key))]
+        return found[0], np.frombuffer(b"".join(vectors), dtype=np.float32).reshape(len(vectors), -1).copy()
 
     def page(self, *, after: str | None, limit: int) -> list[Product]:
-        rows = self._reader().execute(
-            "SELECT product_id, path, content_sha256, label, extra FROM products WHERE product_id > ? "
-            "ORDER BY product_id LIMIT ?", ("" if after is None else after, limit)).fetchall()
-        return [Product(product_id=product_id, path=path, content_sha256=digest, label=label, extra=json.loads(extra))
-                for product_id, path, digest, label, extra in rows]
+        return self._products(self._reader(), "product_id > ? ORDER BY product_id LIMIT ?",
+                              ["" if after is None else after, limit])
+
+    def _products(self, db: sqlite3.Connection, condition: str, parameters: Sequence[object]) -> list[Product]:
+        """The products whose rows meet ``condition`` (SQL of this module's own, values bound), with their photos."""
+        rows = db.execute(f"SELECT key, product_id, path, content_sha256, label, extra FROM products WHERE {condition}",
+                          parameters).fetchall()
+        more: dict[int, list[ProductPhoto]] = {}
+        for batch in _batches([row[0] for row in rows]):
+            for key, path, digest in db.execute(f"SELECT key, path, content_sha256 FROM product_photos WHERE key IN "
+                                                f"({_marks(batch)}) ORDER BY key, position", batch):
+                more.setdefault(key, []).append(ProductPhoto(path, digest))
+        return [Product(product_id=product_id, path=path, content_sha256=digest, label=label, extra=json.loads(extra),
+                        more_photos=tuple(more.get(key, ()))) for key, product_id, path, digest, label, extra in rows]
 
     def extra_columns(self) -> frozenset[str]:
         """Metadata columns seen since opening (a column whose last product went stays listed until reopened)."""
@@ -303,25 +346,44 @@ class FaissStore:
             raise CatalogError(f"{self.location} holds {self._dimension}-d vectors; the query is {queries.shape[1]}-d")
         self.prepare()
         self._follow_other_writers()
+        products = max(1, self.count())
         db = self._reader()
         with self._lock.reading():
             index = self._index
             allowed = None if labels is None and not where else self._allowed_slots(db, labels, where)
-            if index.ntotal == 0 or (allowed is not None and not len(allowed)):
+            photos = index.ntotal - len(self._deleted) if allowed is None else len(allowed)
+            if photos <= 0:
                 return [[] for _ in queries]
-            hnsw = self._kind_of(index) == "hnsw"
-            if allowed is not None and hnsw and len(allowed) <= FILTERED_EXACT_MAX:
-                scores, slots = self._score_all(db, index, queries, allowed, k)
-            else:
-                parameters, _selectors = self._search_parameters(allowed)
-                scores, slots = index.search(queries, min(k, index.ntotal), params=parameters)
-                wanted = min(k, index.ntotal if allowed is None else len(allowed))
-                if allowed is not None and hnsw and (slots >= 0).sum(axis=1).min() < wanted:
-                    scores, slots = self._score_all(db, index, queries, allowed, k)  # the walk came up short
-            rows = self._rows_by_slot(db, {int(slot) for slot in slots.ravel() if slot >= 0})
-        return [[self._hit(rows[int(slot)], float(score))
-                 for score, slot in zip(score_row, slot_row, strict=True) if int(slot) in rows]
-                for score_row, slot_row in zip(scores, slots, strict=True)]
+            # Photos are searched and products answered: the best n photos name at least k products once n is
+            # k times the photos a product has, or when every photo was searched. Most catalogs hold one or a few
+            # photos a product, so the first round, at the average, nearly always does.
+            n = min(photos, k * -(-photos // products))
+            while True:
+                scores, slots = self._best_photos(db, index, queries, allowed, n)
+                places = self._places_of(db, {int(slot) for slot in slots.ravel() if slot >= 0})
+                found = [_group(score_row, slot_row, places, k) for score_row, slot_row in zip(scores, slots,
+                                                                                               strict=True)]
+                if n >= photos or min(len(best) for best in found) >= k:
+                    break
+                n = min(photos, 2 * n)
+            chosen = [product for batch in _batches(list({key for best in found for _, key, _ in best}))
+                      for product in self._products(db, f"key IN ({_marks(batch)})", batch)]
+        by_key = {product.key: product for product in chosen}
+        return [[_hit(by_key[key], position, score) for score, key, position in best if key in by_key]
+                for best in found]
+
+    def _best_photos(self, db: sqlite3.Connection, index: Any, queries: np.ndarray, allowed: np.ndarray | None,
+                     n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Scores and slots of the ``n`` best photos a query (-1 past the end), of the allowed slots only if given."""
+        hnsw = self._kind_of(index) == "hnsw"
+        if allowed is not None and hnsw and len(allowed) <= FILTERED_EXACT_MAX:
+            return self._score_all(db, index, queries, allowed, n)
+        parameters, _selectors = self._search_parameters(allowed)
+        scores, slots = index.search(queries, min(n, index.ntotal), params=parameters)
+        wanted = min(n, index.ntotal if allowed is None else len(allowed))
+        if allowed is not None and hnsw and (slots >= 0).sum(axis=1).min() < wanted:
+            return self._score_all(db, index, queries, allowed, n)  # the walk came up short
+        return scores, slots
 
     def _score_all(self, db: sqlite3.Connection, index: Any, queries: np.ndarray, allowed: np.ndarray,
                    k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -468,30 +530,32 @@ class FaissStore:
         self._set_metadata_value("generation", str(generation))
         return generation
 
-    def _slots_of(self, keys: Sequence[int]) -> dict[int, int]:
-        """Slot of each of these products that is stored, by key."""
-        found: dict[int, int] = {}
-        for batch in _batches(list(keys)):
-            found.update(self._db.execute(f"SELECT key, slot FROM products WHERE key IN ({_marks(batch)})", batch))
+    def _slots_of(self, keys: Sequence[int]) -> dict[int, list[int]]:
+        """The slots of each of these products that is stored (one a photo), by key."""
+        found: dict[int, list[int]] = {}
+        for batch in _batches(list(keys), _SQL_BATCH // 2):
+            for key, slot in self._db.execute(
+                    f"SELECT key, slot FROM products WHERE key IN ({_marks(batch)}) UNION ALL "
+                    f"SELECT key, slot FROM product_photos WHERE key IN ({_marks(batch)})", batch * 2):
+                found.setdefault(key, []).append(slot)
         return found
 
-    def _delete_fields(self, keys: Sequence[int]) -> None:
+    def _delete_dependents(self, keys: Sequence[int]) -> None:
+        """Delete what these products have besides their row: metadata index entries, and other photos."""
         for batch in _batches(list(keys)):
-            self._db.execute(f"DELETE FROM product_fields WHERE key IN ({_marks(batch)})", batch)
-            self._db.execute(f"DELETE FROM product_numbers WHERE key IN ({_marks(batch)})", batch)
-
-    def _rows_by_slot(self, db: sqlite3.Connection, slots: set[int]) -> dict[int, tuple]:
-        rows: dict[int, tuple] = {}
-        for batch in _batches(list(slots)):
-            found = db.execute("SELECT slot, product_id, path, label, extra FROM products "
-                               f"WHERE slot IN ({_marks(batch)})", batch)
-            rows.update((row[0], row) for row in found)
-        return rows
+            for table in ("product_fields", "product_numbers", "product_photos"):
+                self._db.execute(f"DELETE FROM {table} WHERE key IN ({_marks(batch)})", batch)
 
     @staticmethod
-    def _hit(row: tuple, score: float) -> SearchHit:
-        _, product_id, path, label, extra = row
-        return SearchHit(product_id=product_id, score=score, path=path, label=label, extra=json.loads(extra))
+    def _places_of(db: sqlite3.Connection, slots: set[int]) -> dict[int, tuple[int, int]]:
+        """(product key, photo position) of each of these slots that is stored."""
+        places: dict[int, tuple[int, int]] = {}
+        for batch in _batches(list(slots), _SQL_BATCH // 2):
+            for slot, key, position in db.execute(
+                    f"SELECT slot, key, 0 FROM products WHERE slot IN ({_marks(batch)}) UNION ALL "
+                    f"SELECT slot, key, position FROM product_photos WHERE slot IN ({_marks(batch)})", batch * 2):
+                places[slot] = (key, position)
+        return places
 
     @staticmethod
     def _allowed_slots(db: sqlite3.Connection, labels: Sequence[str] | None,
@@ -499,32 +563,37 @@ class FaissStore:
         # Every value is a bound parameter: labels, column names and values are data, never SQL. Each condition
         # is an index lookup (labels; (name, value) of product_fields; (name, number) of product_numbers), not a
         # scan of every product's JSON.
+        # The products that pass are found first, then all of their photos' slots.
         queries: list[str] = []
         parameters: list[object] = []
         if labels is not None:
-            queries.append(f"SELECT slot FROM products WHERE label IN ({_marks(labels)})")
+            queries.append(f"SELECT key FROM products WHERE label IN ({_marks(labels)})")
             parameters += list(labels)
         for condition in where:
             table, test, values = _FIELD_TESTS[condition.op](condition)
-            queries.append(f"SELECT products.slot FROM {table} JOIN products ON products.key = {table}.key "
-                           f"WHERE {table}.name = ?{test}")
+            queries.append(f"SELECT key FROM {table} WHERE name = ?{test}")
             parameters += [condition.column, *values]
-        rows = db.execute(" INTERSECT ".join(queries), parameters)
+        rows = db.execute(f"WITH passing(key) AS ({' INTERSECT '.join(queries)}) "
+                          "SELECT slot FROM products WHERE key IN passing UNION ALL "
+                          "SELECT slot FROM product_photos WHERE key IN passing", parameters)
         return np.array([slot for (slot,) in rows], dtype=np.int64)
 
     def _live_slots(self) -> np.ndarray:
-        return np.array([slot for (slot,) in self._db.execute("SELECT slot FROM products ORDER BY slot")],
-                        dtype=np.int64)
+        return np.array([slot for (slot,) in self._db.execute(
+            "SELECT slot FROM products UNION ALL SELECT slot FROM product_photos ORDER BY slot")], dtype=np.int64)
 
     def _vectors_of(self, db: sqlite3.Connection, slots: Iterable[int] | None = None,
                     batch: int = 8192) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(slots, vectors) of these stored slots (all of them when None), in batches."""
         if slots is None:
-            cursor = db.execute("SELECT slot, vector FROM products ORDER BY slot")
+            cursor = db.execute("SELECT slot, vector FROM products UNION ALL "
+                                "SELECT slot, vector FROM product_photos ORDER BY slot")
             chunks: Iterator[list] = iter(lambda: cursor.fetchmany(batch), [])
         else:
-            chunks = (db.execute(f"SELECT slot, vector FROM products WHERE slot IN ({_marks(part)})", part).fetchall()
-                      for part in _batches([int(slot) for slot in slots]))
+            chunks = (db.execute(f"SELECT slot, vector FROM products WHERE slot IN ({_marks(part)}) UNION ALL "
+                                 f"SELECT slot, vector FROM product_photos WHERE slot IN ({_marks(part)})",
+                                 part * 2).fetchall()
+                      for part in _batches([int(slot) for slot in slots], _SQL_BATCH // 2))
         for rows in chunks:
             if rows:
                 found = np.array([row[0] for row in rows], dtype=np.int64)
@@ -606,7 +675,7 @@ class FaissStore:
             self._mask = ()
             self._forget_slots(stale.tolist())
             self._generation = generation
-            self._count = len(live)
+            self._count = None  # counted again when asked: live slots are photos, not products
 
     def _follow_other_writers(self, *, wait: bool = False) -> None:
         """Another process (``shopvision index build``) committed to the catalog: catch the index up. A search
@@ -667,6 +736,25 @@ class FaissStore:
         self._saved_generation = generation
         self._unsaved_writes = 0
         self._first_unsaved_at = None
+
+
+def _group(scores: np.ndarray, slots: np.ndarray, places: dict[int, tuple[int, int]],
+           k: int) -> list[tuple[float, int, int]]:
+    """(score, product key, photo position) of the first k products among photos ranked best first."""
+    best: dict[int, tuple[float, int, int]] = {}
+    for score, slot in zip(scores.tolist(), slots.tolist(), strict=True):
+        place = places.get(slot)
+        if place is not None and place[0] not in best:
+            best[place[0]] = (score, *place)
+            if len(best) == k:
+                break
+    return list(best.values())
+
+
+def _hit(product: Product, position: int, score: float) -> SearchHit:
+    photos = product.photos
+    return SearchHit(product_id=product.product_id, score=score, path=photos[position].path, label=product.label,
+                     extra=product.extra, photo=position, photos=photos)
 
 
 def _batches(values: list, size: int = _SQL_BATCH) -> Iterator[list]:

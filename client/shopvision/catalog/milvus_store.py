@@ -2,7 +2,10 @@
 
 One code path for Milvus Lite (``uri`` is a local ``*.db`` file) and a Milvus server or cluster
 (``uri`` is ``http(s)://host:19530``, with a token). Products and their metadata live in one
-collection; catalog-wide settings are collection properties.
+collection, an entity a photo: a product's main photo is keyed by the product's key, its others by
+:func:`~shopvision.catalog._model.photo_key`, each with the product's id, label and metadata (so that filters
+apply to every photo), and a search groups them by product id (Milvus's grouping search). Catalog-wide settings
+are collection properties.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from shopvision.catalog._model import Product, SearchHit, product_key
+from shopvision.catalog._model import Product, ProductPhoto, SearchHit, photo_key
 from shopvision.catalog._store import CatalogError, catalog_width
 from shopvision.catalog.filters import Condition, as_number
 
@@ -137,35 +140,63 @@ class MilvusStore:
             self._collection, properties={f"{PROPERTY_PREFIX}{key}": value for key, value in values.items()})
 
     def fingerprints(self) -> dict[str, str]:
+        return {product.product_id: product.fingerprint
+                for product in self._scan(MAIN_PHOTOS, [*_FIELDS, "content_sha256"], _product_of)}
+
+    def photo_contents(self) -> set[str]:
+        return set(self._scan("", ["content_sha256"], lambda row: row["content_sha256"]))
+
+    def _scan(self, condition: str, fields: list[str], convert: Any) -> list[Any]:
         if not self._exists:
-            return {}
-        iterator = self._client.query_iterator(self._collection, batch_size=_SCAN_BATCH,
-                                               output_fields=["product_id", "content_sha256"])
-        found: dict[str, str] = {}
+            return []
+        iterator = self._client.query_iterator(self._collection, batch_size=_SCAN_BATCH, filter=condition,
+                                               output_fields=fields)
+        found: list[Any] = []
         try:
             while batch := iterator.next():
-                found.update((row["product_id"], row["content_sha256"]) for row in batch)
+                found += [convert(row) for row in batch]
         finally:
             iterator.close()
         return found
 
     def upsert(self, products: Sequence[Product], vectors: np.ndarray) -> None:
-        rows = [{"key": p.key, "vector": vector.tolist(), "product_id": p.product_id, "path": p.path,
-                 "content_sha256": p.content_sha256, "label": p.label, "extra": _stored_extra(p.extra)}
-                for p, vector in zip(products, np.asarray(vectors, dtype=np.float32), strict=True)]
+        vectors = np.asarray(vectors, dtype=np.float32)
+        photos = sum(len(product.photos) for product in products)
+        if len(vectors) != photos:
+            raise CatalogError(f"expected {photos} vectors, one a photo, got {len(vectors)}")
+        rows, start = [], 0
+        for p in products:
+            rows += [{"key": photo_key(p.product_id, position), "vector": vectors[start + position].tolist(),
+                      "product_id": p.product_id, "path": photo.path, "content_sha256": photo.content_sha256,
+                      "label": p.label, "extra": _stored_extra(p, position)}
+                     for position, photo in enumerate(p.photos)]
+            start += len(p.photos)
         if rows and not self._exists:
             self._create(len(rows[0]["vector"]))
         if rows:
+            # Photos the products no longer have go first: an upsert replaces only the keys it writes.
+            written = {row["key"] for row in rows}
+            self._delete_keys([key for key in self._photo_keys([p.product_id for p in products]) if key not in written])
             self._client.upsert(self._collection, rows)
 
     def remove(self, product_ids: Sequence[str]) -> int:
-        keys = [product_key(pid) for pid in product_ids]
-        if not keys or not self._exists:
+        if not product_ids or not self._exists:
             return 0
-        existing = self._client.query(self._collection, ids=keys, output_fields=["key"])
-        if existing:
-            self._client.delete(self._collection, ids=[row["key"] for row in existing])
-        return len(existing)
+        held = self._client.query(self._collection, filter=f"product_id in {json.dumps(list(product_ids))}",
+                                  output_fields=["key", "product_id"])
+        self._delete_keys([row["key"] for row in held])
+        return len({row["product_id"] for row in held})
+
+    def _photo_keys(self, product_ids: Sequence[str]) -> list[int]:
+        if not self._exists:
+            return []
+        rows = self._client.query(self._collection, filter=f"product_id in {json.dumps(list(product_ids))}",
+                                  output_fields=["key"])
+        return [row["key"] for row in rows]
+
+    def _delete_keys(self, keys: list[int]) -> None:
+        if keys:
+            self._client.delete(self._collection, ids=keys)
 
     def content_in_use(self, content_sha256: str) -> bool:
         if not self._exists:
@@ -177,21 +208,19 @@ class MilvusStore:
     def get(self, product_id: str) -> tuple[Product, np.ndarray] | None:
         if not self._exists:
             return None
-        rows = self._client.query(self._collection, ids=[product_key(product_id)],
+        rows = self._client.query(self._collection, filter=f"product_id == {json.dumps(product_id)}",
                                   output_fields=[*_FIELDS, "content_sha256", "vector"])
-        if not rows or rows[0]["product_id"] != product_id:
+        rows.sort(key=_position_of)
+        if not rows or _position_of(rows[0]) != 0:
             return None
-        row = rows[0]
-        product = Product(product_id=row["product_id"], path=row["path"], content_sha256=row["content_sha256"],
-                          label=row["label"], extra=_extra_of(row))
-        return product, np.asarray(row["vector"], dtype=np.float32)
+        return _product_of(rows[0]), np.asarray([row["vector"] for row in rows], dtype=np.float32)
 
     def page(self, *, after: str | None, limit: int) -> list[Product]:
         # Milvus has no ORDER BY: the ids after the cursor are scanned and the first `limit` kept, a pass over the
         # collection per page (a shop lists its catalog rarely; searches never pay for it).
         if not self._exists:
             return []
-        condition = "" if after is None else f"product_id > {json.dumps(after)}"
+        condition = MAIN_PHOTOS if after is None else f"{MAIN_PHOTOS} and product_id > {json.dumps(after)}"
         iterator = self._client.query_iterator(self._collection, batch_size=_SCAN_BATCH, filter=condition,
                                                output_fields=[*_FIELDS, "content_sha256"])
         rows: list[dict] = []
@@ -200,8 +229,7 @@ class MilvusStore:
                 rows = heapq.nsmallest(limit, [*rows, *batch], key=lambda row: row["product_id"])
         finally:
             iterator.close()
-        return [Product(product_id=row["product_id"], path=row["path"], content_sha256=row["content_sha256"],
-                        label=row["label"], extra=_extra_of(row)) for row in rows]
+        return [_product_of(row) for row in rows]
 
     def extra_columns(self) -> None:
         return None  # a JSON field has no schema to list; any column may be filtered on
@@ -215,33 +243,25 @@ class MilvusStore:
         conditions = [] if labels is None else [f"label in {json.dumps(list(labels))}"]
         conditions += [_expression(condition) for condition in where]
         results = self._client.search(
-            self._collection, data=queries.tolist(), limit=k, output_fields=_FIELDS,
-            filter=" and ".join(conditions),
+            self._collection, data=queries.tolist(), limit=k, output_fields=[*_FIELDS, "content_sha256"],
+            filter=" and ".join(conditions), group_by_field="product_id",  # a product once, by its best photo
             # HNSW keeps ef candidates: fewer than k would cut the answer short (most visibly under a filter).
             search_params={"metric_type": "IP", "params": {**SEARCH_PARAMS, "ef": max(SEARCH_PARAMS["ef"], k)}},
         )
-        return [[SearchHit(product_id=hit["entity"]["product_id"], score=float(hit["distance"]),
-                           path=hit["entity"]["path"], label=hit["entity"]["label"],
-                           extra=_extra_of(hit["entity"]))
-                 for hit in hits] for hits in results]
+        return [[_hit(hit["entity"], float(hit["distance"])) for hit in hits] for hits in results]
 
     def count(self) -> int:
         if not self._exists:
             return 0
-        rows = self._client.query(self._collection, filter="", output_fields=["count(*)"])
+        rows = self._client.query(self._collection, filter=MAIN_PHOTOS, output_fields=["count(*)"])
         return int(rows[0]["count(*)"])
 
     def label_counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
         if not self._exists:
             return counts
-        iterator = self._client.query_iterator(self._collection, batch_size=_SCAN_BATCH, output_fields=["label"])
-        try:
-            while batch := iterator.next():
-                for row in batch:
-                    counts[row["label"]] = counts.get(row["label"], 0) + 1
-        finally:
-            iterator.close()
+        for label in self._scan(MAIN_PHOTOS, ["label"], lambda row: row["label"]):
+            counts[label] = counts.get(label, 0) + 1
         return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:20])
 
     def index_kind(self) -> str:
@@ -281,13 +301,53 @@ NUMBERS_KEY = "#numbers"
 string with a string only, so ``price<50`` reads ``extra["#numbers"]["price"]``. Never shown as metadata."""
 
 
-def _stored_extra(extra: Mapping[str, str]) -> dict[str, object]:
-    numbers = {name: number for name, value in extra.items() if (number := as_number(value)) is not None}
-    return {**extra, NUMBERS_KEY: numbers}
+PHOTO_KEY = "#photo"
+"""The key of the stored metadata JSON that holds a photo's place among its product's, on photos other than the
+main one only: a main photo's entity is as a catalog written before several photos held it."""
+PHOTOS_KEY = "#photos"
+"""The key that holds all of a product's photos, ``[path, sha256]`` each, on each of its entities when it has
+several: a search hit names the others without a second query."""
+MAIN_PHOTOS = f"not exists extra[{json.dumps(PHOTO_KEY)}]"
+"""The filter of main photos' entities: one a product."""
+_RESERVED = (NUMBERS_KEY, PHOTO_KEY, PHOTOS_KEY)
+
+
+def _stored_extra(product: Product, position: int) -> dict[str, object]:
+    numbers = {name: number for name, value in product.extra.items() if (number := as_number(value)) is not None}
+    stored: dict[str, object] = {**product.extra, NUMBERS_KEY: numbers}
+    if position:
+        stored[PHOTO_KEY] = position
+    if product.more_photos:
+        stored[PHOTOS_KEY] = [[photo.path, photo.content_sha256] for photo in product.photos]
+    return stored
 
 
 def _extra_of(row: Mapping[str, Any]) -> dict[str, str]:
-    return {name: value for name, value in (row.get("extra") or {}).items() if name != NUMBERS_KEY}
+    return {name: value for name, value in (row.get("extra") or {}).items() if name not in _RESERVED}
+
+
+def _position_of(row: Mapping[str, Any]) -> int:
+    return int((row.get("extra") or {}).get(PHOTO_KEY, 0))
+
+
+def _photos_of(row: Mapping[str, Any]) -> tuple[ProductPhoto, ...]:
+    listed = (row.get("extra") or {}).get(PHOTOS_KEY)
+    if not listed:
+        return (ProductPhoto(row["path"], row["content_sha256"]),)
+    return tuple(ProductPhoto(path, digest) for path, digest in listed)
+
+
+def _product_of(row: Mapping[str, Any]) -> Product:
+    """The product of its main photo's entity."""
+    main, *more = _photos_of(row)
+    return Product(product_id=row["product_id"], path=main.path, content_sha256=main.content_sha256,
+                   label=row["label"], extra=_extra_of(row), more_photos=tuple(more))
+
+
+def _hit(entity: Mapping[str, Any], score: float) -> SearchHit:
+    photos = _photos_of(entity)
+    return SearchHit(product_id=entity["product_id"], score=score, path=entity["path"], label=entity["label"],
+                     extra=_extra_of(entity), photo=_position_of(entity), photos=photos)
 
 
 def _expression(condition: Condition) -> str:

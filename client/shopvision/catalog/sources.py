@@ -1,4 +1,7 @@
-"""Read what to index: a folder of photos or a CSV of ``product_id,image_path[,extra columns]``."""
+"""Read what to index: a folder of photos or a CSV of ``product_id,image_path[,extra columns]``.
+
+A CSV may give a product several rows: each adds a photo (the first row's is its main one, and its metadata).
+"""
 
 from __future__ import annotations
 
@@ -41,18 +44,20 @@ def _read_csv(table: Path) -> list[CatalogItem]:
         if missing:
             raise CatalogSourceError(f"{table}: missing column(s) {', '.join(missing)}; "
                                      f"the header must start with {','.join(REQUIRED_COLUMNS)}")
-        items: dict[str, CatalogItem] = {}
+        items: list[CatalogItem] = []
+        first: dict[str, CatalogItem] = {}
         for line, row in enumerate(reader, start=2):
             product_id = (row.pop("product_id") or "").strip()
             image_path = (row.pop("image_path") or "").strip()
             if not product_id or not image_path:
                 raise CatalogSourceError(f"{table}:{line}: product_id and image_path must not be empty")
-            if product_id in items:
-                raise CatalogSourceError(f"{table}:{line}: duplicate product_id {product_id!r}")
+            extra = {key: value or "" for key, value in row.items() if key is not None}
+            if product_id in first and any(extra.values()) and extra != first[product_id].extra:
+                raise CatalogSourceError(f"{table}:{line}: {product_id!r} has another row with other metadata: a "
+                                         "product's further rows add photos, and leave the other columns empty")
             path = Path(image_path)
-            items[product_id] = CatalogItem(
-                product_id=product_id,
-                path=path if path.is_absolute() else table.parent / path,
-                extra={key: value or "" for key, value in row.items() if key is not None},
-            )
-    return list(items.values())
+            item = CatalogItem(product_id=product_id, path=path if path.is_absolute() else table.parent / path,
+                               extra=first[product_id].extra if product_id in first else extra)
+            first.setdefault(product_id, item)
+            items.append(item)
+    return items

@@ -58,7 +58,7 @@ def embed_photos(photos: list[LabelledPhoto], client: Client, *, catalog: Catalo
         for position, (photo, digest) in enumerate(contents):
             known = catalog.stored(photo.product_id) if photo.product_id else None
             if known is not None and known[0].content_sha256 == digest:
-                stored[position] = known[1]
+                stored[position] = known[1][0]  # the main photo's vector
     to_embed = [position for position in range(len(contents)) if position not in stored]
     results = client.analyze([contents[position][0].path for position in to_embed], top_k=0, on_error="report",
                              progress=progress)
