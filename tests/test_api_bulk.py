@@ -91,3 +91,47 @@ def test_whole_requests_are_refused_only_for_what_no_line_can_fix(service: Servi
         assert "at most 256" in problem(http.post("/v1/products:bulk", content=many, headers=NDJSON), 413)["detail"]
         assert http.get("/readyz").status_code == 200  # still serving
 
+
+
+def test_a_put_of_several_photos_is_one_product_found_by_any_of_them(service: ServiceThread) -> None:
+    images = [photo(seed) for seed in (21, 22, 23)]
+    with service.client(headers={"X-API-Key": WRITER}) as http:
+        answer = http.post("/v1/products:bulk", headers=NDJSON, content=body(
+            {"op": "put", "product_id": "tote", "image": images[0], "additional_images": images[1:],
+             "metadata": {"brand": "Acme"}},
+            {"op": "put", "product_id": "lone", "image": photo(24)},
+            {"op": "put", "product_id": "bad-second", "image": photo(25), "additional_images": ["<html>"]},
+            {"op": "put", "product_id": "gif-second", "image": photo(26),
+             "additional_images": [base64.b64encode(b"GIF89a" + b"\0" * 32).decode()]},
+            {"op": "put", "product_id": "crowded", "image": photo(27), "additional_images": [photo(28)] * 11},
+            {"op": "patch", "product_id": "lone", "additional_images": [photo(29)]},
+        ))
+        results = answer.json()["results"]
+        assert [(line["product_id"], line["status"]) for line in results] == [
+            ("tote", 201), ("lone", 201), ("bad-second", 422), ("gif-second", 400), ("crowded", 422),
+            ("lone", 422)]
+        assert "additional_images[0]" in results[2]["detail"] and "additional_images[0]" in results[3]["detail"]
+        assert "at most 11" in results[4]["detail"]
+
+        record = http.get("/v1/products/tote").json()
+        assert [item["image_url"] for item in record["photos"]] == [
+            "/v1/products/tote/image", "/v1/products/tote/image?photo=1", "/v1/products/tote/image?photo=2"]
+        for number, encoded in enumerate(images):
+            assert http.get("/v1/products/tote/image", params={"photo": number}).content == base64.b64decode(encoded)
+            found = http.post("/v1/search", files={"image": ("q.jpg", base64.b64decode(encoded), "image/jpeg")},
+                              params={"k": 2}).json()["results"]
+            assert (found[0]["product_id"], found[0]["photo"], found[0]["score"]) == ("tote", number, 1.0)
+            assert found[0]["image_url"] == record["photos"][number]["image_url"]
+            assert found[0]["photo_urls"] == [item["image_url"] for item in record["photos"]]
+            assert [hit["product_id"] for hit in found] == ["tote", "lone"]  # each product once
+        assert http.get("/v1/products/tote/image", params={"photo": 3}).status_code == 404
+        assert http.get("/v1/products/tote/image", params={"photo": 11}).status_code == 422
+
+        # Replaced by one photo: the others are no longer served (their files released), nor found.
+        assert http.post("/v1/products:bulk", headers=NDJSON, content=body(
+            {"op": "put", "product_id": "tote", "image": images[0]})).json()["results"][0]["status"] == 200
+        assert http.get("/v1/products/tote/image", params={"photo": 1}).status_code == 404
+        found = http.post("/v1/search", files={"image": ("q.jpg", base64.b64decode(images[2]), "image/jpeg")},
+                          params={"k": 1}).json()["results"]
+        assert found[0]["score"] < 1.0
+        assert len(http.get("/v1/products/tote").json()["photos"]) == 1

@@ -8,6 +8,7 @@ bookkeeping needs (same bytes, same vector). tests/test_feeds_live.py runs a syn
 from __future__ import annotations
 
 import io
+import hashlib
 import json
 import os
 from collections.abc import Iterator
@@ -231,7 +232,9 @@ def test_a_feed_syncs_then_resyncs_only_what_changed(stub_triton: StubTriton, pr
 
     first = sync(stub_triton, catalog, feed)
     good = len(rows) - len(broken)
-    assert (first.rows, first.added, first.fetched, first.complete) == (len(rows), good, good, True)
+    extra = sum(len(product.photos) - 1 for product in products)  # the Amazon samples' additional_image_link
+    assert extra >= 6
+    assert (first.rows, first.added, first.fetched, first.complete) == (len(rows), good, good + extra, True)
     failures = {problem.product_id: problem for problem in first.failed}
     assert set(failures) == set(broken)
     for product_id, (path, reason) in broken.items():
@@ -245,30 +248,47 @@ def test_a_feed_syncs_then_resyncs_only_what_changed(stub_triton: StubTriton, pr
         assert hits[0].extra["price"] == sample.price and hits[0].extra["feed"] == str(feed.resolve())
         assert hits[0].path == rows[5]["image_link"]
         assert opened.get("grocery-014") is not None  # through the redirect
+        # A product of several photos is one product, found by any of its photos, which the hit names.
+        several = products[0]
+        held = opened.get(several.product_id)
+        assert held is not None and [photo.path for photo in held.photos] == [
+            rows[0]["image_link"], *rows[0]["additional_image_link"].split(",")]
+        for number, photo in enumerate(several.photos):
+            top = opened.search(photo.read_bytes(), k=1)[0]
+            assert (top.product_id, top.photo, top.path) == (several.product_id, number, held.photos[number].path)
+            assert top.score == pytest.approx(1.0)
 
-    # The shop changes its feed: a price, a new main photo, a product gone, a product new.
+    # The shop changes its feed: a price, a new main photo, a new additional photo, a product gone, a product new.
     changed = [dict(row) for row in rows]
     changed[1]["price"] = "19.99 USD"
     photos.routes[f"/photos/{changed[2]['id']}/0.jpg"] = Served(products[40].photos[0].read_bytes())
     gone = changed.pop(3)["id"]
+    grown = changed[4]
+    grown["additional_image_link"] = f"{photos.url}/photos/{grown['id']}/1.jpg"
+    photos.routes[f"/photos/{grown['id']}/1.jpg"] = Served(products[50].photos[0].read_bytes())
     changed.append({**products[0].row(photos.url), "id": "new-product", "additional_image_link": "",
                     "image_link": f"{photos.url}/photos/{products[0].product_id}/1.jpg"})  # another photo of it
     photos.reset_counts()
     write_tsv(feed, changed)
     second = sync(stub_triton, catalog, feed)
-    assert (second.added, second.reembedded, second.metadata_updated, second.removed) == (1, 1, 1, 1)
-    assert second.unchanged == good - 3
+    assert (second.added, second.reembedded, second.metadata_updated, second.removed) == (1, 2, 1, 1)
+    assert second.unchanged == good - 4
     sent = {path: count for path, count in photos.transfers.items() if path.startswith("/photos/")}
-    assert second.fetched == 2 and sent == {f"/photos/{changed[2]['id']}/0.jpg": 1,  # only the changed photo
-                                            f"/photos/{products[0].product_id}/1.jpg": 1}  # and the new one
-    assert second.not_modified == good - 2
+    # Only the changed photo and the new one came again; the new product's photo was in the cache already.
+    assert second.fetched == 2 and sent == {f"/photos/{changed[2]['id']}/0.jpg": 1,
+                                            f"/photos/{grown['id']}/1.jpg": 1}
+    assert second.not_modified == good - 1 + extra
     with shopvision.Client(stub_triton.url) as client, Catalog.open(catalog, client=client) as opened:
         assert opened.count() == good
         assert opened.get(gone) is None
         assert opened.get(changed[1]["id"]).extra["price"] == "19.99 USD"  # type: ignore[union-attr]
         hits = opened.search(products[40].photos[0].read_bytes(), k=2)
         assert {hit.product_id for hit in hits} == {changed[2]["id"], products[40].product_id}
-        assert opened.search(products[0].photos[1].read_bytes(), k=1)[0].product_id == "new-product"
+        twins = opened.search(products[0].photos[1].read_bytes(), k=2)  # its own photo, and another product's 2nd
+        assert {(hit.product_id, hit.photo) for hit in twins} == {("new-product", 0), (products[0].product_id, 1)}
+        top = opened.search(products[50].photos[0].read_bytes(), k=2)
+        assert (grown["id"], 1) in {(hit.product_id, hit.photo) for hit in top}
+        assert len(opened.get(grown["id"]).photos) == 2  # type: ignore[union-attr]
 
 
 def test_left_products_are_marked_or_kept_and_other_sources_are_left_alone(
@@ -403,6 +423,12 @@ def test_a_sync_through_the_search_service_leaves_it_the_only_writer(
         assert sorted(item["product_id"] for item in listed) == sorted(row["id"] for row in rows)
         photo = http.get(f"/v1/products/{rows[4]['id']}/image")
         assert photo.content == products[4].photos[0].read_bytes()  # the service keeps the photo it embedded
+        several = products[0]  # and every photo of a product of several, in the feed's order
+        record = http.get(f"/v1/products/{several.product_id}").json()
+        assert [item["content_sha256"] for item in record["photos"]] == [
+            hashlib.sha256(path.read_bytes()).hexdigest() for path in several.photos]
+        last = len(several.photos) - 1
+        assert http.get(record["photos"][last]["image_url"]).content == several.photos[last].read_bytes()
 
         rows[0]["price"] = "1.00 USD"
         del rows[1]["brand"]

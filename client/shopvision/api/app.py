@@ -36,6 +36,7 @@ from shopvision.api.schemas import (
     CatalogSummary,
     Classification,
     ClassScore,
+    PhotoRecord,
     ProductHit,
     ProductPage,
     ProductRecord,
@@ -48,7 +49,7 @@ from shopvision.api.settings import ApiSettings
 from shopvision.api.uploads import Upload, read_image, read_metadata_patch
 from shopvision.catalog import CATEGORY_COLUMN, Product, SearchHit, categorised
 from shopvision.catalog.filters import Condition, FilterError, parse_condition
-from shopvision.contract import MAX_FILTER_VALUES, MAX_METADATA_FIELDS
+from shopvision.contract import MAX_FILTER_VALUES, MAX_METADATA_FIELDS, MAX_PRODUCT_PHOTOS
 from shopvision.errors import NoCategoriesError, ShopvisionError
 from shopvision.types import ImageResult, Prediction
 
@@ -273,12 +274,14 @@ async def analyze_many(shared: Services, images: list[bytes], *, top_k: int,
         shared.metrics.triton.observe(time.perf_counter() - started)
 
 
-async def store_product(shared: Services, catalog: CatalogAccess, product_id: str, data: bytes, result: ImageResult,
-                        metadata: dict[str, str]) -> tuple[Product, bool]:
-    """Store an embedded photo as a product (PUT and a bulk put); returns it, and whether it replaced one."""
+async def store_product(shared: Services, catalog: CatalogAccess, product_id: str,
+                        photos: list[tuple[bytes, ImageResult]], metadata: dict[str, str]) -> tuple[Product, bool]:
+    """Store embedded photos (the main one first) as a product (PUT and a bulk put); returns it, and whether it
+    replaced one. The main photo gives the product its label and category."""
     await catalog.check_model(await shared.client.provenance(), url=shared.client.url)
-    stored = await catalog.put(product_id, data, result.vector, label=result.predictions[0].label,
-                               extra=categorised(metadata, result.categories))
+    main = photos[0][1]
+    stored = await catalog.put(product_id, [(data, result.vector) for data, result in photos],
+                               label=main.predictions[0].label, extra=categorised(metadata, main.categories))
     shared.metrics.catalog_products.set(catalog.products)
     return stored
 
@@ -306,11 +309,12 @@ async def remove_product(shared: Services, catalog: CatalogAccess, product_id: s
 
 async def apply_bulk(shared: Services, catalog: CatalogAccess,
                      entries: list[BulkOperation | LineProblem]) -> list[BulkLineResult]:
-    """Embed every put's photo (together, in the SDK's batches), then apply the lines in order, each on its own."""
-    puts = [entry for entry in entries if isinstance(entry, BulkOperation) and entry.image is not None]
-    embedded = dict(zip((entry.line for entry in puts),
-                        await analyze_many(shared, [entry.image for entry in puts if entry.image is not None],
-                                           top_k=1) if puts else [], strict=True))
+    """Embed every put's photos (together, in the SDK's batches), then apply the lines in order, each on its own."""
+    images = [(entry.line, image) for entry in entries if isinstance(entry, BulkOperation) for image in entry.images]
+    analysed = await analyze_many(shared, [image for _, image in images], top_k=1) if images else []
+    embedded: dict[int, list[tuple[bytes, ImageResult]]] = {}
+    for (line, image), result in zip(images, analysed, strict=True):
+        embedded.setdefault(line, []).append((image, result))
     results = []
     for entry in entries:
         if isinstance(entry, LineProblem):
@@ -319,11 +323,12 @@ async def apply_bulk(shared: Services, catalog: CatalogAccess,
         try:
             sha256 = None
             if entry.op == "put":
-                result = embedded[entry.line]
-                if result.error is not None:
-                    raise Problem(400, "Invalid image", result.error.reason)
-                assert entry.image is not None
-                product, replaced = await store_product(shared, catalog, entry.product_id, entry.image, result,
+                photos = embedded[entry.line]
+                for number, (_, result) in enumerate(photos):
+                    if result.error is not None:
+                        raise Problem(400, "Invalid image", ("" if number == 0 else f"additional_images[{number - 1}]"
+                                                             ": ") + result.error.reason)
+                product, replaced = await store_product(shared, catalog, entry.product_id, photos,
                                                         {k: v for k, v in entry.metadata.items() if v is not None})
                 status, sha256 = (200 if replaced else 201), product.content_sha256
             elif entry.op == "patch":
@@ -373,13 +378,20 @@ async def parse_where(catalog: CatalogAccess, where: list[str] | None, category:
     return found
 
 
-def image_url(product_id: str) -> str:
-    return f"/v1/products/{quote(product_id, safe='')}/image"
+def image_url(product_id: str, photo: int = 0) -> str:
+    """A product's photo: its main one, or ``?photo=N`` for another."""
+    return f"/v1/products/{quote(product_id, safe='')}/image" + (f"?photo={photo}" if photo else "")
+
+
+def photo_urls(product_id: str, photos: int) -> list[str]:
+    return [image_url(product_id, photo) for photo in range(photos)]
 
 
 def hits(found: list[SearchHit]) -> list[ProductHit]:
     return [ProductHit(product_id=hit.product_id, score=round(hit.score, SCORE_DECIMALS), label=hit.label,
-                       category=hit.extra.get(CATEGORY_COLUMN), extra=hit.extra, image_url=image_url(hit.product_id))
+                       category=hit.extra.get(CATEGORY_COLUMN), extra=hit.extra,
+                       image_url=image_url(hit.product_id, hit.photo), photo=hit.photo,
+                       photo_urls=photo_urls(hit.product_id, max(1, len(hit.photos))))
             for hit in found]
 
 
@@ -389,7 +401,10 @@ def scores(predictions: list[Prediction]) -> list[ClassScore]:
 
 def record(product: Product) -> ProductRecord:
     return ProductRecord(product_id=product.product_id, label=product.label, extra=product.extra,
-                         content_sha256=product.content_sha256, image_url=image_url(product.product_id))
+                         content_sha256=product.content_sha256, image_url=image_url(product.product_id),
+                         photos=[PhotoRecord(image_url=image_url(product.product_id, number),
+                                             content_sha256=photo.content_sha256)
+                                 for number, photo in enumerate(product.photos)])
 
 
 async def timed_search(shared: Services, search: Awaitable[list[SearchHit] | None]) -> list[SearchHit] | None:
@@ -458,14 +473,16 @@ def _routes() -> APIRouter:
         return SearchResult(query=[], categories=[], results=hits(page), provenance=await provenance(shared))
 
     @router.get("/v1/products/{product_id:path}/image", dependencies=[Reads], tags=["catalog"],
-                summary="The product's photo, or a JPEG thumbnail (size=128, 256 or 512)",
+                summary="The product's photo (photo=N for its others), or a JPEG thumbnail (size=128, 256 or 512)",
                 response_class=Response)
-    async def product_image(catalog: CatalogDep, product_id: ProductId, size: int | None = None) -> Response:
+    async def product_image(catalog: CatalogDep, product_id: ProductId, size: int | None = None,
+                            photo: Annotated[int, Query(ge=0, lt=MAX_PRODUCT_PHOTOS, description=(
+                                "Which photo: 0 the main one, 1... the others"))] = 0) -> Response:
         if size is not None and size not in THUMBNAIL_SIZES:
             raise Problem(422, "Invalid parameters", f"size: one of {', '.join(map(str, THUMBNAIL_SIZES))}")
-        found = await catalog.image(product_id, size=size)
+        found = await catalog.image(product_id, size=size, photo=photo)
         if found is None:
-            raise Problem(404, "No photo", f"no photo of product {product_id!r} in the catalog")
+            raise Problem(404, "No photo", f"no photo {photo} of product {product_id!r} in the catalog")
         kind, image = found
         return Response(image, media_type=kind, headers=_IMAGE_CACHING)
 
@@ -491,7 +508,7 @@ def _routes() -> APIRouter:
     async def put_product(shared: ServicesDep, catalog: CatalogDep, product_id: ProductId, upload: UploadDep,
                           response: Response) -> WriteResult:
         result = await analyze(shared, upload.data, top_k=1)
-        product, replaced = await store_product(shared, catalog, product_id, upload.data, result, upload.metadata)
+        product, replaced = await store_product(shared, catalog, product_id, [(upload.data, result)], upload.metadata)
         response.status_code = 200 if replaced else 201
         return WriteResult(product=record(product), created=not replaced)
 

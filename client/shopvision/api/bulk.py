@@ -3,6 +3,7 @@
 A line is one of::
 
     {"op": "put", "product_id": "sku-1", "image": "<base64 of the photo>", "metadata": {"price": "9.90"}}
+    {"op": "put", "product_id": "sku-3", "image": "<base64>", "additional_images": ["<base64>", "<base64>"]}
     {"op": "patch", "product_id": "sku-1", "metadata": {"price": "8.90", "colour": null}}
     {"op": "delete", "product_id": "sku-2"}
 
@@ -24,7 +25,7 @@ from fastapi import Request
 
 from shopvision.api.problems import Problem
 from shopvision.api.uploads import metadata_values
-from shopvision.contract import MAX_BULK_BYTES, MAX_BULK_LINES
+from shopvision.contract import MAX_BULK_BYTES, MAX_BULK_LINES, MAX_PRODUCT_PHOTOS
 from shopvision.images import looks_like_an_image
 
 BULK_MEDIA_TYPES = ("application/x-ndjson", "application/jsonl", "application/json-lines")
@@ -36,7 +37,8 @@ class BulkOperation:
     line: int
     op: str
     product_id: str
-    image: bytes | None = None
+    images: tuple[bytes, ...] = ()
+    """A put's photos: its ``image`` (the main one), then its ``additional_images``."""
     metadata: dict[str, str | None] = field(default_factory=dict)
 
 
@@ -92,33 +94,46 @@ def _operation(number: int, text: bytes, *, max_image_bytes: int,
         if named is None or not named or len(named) > max_product_id_chars:
             raise Problem(422, "Invalid product id", f"product_id: a string of 1 to {max_product_id_chars} "
                           "characters")
-        unknown = sorted(set(record) - {"op", "product_id", "image", "metadata"})
+        unknown = sorted(set(record) - {"op", "product_id", "image", "additional_images", "metadata"})
         if unknown:
             raise Problem(422, "Invalid parameters", f"unknown field(s) {', '.join(unknown)}")
         metadata = metadata_values(record.get("metadata", {}), removals=op == "patch")
         if op == "delete" and "metadata" in record:
             raise Problem(422, "Invalid parameters", "a delete takes no metadata")
-        image = _image(record.get("image"), max_image_bytes) if op == "put" else None
-        if op != "put" and "image" in record:
-            raise Problem(422, "Invalid parameters", f"a {op} takes no image; a put replaces the photo")
+        if op != "put" and ("image" in record or "additional_images" in record):
+            raise Problem(422, "Invalid parameters", f"a {op} takes no image; a put replaces the photos")
+        images = _images(record, max_image_bytes) if op == "put" else ()
     except Problem as problem:
         return LineProblem(number, problem, named, shown_op)
-    return BulkOperation(number, shown_op, named, image, metadata)
+    return BulkOperation(number, shown_op, named, images, metadata)
 
 
-def _image(encoded: object, max_image_bytes: int) -> bytes:
+def _images(record: dict, max_image_bytes: int) -> tuple[bytes, ...]:
+    more = record.get("additional_images", [])
+    if not isinstance(more, list):
+        raise Problem(422, "Invalid parameters", "additional_images: a list of photos' bytes in base64")
+    if len(more) >= MAX_PRODUCT_PHOTOS:
+        raise Problem(422, "Invalid parameters", f"additional_images: {len(more)} photos; a product has at most "
+                      f"{MAX_PRODUCT_PHOTOS}, so at most {MAX_PRODUCT_PHOTOS - 1} besides its image")
+    images = [_image(record.get("image"), max_image_bytes, "image")]
+    for number, encoded in enumerate(more):
+        images.append(_image(encoded, max_image_bytes, f"additional_images[{number}]"))
+    return tuple(images)
+
+
+def _image(encoded: object, max_image_bytes: int, name: str) -> bytes:
     if not isinstance(encoded, str) or not encoded:
-        raise Problem(422, "Invalid parameters", "image: the photo's bytes in base64, which a put needs")
+        raise Problem(422, "Invalid parameters", f"{name}: the photo's bytes in base64, which a put needs")
     if len(encoded) > (max_image_bytes + 2) // 3 * 4 + 4:
-        raise Problem(413, "Image too large", f"images may have at most {max_image_bytes} bytes")
+        raise Problem(413, "Image too large", f"{name}: images may have at most {max_image_bytes} bytes")
     try:
         data = base64.b64decode(encoded, validate=True)
     except (binascii.Error, ValueError) as error:
-        raise Problem(422, "Invalid parameters", f"image: not base64 ({error})") from error
+        raise Problem(422, "Invalid parameters", f"{name}: not base64 ({error})") from error
     if len(data) > max_image_bytes:
-        raise Problem(413, "Image too large", f"the image has {len(data)} bytes; at most {max_image_bytes}")
+        raise Problem(413, "Image too large", f"{name} has {len(data)} bytes; at most {max_image_bytes}")
     if not looks_like_an_image(data):
-        raise Problem(415, "Not an image", f"the image ({len(data)} bytes starting {data[:8]!r}) is not a JPEG, PNG, "
+        raise Problem(415, "Not an image", f"{name} ({len(data)} bytes starting {data[:8]!r}) is not a JPEG, PNG, "
                       "GIF, WebP, TIFF or BMP image")
     return data
 

@@ -29,7 +29,7 @@ from typing import TypeVar
 import numpy as np
 
 from shopvision.api.photos import PhotoStore, ThumbnailCache, media_type
-from shopvision.catalog import Catalog, CatalogStats, Product, SearchHit
+from shopvision.catalog import Catalog, CatalogStats, Product, ProductPhoto, SearchHit
 from shopvision.catalog.catalog import model_mismatch
 from shopvision.catalog.filters import Condition
 from shopvision.catalog.milvus_store import MilvusConnection
@@ -156,39 +156,40 @@ class CatalogAccess:
     async def stats(self) -> CatalogStats:
         return await self._reads.run(self._catalog.stats)  # the engine caches its label counts per change
 
-    async def image(self, product_id: str, *, size: int | None) -> tuple[str, bytes] | None:
-        """A product's photo or its JPEG thumbnail, with its media type; None when there is no such product or
-        its photo cannot be served (PhotoStore.read_photo says when).
+    async def image(self, product_id: str, *, size: int | None, photo: int = 0) -> tuple[str, bytes] | None:
+        """A product's photo (``photo``: 0 its main one) or its JPEG thumbnail, with its media type; None when
+        there is no such product or photo, or the photo cannot be served (PhotoStore.read_photo says when).
 
         A replace removes the old photo once no product uses it, which may fall between the product's lookup and
         the read: then the product is looked up again, so the answer is the old photo or the new, never an error.
         """
         product = await self.get(product_id)
         for _ in range(IMAGE_LOOKUPS):
-            if product is None:
+            if product is None or photo >= len(product.photos):
                 return None
-            found = await (self._photo(product) if size is None else self.thumbnail(product, size=size))
+            chosen = product.photos[photo]
+            found = await (self._photo(chosen) if size is None else self.thumbnail(chosen, size=size))
             if found is not None:
                 return media_type(found[:16]), found
             latest = await self.get(product_id)
-            if latest is None or latest.content_sha256 == product.content_sha256:
+            if latest is None or latest.fingerprint == product.fingerprint:
                 return None  # no photo, not a photo replaced meanwhile
             product = latest
         return None
 
-    async def _photo(self, product: Product) -> bytes | None:
+    async def _photo(self, photo: ProductPhoto) -> bytes | None:
         """The photo as indexed: by its sha256, never through a symlink (a photo is at most 8 MiB)."""
-        return await asyncio.to_thread(self._photos.read_photo, product.content_sha256, product.path)
+        return await asyncio.to_thread(self._photos.read_photo, photo.content_sha256, photo.path)
 
-    async def thumbnail(self, product: Product, *, size: int) -> bytes | None:
+    async def thumbnail(self, photo: ProductPhoto, *, size: int) -> bytes | None:
         """The JPEG thumbnail: from memory, else its file (made at write time for uploads), else made once from
         the photo in its own lane (a photo indexed by the CLI), so a burst never holds up searches or writes."""
-        digest = product.content_sha256
+        digest = photo.content_sha256
         data = self._thumbnail_cache.get(digest, size)
         if data is None:
             data = await asyncio.to_thread(self._photos.read_thumbnail, digest, size)
-            if data is None and product.path:
-                data = await self._thumbnails.run(lambda: self._photos.make_thumbnail(digest, product.path, size))
+            if data is None and photo.path:
+                data = await self._thumbnails.run(lambda: self._photos.make_thumbnail(digest, photo.path, size))
             if data is not None:
                 self._thumbnail_cache.put(digest, size, data)
         return data
@@ -203,23 +204,26 @@ class CatalogAccess:
             return
         await self._writes.run(lambda: self._check_model(served, url))
 
-    async def put(self, product_id: str, data: bytes, vector: np.ndarray, *, label: str,
+    async def put(self, product_id: str, photos: Sequence[tuple[bytes, np.ndarray]], *, label: str,
                   extra: Mapping[str, str]) -> tuple[Product, bool]:
-        """Store the photo (durably, thumbnails made), then the product; returns it, and whether it replaced
-        one. A failure leaves the catalog as it was."""
-        digest = hashlib.sha256(data).hexdigest()
+        """Store the photos (the main one first; durably, thumbnails made), then the product; returns it, and
+        whether it replaced one. A failure leaves the catalog as it was."""
+        digests = [hashlib.sha256(data).hexdigest() for data, _ in photos]
         if self._uploads_kept:  # the slow part (thumbnails) outside the write lane
-            await asyncio.to_thread(self._photos.store, digest, data)
+            for digest, (data, _) in zip(digests, photos, strict=True):
+                await asyncio.to_thread(self._photos.store, digest, data)
 
         def put() -> tuple[Product, bool]:
             # Again in the write lane (cheap when the files exist): a delete committed since may have
             # removed the same photo as an orphan.
-            path = self._photos.store(digest, data)
+            stored = [ProductPhoto(self._photos.store(digest, data), digest)
+                      for digest, (data, _) in zip(digests, photos, strict=True)]
             previous = self._catalog.get(product_id)
-            product = Product(product_id=product_id, path=path, content_sha256=digest, label=label, extra=dict(extra))
-            self._catalog.upsert([product], vector[np.newaxis])
+            product = Product(product_id=product_id, path=stored[0].path, content_sha256=digests[0], label=label,
+                              extra=dict(extra), more_photos=tuple(stored[1:]))
+            self._catalog.upsert([product], np.stack([vector for _, vector in photos]))
             if previous is not None:
-                self._release_photo(previous.content_sha256)
+                self._release_photos(previous)
             self._products = self._catalog.count()
             return product, previous is not None
 
@@ -234,7 +238,7 @@ class CatalogAccess:
             previous = self._catalog.get(product_id)
             if previous is None or not self._catalog.remove([product_id]):
                 return False
-            self._release_photo(previous.content_sha256)
+            self._release_photos(previous)
             self._products = self._catalog.count()
             return True
 
@@ -253,11 +257,12 @@ class CatalogAccess:
         self._catalog.check_model(served, url=url)
         self._metadata = self._catalog.metadata()
 
-    def _release_photo(self, digest: str) -> None:
-        """Remove a replaced or deleted product's photo once no product has it (on the write thread, so no
-        write can take it up meanwhile)."""
-        if digest and not self._catalog.content_in_use(digest):
-            self._photos.remove(digest)
+    def _release_photos(self, product: Product) -> None:
+        """Remove a replaced or deleted product's photos that no product has now (on the write thread, so no
+        write can take them up meanwhile)."""
+        for photo in product.photos:
+            if photo.content_sha256 and not self._catalog.content_in_use(photo.content_sha256):
+                self._photos.remove(photo.content_sha256)
 
     def _keep_up(self) -> None:
         try:

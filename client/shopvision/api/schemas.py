@@ -32,7 +32,10 @@ class ProductHit(BaseModel):
     category: str | None = Field(description="The product's category: the shop's own, or its head's top-1 when "
                                              "indexed (None: neither)")
     extra: dict[str, str] = Field(description="The product's metadata")
-    image_url: str
+    image_url: str = Field(description="The photo that matched best: the product's score is this photo's")
+    photo: int = Field(0, description="Which of the product's photos matched (0: its main one)")
+    photo_urls: list[str] = Field(default_factory=list, description="All of the product's photos, the main one "
+                                                                    "first")
 
 
 class SearchResult(BaseModel):
@@ -43,12 +46,19 @@ class SearchResult(BaseModel):
     provenance: Provenance
 
 
+class PhotoRecord(BaseModel):
+    image_url: str
+    content_sha256: str
+
+
 class ProductRecord(BaseModel):
     product_id: str
     label: str
     extra: dict[str, str]
-    content_sha256: str
-    image_url: str
+    content_sha256: str = Field(description="The main photo's sha256")
+    image_url: str = Field(description="The main photo")
+    photos: list[PhotoRecord] = Field(default_factory=list, description="All of the product's photos, the main "
+                                                                        "one first")
 
 
 class ProductPage(BaseModel):
@@ -86,7 +96,7 @@ class BulkLineResult(BaseModel):
                                     "replaced or patched, 204 deleted, or a 4xx/5xx")
     title: str | None = Field(default=None, description="For a failed line, the problem's title")
     detail: str | None = Field(default=None, description="For a failed line, what went wrong")
-    content_sha256: str | None = Field(default=None, description="For a put, the stored photo's sha256")
+    content_sha256: str | None = Field(default=None, description="For a put, the stored main photo's sha256")
 
 
 class BulkResult(BaseModel):

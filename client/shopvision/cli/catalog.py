@@ -237,7 +237,8 @@ def run_search(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps({"rank": rank, **asdict(hit)}))
         else:
-            print(f"{rank:>3}. {hit.score:.4f}  {hit.product_id}  {hit.label}  {hit.path}")
+            matched = f"  (photo {hit.photo + 1} of {len(hit.photos)})" if len(hit.photos) > 1 else ""
+            print(f"{rank:>3}. {hit.score:.4f}  {hit.product_id}  {hit.label}  {hit.path}{matched}")
     if not hits:
         print("no products found", file=sys.stderr)
     return EXIT_OK

@@ -83,6 +83,10 @@ function showCategories(categories) {
   $("known-categories").replaceChildren(...categories.map((item) => element("option", { value: item.label })));
 }
 
+function sized(url, size) {
+  return `${url}${url.includes("?") ? "&" : "?"}size=${size}`;
+}
+
 function showResults(results, note) {
   const grid = $("grid");
   grid.replaceChildren();
@@ -93,10 +97,18 @@ function showResults(results, note) {
     const button = element("button", { type: "button", text: "More like this",
                                        "aria-label": `More like ${hit.product_id}` });
     button.addEventListener("click", () => searchSimilar(hit.product_id));
-    grid.append(element("li", { "data-product-id": hit.product_id },
-      element("img", { src: `${hit.image_url}?size=256`, alt: `Photo of ${hit.product_id}`, loading: "lazy" }),
+    // The photo that matched is the large one; a product's others follow as small thumbnails.
+    const photos = hit.photo_urls.length > 1 ? element("div", { class: "photos" },
+      ...hit.photo_urls.map((url, index) => element("img", {
+        src: sized(url, 128), loading: "lazy", class: index === hit.photo ? "matched" : "",
+        alt: `Photo ${index + 1} of ${hit.product_id}${index === hit.photo ? " (matched)" : ""}` }))) : "";
+    grid.append(element("li", { "data-product-id": hit.product_id, "data-matched-photo": String(hit.photo) },
+      element("img", { src: sized(hit.image_url, 256), alt: `Photo of ${hit.product_id}`, loading: "lazy" }),
+      photos,
       element("div", { class: "meta" },
         element("strong", { text: hit.product_id }),
+        hit.photo_urls.length > 1 ?
+          element("span", { text: `photo ${hit.photo + 1} of ${hit.photo_urls.length} matched` }) : "",
         element("span", { text: `similarity ${hit.score.toFixed(3)} · ${hit.label}` +
                                  (hit.category ? ` · category ${hit.category}` : "") }),
         details ? element("div", { text: details }) : ""),

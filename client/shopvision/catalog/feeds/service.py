@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 
 from shopvision._protocol import RetryPolicy
-from shopvision.catalog._model import Photo, Product
+from shopvision.catalog._model import Photo, Product, ProductPhoto
 from shopvision.catalog.feeds.errors import FeedError
 from shopvision.contract import MAX_BULK_BYTES, MAX_BULK_LINES
 
@@ -28,6 +28,10 @@ BULK_BYTES = MAX_BULK_BYTES - 1024 * 1024
 """What one bulk request carries at most, under the service's limit by a margin for the JSON around the photos."""
 RETRIES = 6
 """Tries after the first of a request the service turned away for load (429, 503): it says when to come back."""
+
+
+def _base64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
 
 
 class ServiceCatalog:
@@ -46,26 +50,33 @@ class ServiceCatalog:
             params["cursor"] = after
         listed = self._request("GET", "/v1/products", params=params).json()["products"]
         products = [Product(product_id=item["product_id"], path=item["image_url"],
-                            content_sha256=item["content_sha256"], label=item["label"], extra=item["extra"])
+                            content_sha256=item["content_sha256"], label=item["label"], extra=item["extra"],
+                            more_photos=tuple(ProductPhoto(photo["image_url"], photo["content_sha256"])
+                                              for photo in item.get("photos", [])[1:]))
                     for item in listed]
         self._extras.update((product.product_id, product.extra) for product in products)
         return products
 
     def index_photos(self, photos: Sequence[Photo], *, categories: int | None = None
                      ) -> tuple[list[Product], list[tuple[str, str]]]:
-        lines = [{"op": "put", "product_id": photo.product_id, "image": base64.b64encode(photo.data).decode(),
-                  "metadata": photo.extra} for photo in photos]
-        by_id = {photo.product_id: photo for photo in photos}
+        by_id: dict[str, list[Photo]] = {}
+        for photo in photos:  # a product's photos are one put, its main one first
+            by_id.setdefault(photo.product_id, []).append(photo)
+        lines = [{"op": "put", "product_id": product_id, "image": _base64(group[0].data),
+                  "additional_images": [_base64(photo.data) for photo in group[1:]], "metadata": group[0].extra}
+                 for product_id, group in by_id.items()]
         stored, failed = [], []
         for result in self._bulk(lines):
             product_id = result["product_id"]
             if result["status"] >= 400:
                 failed.append((product_id, f"{result['title']}: {result['detail']}"))
                 continue
-            photo = by_id[product_id]
-            stored.append(Product(product_id=product_id, path=photo.source, content_sha256=result["content_sha256"],
-                                  label="", extra=dict(photo.extra)))
-            self._extras[product_id] = dict(photo.extra)
+            main, *more = by_id[product_id]
+            stored.append(Product(product_id=product_id, path=main.source, content_sha256=result["content_sha256"],
+                                  label="", extra=dict(main.extra),
+                                  more_photos=tuple(ProductPhoto(photo.source, photo.content_sha256)
+                                                    for photo in more)))
+            self._extras[product_id] = dict(main.extra)
         return stored, failed
 
     def rewrite_metadata(self, products: Sequence[Product]) -> list[Product]:

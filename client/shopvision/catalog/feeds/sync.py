@@ -4,9 +4,10 @@ One pass over the feed, streamed: rows are read as they arrive, their images fet
 (so that fetching overlaps the model's inference), and every batch of :data:`~shopvision.catalog.BUILD_BATCH`
 products is embedded and committed as one write. What decides the work on a row:
 
-* the image's bytes (their sha256) differ from what the catalog holds: embed and store it;
-* only the row's attributes differ (its ``image_link`` among them: the same bytes moved to another URL): store
-  the new metadata with the vector the catalog holds;
+* the bytes of its images (``image_link``, then each ``additional_image_link``) differ from what the catalog holds:
+  embed and store them, as one product of several photos;
+* only the row's attributes differ (its image links among them: the same bytes moved to other URLs): store
+  the new metadata with the vectors the catalog holds;
 * nothing differs: nothing is written. The image was still asked for, conditionally: a 304 costs no bytes.
 
 A sync owns the products it wrote, marked with the metadata column ``feed``: a product that left the feed is
@@ -28,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
-from shopvision.catalog._model import CATEGORY_COLUMN, Photo, Product
+from shopvision.catalog._model import CATEGORY_COLUMN, Photo, Product, ProductPhoto, photos_fingerprint
 from shopvision.catalog.catalog import BUILD_BATCH
 from shopvision.catalog.feeds.errors import FeedError
 from shopvision.catalog.feeds.fetch import FetchedImage, FetchSettings, ImageCache, ImageFetcher, ImageFetchError
@@ -42,6 +43,7 @@ from shopvision.catalog.feeds.formats import (
     read_rows,
 )
 from shopvision.catalog.feeds.sources import open_feed, scheme_of
+from shopvision.contract import MAX_PRODUCT_PHOTOS
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -158,7 +160,7 @@ def sync_feed(catalog: SyncTarget, location: str, options: SyncOptions | None = 
         rows = read_rows(feed.stream, feed_format(location, options.format), options.mapping)
         pool = ThreadPoolExecutor(options.fetch.concurrency, thread_name_prefix="feed-fetch")
         try:
-            batch: list[tuple[FeedRow | RowProblem, Future[FetchedImage] | None]] = []
+            batch: list[tuple[FeedRow | RowProblem, list[Future[FetchedImage]]]] = []
             for item in _fetch_ahead(rows, fetcher, pool, lookahead=2 * options.batch_size):
                 batch.append(item)
                 if len(batch) >= options.batch_size:
@@ -173,13 +175,20 @@ def sync_feed(catalog: SyncTarget, location: str, options: SyncOptions | None = 
     return run.report
 
 
+def photo_urls(row: FeedRow) -> list[str]:
+    """The row's images a product takes: ``image_link``, then its ``additional_image_link`` up to the contract's
+    photos a product (Google Merchant Center's own limit); the catalog indexes no more."""
+    return [row.image_url, *row.additional_image_urls][:MAX_PRODUCT_PHOTOS]
+
+
 def _fetch_ahead(rows: Iterator[FeedRow | RowProblem], fetcher: ImageFetcher, pool: ThreadPoolExecutor, *,
-                 lookahead: int) -> Iterator[tuple[FeedRow | RowProblem, Future[FetchedImage] | None]]:
-    """Rows in feed order with their image's fetch under way: up to ``lookahead`` rows ahead of the consumer,
+                 lookahead: int) -> Iterator[tuple[FeedRow | RowProblem, list[Future[FetchedImage]]]]:
+    """Rows in feed order with their images' fetches under way: up to ``lookahead`` rows ahead of the consumer,
     so that the pool fetches while the consumer waits for the model, and memory stays that of the window."""
-    window: deque[tuple[FeedRow | RowProblem, Future[FetchedImage] | None]] = deque()
+    window: deque[tuple[FeedRow | RowProblem, list[Future[FetchedImage]]]] = deque()
     for row in rows:
-        window.append((row, pool.submit(fetcher.fetch, row.image_url) if isinstance(row, FeedRow) else None))
+        fetches = [pool.submit(fetcher.fetch, url) for url in photo_urls(row)] if isinstance(row, FeedRow) else []
+        window.append((row, fetches))
         if len(window) > lookahead:
             yield window.popleft()
     yield from window
@@ -201,43 +210,59 @@ class _Sync:
         self.urls: set[str] = set()
         self.valid_rows = 0
 
-    def apply(self, batch: list[tuple[FeedRow | RowProblem, Future[FetchedImage] | None]], *,
+    def apply(self, batch: list[tuple[FeedRow | RowProblem, list[Future[FetchedImage]]]], *,
               feed_read: float | None) -> None:
-        photos: dict[str, tuple[FeedRow, Photo]] = {}
+        photos: dict[str, tuple[FeedRow, list[Photo]]] = {}
         rewrites: list[Product] = []
-        for row, fetch in batch:
+        for row, fetches in batch:
             self.report.rows += 1
             if isinstance(row, RowProblem):
                 self.report.failed.append(row)
                 continue
-            assert fetch is not None  # every good row's fetch was submitted
             self.valid_rows += 1
             self.seen.add(row.product_id)  # a row whose image fails keeps its product: a flaky CDN removes nothing
-            self.urls.add(row.image_url)
+            images = self._images(row, fetches)
+            if images is None:
+                continue
+            held = self.held.get(row.product_id)
+            extra = {**row.metadata, IMAGE_LINK: row.image_url, FEED_COLUMN: self.name}
+            fingerprint = photos_fingerprint([image.content_sha256 for _, image in images])
+            if held is not None and held.fingerprint == fingerprint:  # the same photos: no embedding
+                if CATEGORY_COLUMN in held.extra and CATEGORY_COLUMN not in extra:
+                    extra[CATEGORY_COLUMN] = held.extra[CATEGORY_COLUMN]  # the categories head's, given at embedding
+                moved = [ProductPhoto(url, image.content_sha256) for url, image in images]
+                if held.extra == extra:  # which holds the image links: photos that moved are a metadata change
+                    self.report.unchanged += 1
+                else:
+                    rewrites.append(dataclasses.replace(held, extra=extra, path=moved[0].path,
+                                                        more_photos=tuple(moved[1:])))
+            else:
+                photos[row.product_id] = (row, [Photo(row.product_id, url, image.read(), extra)
+                                                for url, image in images])
+        self._store(photos, rewrites)
+        self.report.feed_read = feed_read
+        self._report()
+
+    def _images(self, row: FeedRow, fetches: list[Future[FetchedImage]]) -> list[tuple[str, FetchedImage]] | None:
+        """The row's images that came, with their URLs; None when its main image did not (the row is reported,
+        and the catalog keeps what it held). An additional image that fails is reported and left out."""
+        images: list[tuple[str, FetchedImage]] = []
+        for url, fetch in zip(photo_urls(row), fetches, strict=True):
+            self.urls.add(url)
             try:
                 image = fetch.result()
             except ImageFetchError as error:
-                self.report.failed.append(RowProblem(row.row, error.reason, row.product_id, row.image_url))
+                self.report.failed.append(RowProblem(row.row, error.reason, row.product_id, url))
+                if not images:  # the main image: the product's label and first photo
+                    return None
                 continue
             if image.transferred:
                 self.report.fetched += 1
                 self.report.bytes_fetched += image.size
             else:
                 self.report.not_modified += 1
-            held = self.held.get(row.product_id)
-            extra = {**row.metadata, IMAGE_LINK: row.image_url, FEED_COLUMN: self.name}
-            if held is not None and held.content_sha256 == image.content_sha256:  # the same photo: no embedding
-                if CATEGORY_COLUMN in held.extra and CATEGORY_COLUMN not in extra:
-                    extra[CATEGORY_COLUMN] = held.extra[CATEGORY_COLUMN]  # the categories head's, given at embedding
-                if held.extra == extra:
-                    self.report.unchanged += 1
-                else:
-                    rewrites.append(dataclasses.replace(held, extra=extra, path=row.image_url))
-            else:
-                photos[row.product_id] = (row, Photo(row.product_id, row.image_url, image.read(), extra))
-        self._store(photos, rewrites)
-        self.report.feed_read = feed_read
-        self._report()
+            images.append((url, image))
+        return images
 
     def finish(self) -> None:
         """After the whole feed was read: what left it is removed or marked, by the options."""
@@ -256,15 +281,15 @@ class _Sync:
             self.report.marked_unavailable = len(self.catalog.rewrite_metadata(marked))
         self._done()
 
-    def _store(self, photos: dict[str, tuple[FeedRow, Photo]], rewrites: list[Product]) -> None:
+    def _store(self, photos: dict[str, tuple[FeedRow, list[Photo]]], rewrites: list[Product]) -> None:
         if rewrites:
             for product in self.catalog.rewrite_metadata(rewrites):
                 self.held[product.product_id] = product
                 self.report.metadata_updated += 1
-        stored, failed = self.catalog.index_photos([photo for _, photo in photos.values()])
+        stored, failed = self.catalog.index_photos([photo for _, group in photos.values() for photo in group])
         for product_id, reason in failed:
-            row, photo = photos[product_id]
-            self.report.failed.append(RowProblem(row.row, reason, product_id, photo.source))
+            row, group = photos[product_id]
+            self.report.failed.append(RowProblem(row.row, reason, product_id, group[0].source))
         for product in stored:
             if product.product_id in self.held:
                 self.report.reembedded += 1
