@@ -5,6 +5,8 @@ Screenshots of each step go to build/test-artifacts/ (kept by CI as artifacts).
 
 from __future__ import annotations
 
+import base64
+import json
 from pathlib import Path
 
 import pytest
@@ -14,8 +16,11 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support import expected_conditions as shown
 from selenium.webdriver.support.ui import WebDriverWait
 
+from shopvision.api.settings import ApiSettings
+from shopvision.samples import product_jpeg
 from tests.conftest import ARTIFACTS
 from tests.search_service import ServiceThread
+from tests.stub_triton import StubTriton
 from tests.test_api import altered
 
 pytestmark = pytest.mark.integration
@@ -85,3 +90,33 @@ def test_a_product_id_and_a_label_filter_work_from_the_keyboard_at_phone_width(
         browser.save_screenshot(str(ARTIFACTS / "phone-width.png"))
     finally:
         browser.set_window_size(1280, 1000)
+
+
+def test_a_product_of_several_photos_shows_the_one_that_matched(browser: WebDriver, stub_triton: StubTriton,
+                                                                tmp_path: Path) -> None:
+    """Several photos per product on the page: the photo that matched is the large one and is marked among the
+    product's thumbnails (the stub embeds, so a photo finds itself at similarity 1)."""
+    photos = [product_jpeg(seed, size=(96, 96)) for seed in (31, 32, 33)]
+    settings = ApiSettings(triton_url=stub_triton.url, catalog=str(tmp_path / "catalog"), api_key="writer")
+    with ServiceThread(settings) as service, service.client(headers={"X-API-Key": "writer"}) as http:
+        line = {"op": "put", "product_id": "tote", "image": base64.b64encode(photos[0]).decode(),
+                "additional_images": [base64.b64encode(photo).decode() for photo in photos[1:]]}
+        other = {"op": "put", "product_id": "lone", "image": base64.b64encode(product_jpeg(34, size=(96, 96))).decode()}
+        answer = http.post("/v1/products:bulk", content=(json.dumps(line) + "\n" + json.dumps(other)).encode(),
+                           headers={"Content-Type": "application/x-ndjson"})
+        assert [result["status"] for result in answer.json()["results"]] == [201, 201]
+        query = tmp_path / "third.jpg"
+        query.write_bytes(photos[2])
+        browser.get(service.url + "/")
+        browser.find_element(By.ID, "file-input").send_keys(str(query))
+        assert wait_for_results(browser) == ["tote", "lone"]
+        first = browser.find_element(By.CSS_SELECTOR, "#grid li")
+        assert first.get_attribute("data-matched-photo") == "2" and "photo 3 of 3 matched" in first.text
+        large = first.find_element(By.CSS_SELECTOR, ":scope > img")
+        assert large.get_attribute("src").endswith("/v1/products/tote/image?photo=2&size=256")
+        thumbnails = first.find_elements(By.CSS_SELECTOR, ".photos img")
+        assert [thumbnail.get_attribute("class") for thumbnail in thumbnails] == ["", "", "matched"]
+        for image in [large, *thumbnails]:
+            assert browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", image)
+        assert not browser.find_elements(By.CSS_SELECTOR, "#grid li:nth-child(2) .photos")  # one photo: no strip
+        browser.save_screenshot(str(ARTIFACTS / "several-photos.png"))

@@ -7,8 +7,8 @@ bookkeeping needs (same bytes, same vector). tests/test_feeds_live.py runs a syn
 
 from __future__ import annotations
 
-import io
 import hashlib
+import io
 import json
 import os
 from collections.abc import Iterator
@@ -278,6 +278,7 @@ def test_a_feed_syncs_then_resyncs_only_what_changed(stub_triton: StubTriton, pr
     assert second.fetched == 2 and sent == {f"/photos/{changed[2]['id']}/0.jpg": 1,
                                             f"/photos/{grown['id']}/1.jpg": 1}
     assert second.not_modified == good - 1 + extra
+    assert not list((catalog.parent / "cache").glob(".sync-state-*"))  # the run's bookkeeping went with it
     with shopvision.Client(stub_triton.url) as client, Catalog.open(catalog, client=client) as opened:
         assert opened.count() == good
         assert opened.get(gone) is None

@@ -194,13 +194,20 @@ class Catalog:
     def update_metadata(self, product_id: str, changes: Mapping[str, str | None]) -> Product | None:
         """Merge ``changes`` into a product's metadata (None removes a field) and store it with the vector the
         catalog holds: nothing is embedded again. None when the product is not in the catalog."""
-        product = self.get(product_id)
-        if product is None:
-            return None
-        extra = {**product.extra, **changes}
-        updated = dataclasses.replace(product, extra={key: value for key, value in extra.items() if value is not None})
-        written = self.rewrite_metadata([updated])
+        written = self.patch_metadata({product_id: changes})
         return written[0] if written else None
+
+    def patch_metadata(self, patches: Mapping[str, Mapping[str, str | None]]) -> list[Product]:
+        """:meth:`update_metadata` of several products, as one write; returns those stored (the others are not in
+        the catalog)."""
+        updated = []
+        for product_id, changes in patches.items():
+            product = self.get(product_id)
+            if product is not None:
+                extra = {**product.extra, **changes}
+                updated.append(dataclasses.replace(product, extra={key: value for key, value in extra.items()
+                                                                   if value is not None}))
+        return self.rewrite_metadata(updated)
 
     def rewrite_metadata(self, products: Sequence[Product]) -> list[Product]:
         """Store these products as given (new metadata) with the vectors the catalog holds for them, as one write:

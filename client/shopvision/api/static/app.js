@@ -107,10 +107,10 @@ function showResults(results, note) {
       photos,
       element("div", { class: "meta" },
         element("strong", { text: hit.product_id }),
-        hit.photo_urls.length > 1 ?
-          element("span", { text: `photo ${hit.photo + 1} of ${hit.photo_urls.length} matched` }) : "",
         element("span", { text: `similarity ${hit.score.toFixed(3)} · ${hit.label}` +
-                                 (hit.category ? ` · category ${hit.category}` : "") }),
+                                 (hit.category ? ` · category ${hit.category}` : "") +
+                                 (hit.photo_urls.length > 1 ?
+                                   ` · photo ${hit.photo + 1} of ${hit.photo_urls.length} matched` : "") }),
         details ? element("div", { text: details }) : ""),
       button));
   }

@@ -26,7 +26,7 @@ import ssl
 import tempfile
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Container
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -118,9 +118,9 @@ class ImageCache:
         self._write(self._entry_path(url), json.dumps(entry).encode())
         return FetchedImage(url, sha256, size, blob, True)
 
-    def retain(self, urls: Iterable[str]) -> int:
-        """Forget every URL but these, and the bytes no URL left refers to; returns the files removed."""
-        keep = {self._entry_path(url).name for url in urls}
+    def retain(self, keep: Container[str]) -> int:
+        """Forget every URL but those whose :meth:`entry_name` is in ``keep``, and the bytes no URL left refers to;
+        returns the files removed."""
         removed = 0
         referenced: set[str] = set()
         for entry_path in (self.directory / "urls").glob("*.json"):
@@ -144,8 +144,13 @@ class ImageCache:
         os.close(handle)
         return Path(name)
 
+    @staticmethod
+    def entry_name(url: str) -> str:
+        """The file name of a URL's entry."""
+        return f"{hashlib.sha256(url.encode()).hexdigest()}.json"
+
     def _entry_path(self, url: str) -> Path:
-        return self.directory / "urls" / f"{hashlib.sha256(url.encode()).hexdigest()}.json"
+        return self.directory / "urls" / self.entry_name(url)
 
     def _write(self, path: Path, data: bytes) -> None:
         partial = self.temporary()

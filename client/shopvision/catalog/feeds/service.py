@@ -11,8 +11,9 @@ from __future__ import annotations
 import base64
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -41,8 +42,6 @@ class ServiceCatalog:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.location = url.rstrip("/")
         self._http = httpx.Client(base_url=self.location, headers=headers, timeout=timeout_s, verify=verify)
-        self._extras: dict[str, dict[str, str]] = {}
-        """The metadata last read or written of each product: a rewrite is sent as a patch from it."""
 
     def page(self, *, after: str | None = None, limit: int = PAGE) -> list[Product]:
         params: dict[str, Any] = {"limit": min(limit, PAGE)}
@@ -54,7 +53,6 @@ class ServiceCatalog:
                             more_photos=tuple(ProductPhoto(photo["image_url"], photo["content_sha256"])
                                               for photo in item.get("photos", [])[1:]))
                     for item in listed]
-        self._extras.update((product.product_id, product.extra) for product in products)
         return products
 
     def index_photos(self, photos: Sequence[Photo], *, categories: int | None = None
@@ -76,23 +74,33 @@ class ServiceCatalog:
                                   label="", extra=dict(main.extra),
                                   more_photos=tuple(ProductPhoto(photo.source, photo.content_sha256)
                                                     for photo in more)))
-            self._extras[product_id] = dict(main.extra)
         return stored, failed
 
     def rewrite_metadata(self, products: Sequence[Product]) -> list[Product]:
-        lines = []
+        """Each product's metadata replaced by its own: sent as a merge patch from what the service holds now (read
+        first, so that the sync needs to keep no copy of the catalog's metadata)."""
+        patches: dict[str, dict[str, str | None]] = {}
         for product in products:
-            before = self._extras.get(product.product_id, {})
+            held = self._request("GET", f"/v1/products/{quote(product.product_id, safe='')}", passed=(404,))
+            if held.status_code == 404:  # removed meanwhile
+                continue
+            before: dict[str, str] = held.json()["extra"]
             patch: dict[str, str | None] = {key: None for key in before if key not in product.extra}
             patch.update({key: value for key, value in product.extra.items() if before.get(key) != value})
-            lines.append({"op": "patch", "product_id": product.product_id, "metadata": patch})
+            patches[product.product_id] = patch
         by_id = {product.product_id: product for product in products}
-        written = []
-        for result in self._bulk(lines):
-            if result["status"] < 400:
-                written.append(by_id[result["product_id"]])
-                self._extras[result["product_id"]] = dict(by_id[result["product_id"]].extra)
-        return written
+        return [by_id[product_id] for product_id in self._patch(patches)]
+
+    def patch_metadata(self, patches: Mapping[str, Mapping[str, str | None]]) -> list[Product]:
+        """Merge patches of products' metadata; returns the products patched, their metadata as the service
+        answered it unknown here (only their ids are meant to be read)."""
+        return [Product(product_id=product_id, path="", content_sha256="", label="")
+                for product_id in self._patch(patches)]
+
+    def _patch(self, patches: Mapping[str, Mapping[str, str | None]]) -> list[str]:
+        results = self._bulk([{"op": "patch", "product_id": product_id, "metadata": dict(patch)}
+                              for product_id, patch in patches.items()])
+        return [result["product_id"] for result in results if result["status"] < 400]
 
     def remove(self, product_ids: Sequence[str]) -> int:
         results = self._bulk([{"op": "delete", "product_id": product_id} for product_id in product_ids])
@@ -132,7 +140,9 @@ class ServiceCatalog:
         results: list[dict[str, Any]] = answer.json()["results"]
         return results
 
-    def _request(self, method: str, path: str, **options: Any) -> httpx.Response:
+    def _request(self, method: str, path: str, *, passed: tuple[int, ...] = (), **options: Any) -> httpx.Response:
+        """The answer, retried while the service is unreachable or turns the request away for load; a failure
+        status raises FeedError, unless it is one of ``passed``."""
         delays = RetryPolicy(attempts=RETRIES + 1, initial_backoff_s=0.5, max_backoff_s=30.0).delays()
         while True:
             try:
@@ -146,7 +156,7 @@ class ServiceCatalog:
                 retry_after = answer.headers.get("retry-after", "")
                 time.sleep(max(delay, min(30.0, float(retry_after))) if retry_after.isdigit() else delay)
                 continue
-            if answer.status_code >= 400:
+            if answer.status_code >= 400 and answer.status_code not in passed:
                 try:
                     detail = answer.json().get("detail", answer.text)
                 except ValueError:

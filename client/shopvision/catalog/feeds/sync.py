@@ -43,10 +43,11 @@ from shopvision.catalog.feeds.formats import (
     read_rows,
 )
 from shopvision.catalog.feeds.sources import open_feed, scheme_of
+from shopvision.catalog.feeds.state import SyncState, metadata_digest
 from shopvision.contract import MAX_PRODUCT_PHOTOS
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
     from shopvision.catalog._model import Photo as _Photo
 
@@ -62,6 +63,8 @@ class SyncTarget(Protocol):
 
     def rewrite_metadata(self, products: Sequence[Product]) -> list[Product]: ...
 
+    def patch_metadata(self, patches: Mapping[str, Mapping[str, str | None]]) -> list[Product]: ...
+
     def remove(self, product_ids: Sequence[str]) -> int: ...
 
     def flush(self) -> None: ...
@@ -71,6 +74,8 @@ FEED_COLUMN: Final = "feed"
 OUT_OF_STOCK: Final = "out_of_stock"
 """``availability`` of a product that left the feed, with ``--missing mark-unavailable`` (Google's value)."""
 MISSING_POLICIES: Final = ("remove", "mark-unavailable", "keep")
+REMOVAL_BATCH: Final = 1000
+"""Products that left the feed removed or marked in one write."""
 
 
 @dataclass(frozen=True)
@@ -154,8 +159,20 @@ def sync_feed(catalog: SyncTarget, location: str, options: SyncOptions | None = 
     if options.missing not in MISSING_POLICIES:
         raise FeedError(f"missing must be one of {', '.join(MISSING_POLICIES)}, not {options.missing!r}")
     name = options.name or feed_name(location)
-    run = _Sync(catalog, name, options, progress)
     cache = ImageCache(options.cache or default_cache(name))
+    state = SyncState(cache.directory, unavailable=OUT_OF_STOCK)
+    try:
+        report = _sync(catalog, location, name, options, cache, state, progress)
+        if report.complete:
+            cache.retain(state)
+        return report
+    finally:
+        state.close()
+
+
+def _sync(catalog: SyncTarget, location: str, name: str, options: SyncOptions, cache: ImageCache, state: SyncState,
+          progress: Callable[[SyncReport], None] | None) -> SyncReport:
+    run = _Sync(catalog, name, options, state, progress)
     with open_feed(location) as feed, ImageFetcher(cache, options.fetch) as fetcher:
         rows = read_rows(feed.stream, feed_format(location, options.format), options.mapping)
         pool = ThreadPoolExecutor(options.fetch.concurrency, thread_name_prefix="feed-fetch")
@@ -170,8 +187,6 @@ def sync_feed(catalog: SyncTarget, location: str, options: SyncOptions | None = 
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
     run.finish()
-    if run.report.complete:
-        cache.retain(run.urls)
     return run.report
 
 
@@ -195,9 +210,10 @@ def _fetch_ahead(rows: Iterator[FeedRow | RowProblem], fetcher: ImageFetcher, po
 
 
 class _Sync:
-    """One sync's state: the feed's products as the catalog held them, what was seen, the report."""
+    """One sync: the feed's products as the catalog held them and what was seen (in ``state``, on disk), the
+    report."""
 
-    def __init__(self, catalog: SyncTarget, name: str, options: SyncOptions,
+    def __init__(self, catalog: SyncTarget, name: str, options: SyncOptions, state: SyncState,
                  progress: Callable[[SyncReport], None] | None) -> None:
         self.catalog = catalog
         self.name = name
@@ -205,9 +221,8 @@ class _Sync:
         self.progress = progress
         self.report = SyncReport(feed=name)
         self.started = time.monotonic()
-        self.held = _products_of_feed(catalog, name)
-        self.seen: set[str] = set()
-        self.urls: set[str] = set()
+        self.state = state
+        _hold_products_of_feed(catalog, name, state)
         self.valid_rows = 0
 
     def apply(self, batch: list[tuple[FeedRow | RowProblem, list[Future[FetchedImage]]]], *,
@@ -220,22 +235,23 @@ class _Sync:
                 self.report.failed.append(row)
                 continue
             self.valid_rows += 1
-            self.seen.add(row.product_id)  # a row whose image fails keeps its product: a flaky CDN removes nothing
+            self.state.see(row.product_id)  # a row whose image fails keeps its product: a flaky CDN removes nothing
             images = self._images(row, fetches)
             if images is None:
                 continue
-            held = self.held.get(row.product_id)
+            held = self.state.get(row.product_id)
             extra = {**row.metadata, IMAGE_LINK: row.image_url, FEED_COLUMN: self.name}
             fingerprint = photos_fingerprint([image.content_sha256 for _, image in images])
             if held is not None and held.fingerprint == fingerprint:  # the same photos: no embedding
-                if CATEGORY_COLUMN in held.extra and CATEGORY_COLUMN not in extra:
-                    extra[CATEGORY_COLUMN] = held.extra[CATEGORY_COLUMN]  # the categories head's, given at embedding
-                moved = [ProductPhoto(url, image.content_sha256) for url, image in images]
-                if held.extra == extra:  # which holds the image links: photos that moved are a metadata change
+                if held.category is not None and CATEGORY_COLUMN not in extra:
+                    extra[CATEGORY_COLUMN] = held.category  # the categories head's, given at embedding
+                if held.metadata == metadata_digest(extra):  # which holds the image links: moved photos differ
                     self.report.unchanged += 1
                 else:
-                    rewrites.append(dataclasses.replace(held, extra=extra, path=moved[0].path,
-                                                        more_photos=tuple(moved[1:])))
+                    moved = [ProductPhoto(url, image.content_sha256) for url, image in images]
+                    rewrites.append(Product(product_id=row.product_id, path=moved[0].path,
+                                            content_sha256=moved[0].content_sha256, label=held.label, extra=extra,
+                                            more_photos=tuple(moved[1:])))
             else:
                 photos[row.product_id] = (row, [Photo(row.product_id, url, image.read(), extra)
                                                 for url, image in images])
@@ -248,7 +264,7 @@ class _Sync:
         and the catalog keeps what it held). An additional image that fails is reported and left out."""
         images: list[tuple[str, FetchedImage]] = []
         for url, fetch in zip(photo_urls(row), fetches, strict=True):
-            self.urls.add(url)
+            self.state.keep_url(ImageCache.entry_name(url))
             try:
                 image = fetch.result()
             except ImageFetchError as error:
@@ -267,35 +283,33 @@ class _Sync:
     def finish(self) -> None:
         """After the whole feed was read: what left it is removed or marked, by the options."""
         self.report.complete = True
-        gone = sorted(product_id for product_id in self.held if product_id not in self.seen)
-        if self.valid_rows == 0 or not gone or self.options.missing == "keep":
-            # A feed of no good rows is far likelier a broken export than a shop that sells nothing.
-            self._done()
-            return
-        if self.options.missing == "remove":
-            self.report.removed = self.catalog.remove(gone)
-        else:
-            marked = [dataclasses.replace(product, extra={**product.extra, AVAILABILITY: OUT_OF_STOCK})
-                      for product in (self.held[product_id] for product_id in gone)
-                      if product.extra.get(AVAILABILITY) != OUT_OF_STOCK]
-            self.report.marked_unavailable = len(self.catalog.rewrite_metadata(marked))
+        # A feed of no good rows is far likelier a broken export than a shop that sells nothing.
+        if self.valid_rows and self.options.missing != "keep":
+            marking = self.options.missing == "mark-unavailable"
+            for gone in _chunks(self.state.unseen(available_only=marking), REMOVAL_BATCH):
+                if marking:
+                    patched = self.catalog.patch_metadata({product_id: {AVAILABILITY: OUT_OF_STOCK}
+                                                           for product_id in gone})
+                    self.report.marked_unavailable += len(patched)
+                else:
+                    self.report.removed += self.catalog.remove(gone)
         self._done()
 
     def _store(self, photos: dict[str, tuple[FeedRow, list[Photo]]], rewrites: list[Product]) -> None:
         if rewrites:
-            for product in self.catalog.rewrite_metadata(rewrites):
-                self.held[product.product_id] = product
-                self.report.metadata_updated += 1
+            written = self.catalog.rewrite_metadata(rewrites)
+            self.state.hold(written, seen=True)
+            self.report.metadata_updated += len(written)
         stored, failed = self.catalog.index_photos([photo for _, group in photos.values() for photo in group])
         for product_id, reason in failed:
             row, group = photos[product_id]
             self.report.failed.append(RowProblem(row.row, reason, product_id, group[0].source))
         for product in stored:
-            if product.product_id in self.held:
+            if self.state.get(product.product_id) is not None:
                 self.report.reembedded += 1
             else:
                 self.report.added += 1
-            self.held[product.product_id] = product
+        self.state.hold(stored, seen=True)
 
     def _done(self) -> None:
         self.catalog.flush()
@@ -307,11 +321,20 @@ class _Sync:
             self.progress(self.report)
 
 
-def _products_of_feed(catalog: SyncTarget, name: str) -> dict[str, Product]:
-    """The catalog's products that came from this feed, read a page at a time."""
-    held: dict[str, Product] = {}
+def _hold_products_of_feed(catalog: SyncTarget, name: str, state: SyncState) -> None:
+    """Record the catalog's products that came from this feed, read a page at a time."""
     after: str | None = None
     while page := catalog.page(after=after, limit=1000):
-        held.update((product.product_id, product) for product in page if product.extra.get(FEED_COLUMN) == name)
+        state.hold((product for product in page if product.extra.get(FEED_COLUMN) == name), seen=False)
         after = page[-1].product_id
-    return held
+
+
+def _chunks(values: Iterator[str], size: int) -> Iterator[list[str]]:
+    chunk: list[str] = []
+    for value in values:
+        chunk.append(value)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
