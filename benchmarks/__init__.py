@@ -44,6 +44,12 @@ def run_facts(command: str) -> dict:
             "machine": platform.machine(), "cores": len(os.sched_getaffinity(0))}
 
 
+def rerender(out: Path, render: Callable[[dict], str]) -> int:
+    """``--render``: rewrite ``out``'s report.md from its results.json (a report's text changed, not its data)."""
+    (out / "report.md").write_text(render(json.loads((out / "results.json").read_text())))
+    return 0
+
+
 def publish(out: Path, results: dict, render: Callable[[dict], str]) -> None:
     """Write results.json and the report rendered from it under ``out``, and print the report."""
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")

@@ -8,6 +8,7 @@ in ``train`` and ``val`` lists, and one iconic catalog photo per product. Each l
 from __future__ import annotations
 
 import csv
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,15 @@ GROCERY = SHARED_DATA / "grocery-store-dataset"
 ABO = SHARED_DATA / "abo-product-samples" / "samples"
 HISTOGRAM_BINS = 8
 """Per channel: an 8 x 8 x 8 RGB histogram (512 values), the colour baseline that needs no network."""
+
+
+def real_data_present(*needed: Path) -> bool:
+    """Whether these parts of ../shared/data are here; the first missing one is named on stderr."""
+    for path in needed:
+        if not path.exists():
+            print(f"needs {path} (the real data in {SHARED_DATA}; see its README)", file=sys.stderr)
+            return False
+    return True
 
 
 @dataclass(frozen=True)

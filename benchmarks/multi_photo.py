@@ -20,15 +20,14 @@ its best photo in numpy; the engines must rank as it does.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks import SCRATCH, current_commit, publish, run_facts
-from benchmarks.grocery import GROCERY, MOBILENET, SHARED_DATA, products, recall_at, split
+from benchmarks import SCRATCH, current_commit, publish, rerender, run_facts
+from benchmarks.grocery import GROCERY, MOBILENET, products, real_data_present, recall_at, split
 from shopvision import Client, contract
 from shopvision.catalog import Catalog, Product, ProductPhoto
 from shopvision.serving.build import build_model
@@ -165,12 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     if args.render:
-        (args.out / "report.md").write_text(report(json.loads((args.out / "results.json").read_text())))
-        return 0
-    for needed in (MOBILENET, GROCERY):
-        if not needed.exists():
-            print(f"needs {needed} (the real data in {SHARED_DATA}; see its README)", file=sys.stderr)
-            return 2
+        return rerender(args.out, report)
+    if not real_data_present(*(MOBILENET, GROCERY)):
+        return 2
     with tempfile.TemporaryDirectory(prefix="shopvision-multi-photo-") as scratch:
         found = measure(Path(scratch))
     command = " ".join(["python -m benchmarks.multi_photo", *(argv if argv is not None else sys.argv[1:])])

@@ -37,15 +37,15 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks import SCRATCH, SERVED_CONFIGURATION, compare, configuration_of, current_commit
+from benchmarks import SCRATCH, SERVED_CONFIGURATION, compare, configuration_of, current_commit, rerender
 from benchmarks.grocery import (
     ABO,
     GROCERY,
     MOBILENET,
-    SHARED_DATA,
     colour_histogram,
     products,
     ranked_by_cosine,
+    real_data_present,
     recall_at,
     split,
     write_training_csv,
@@ -565,12 +565,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     if args.render:
-        (args.out / "report.md").write_text(report(json.loads((args.out / "results.json").read_text())))
-        return 0
-    for needed in (MOBILENET, GROCERY, ABO):
-        if not needed.exists():
-            print(f"needs {needed} (the real data in {SHARED_DATA}; see its README)", file=sys.stderr)
-            return 2
+        return rerender(args.out, report)
+    if not real_data_present(*(MOBILENET, GROCERY, ABO)):
+        return 2
     settings = QUICK if args.quick else SETTINGS
     with tempfile.TemporaryDirectory(prefix="shopvision-real-weights-") as scratch:
         found = measure(settings, Path(scratch))

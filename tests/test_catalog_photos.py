@@ -6,6 +6,7 @@ The oracle is brute force: a product's score is the largest inner product of the
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 
 import numpy as np
 import pytest
@@ -138,3 +139,29 @@ def test_a_faiss_catalog_reopened_keeps_every_photo(tmp_path) -> None:
         for query in clustered_vectors(5, seed=3):
             hits = catalog.search(query, k=8)
             assert [(hit.product_id, hit.photo) for hit in hits] == oracle(query, items, vectors, starts, 8)
+
+
+def test_a_csv_with_a_products_photos_on_several_rows_builds_one_product(stub_triton, tmp_path) -> None:
+    """``index build products.csv``: a product's further rows are its further photos; a rebuild skips it while its
+    photos are the same bytes in the same order, and embeds it again when one changes."""
+    import shopvision
+    from shopvision.samples import product_jpeg
+
+    for seed in range(4):
+        (tmp_path / f"{seed}.jpg").write_bytes(product_jpeg(seed, size=(96, 96)))
+    table = tmp_path / "products.csv"
+    table.write_text("product_id,image_path,title\ntote,0.jpg,Tote\nshoe,1.jpg,Shoe\ntote,2.jpg,\ntote,3.jpg,\n")
+    with shopvision.Client(stub_triton.url) as client, Catalog.open(tmp_path / "catalog", client=client) as catalog:
+        first = catalog.build(table)
+        assert (first.added, first.failed) == (2, [])
+        tote = catalog.get("tote")
+        assert tote is not None and tote.extra == {"title": "Tote"}
+        assert [photo.path for photo in tote.photos] == [str(tmp_path / f"{n}.jpg") for n in (0, 2, 3)]
+        top = catalog.search((tmp_path / "3.jpg").read_bytes(), k=2)
+        assert [(hit.product_id, hit.photo) for hit in top][0] == ("tote", 2) and len({h.product_id for h in top}) == 2
+        assert catalog.build(table).unchanged == 2
+        (tmp_path / "2.jpg").write_bytes(product_jpeg(9, size=(96, 96)))
+        again = catalog.build(table)
+        assert (again.updated, again.unchanged) == (1, 1)
+        assert catalog.get("tote").photos[1].content_sha256 == hashlib.sha256(  # type: ignore[union-attr]
+            (tmp_path / "2.jpg").read_bytes()).hexdigest()

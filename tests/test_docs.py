@@ -277,8 +277,22 @@ def test_the_feed_sync_figures_are_the_report() -> None:
     memory = results["memory"]
     excess = [sync - build for sync, build in zip(memory["sync_mb"], memory["build_mb"], strict=True)]
     for figure in (f"median **{ratio:.3f}×** the local files' rate",
-                   f"{results['rows']:,} rows",
+                   f"{results['rows']:,} rows of {results['photos']} photos each",
                    f"**{100 * results['resync']['fraction_of_first']:.2f} %** of the first sync's time",
                    f"{excess[0]:+.0f} MB at {memory['rows'][0]:,} rows and {excess[1]:+.0f} MB at "
-                   f"{memory['rows'][1]:,} rows"):
+                   f"{memory['rows'][1]:,} rows",
+                   f"--rows {results['rows']} --out"):
         assert figure in text, figure
+
+
+def test_the_multi_photo_figures_are_the_report() -> None:
+    results = json.loads((ROOT / "benchmarks" / "results" / "multi-photo" / "results.json").read_text())
+    text = " ".join((ROOT / "docs" / "catalog.md").read_text().split())
+    one, most = results["catalogs"][0]["recall"]["oracle"], results["catalogs"][-1]["recall"]["oracle"]
+    assert results["catalogs"][-1]["photos_per_product"] == 5
+    figure = (f"recall@5 of {most['@5']:.3f} against {one['@5']:.3f} for the iconic photo alone "
+              f"({most['@5'] / one['@5']:.2f}x; recall@1 {most['@1']:.3f} against {one['@1']:.3f})")
+    assert figure in text, figure
+    assert f"gives recall@5 {one['@5']:.3f}" in text
+    for row in results["catalogs"]:  # the engines answered as the oracle on every query
+        assert set(row["same_ranking_as_oracle"].values()) == {results["queries"]}
