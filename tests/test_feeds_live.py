@@ -30,6 +30,13 @@ def test_a_real_feed_syncs_through_the_served_model(triton: RunningServer, tmp_p
             hit = catalog.search(product.photos[0], k=1)[0]
             assert hit.product_id == product.product_id and hit.score == pytest.approx(1.0, abs=1e-4)
             assert hit.extra["title"] == product.title and hit.path == product.row(photos.url)["image_link"]
+        several = products[0]  # every photo of a product of several is embedded, and finds it
+        last = len(several.photos) - 1
+        hit = catalog.search(several.photos[last], k=1)[0]
+        assert (hit.product_id, hit.photo, len(hit.photos)) == (several.product_id, last, len(several.photos))
+        assert hit.score == pytest.approx(1.0, abs=1e-4)
+        photo_count = sum(len(product.photos) for product in products)
+        assert first.fetched == photo_count
         again = sync_feed(catalog, str(feed), options)
         assert (again.unchanged, again.embedded, again.fetched, again.not_modified) == (len(products), 0, 0,
-                                                                                         len(products))
+                                                                                         photo_count)
