@@ -412,3 +412,18 @@ def test_metadata_changes_keep_the_photo_and_the_vector(location) -> None:
         assert catalog.search(vectors[7], k=3, where={"brand": "acme"}) == []
         assert catalog.update_metadata("no-such", {"price": "1"}) is None
         assert catalog.count() == 30
+
+
+def test_a_milvus_lite_collection_whose_creation_was_killed_is_made_again(tmp_path) -> None:
+    """``kill -9`` between Milvus Lite making a collection's folder and writing its schema (the catalog's first
+    write) left a folder Lite would neither open nor create again: every later build failed (found by
+    test_catalog.py's indexer kills). It holds nothing, so the next first write removes it and creates the
+    collection."""
+    location = str(tmp_path / "catalog.db")
+    with Catalog.open(location):  # Milvus Lite lays out its file; no collection yet
+        pass
+    (tmp_path / "catalog.db" / "collections" / "shopvision_catalog").mkdir(parents=True)
+    vectors = clustered_vectors(20)
+    with Catalog.open(location) as catalog:
+        catalog.upsert(products(20), vectors)
+        assert catalog.count() == 20 and catalog.search(vectors[3], k=1)[0].product_id == "sku-3"

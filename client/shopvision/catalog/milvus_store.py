@@ -14,8 +14,10 @@ import heapq
 import json
 import logging
 import os
+import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,6 +33,7 @@ INDEX_PARAMS = {"M": 32, "efConstruction": 80}
 SEARCH_PARAMS = {"ef": 128}
 _SCAN_BATCH = 4096
 _FIELDS = ["product_id", "path", "label", "extra"]
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -119,11 +122,34 @@ class MilvusStore:
         index_params = self._client.prepare_index_params()
         index_params.add_index(field_name="vector", index_type=INDEX_TYPE, metric_type="IP", params=INDEX_PARAMS)
         index_params.add_index(field_name="label", index_type="INVERTED")
-        self._client.create_collection(collection, schema=schema, index_params=index_params,
-                                       properties={f"{PROPERTY_PREFIX}dimension": str(dimension)})
+        from pymilvus.exceptions import MilvusException
+
+        def create() -> None:
+            self._client.create_collection(collection, schema=schema, index_params=index_params,
+                                           properties={f"{PROPERTY_PREFIX}dimension": str(dimension)})
+
+        try:
+            create()
+        except MilvusException as error:
+            stale = self._half_created_collection()
+            if stale is None:
+                raise CatalogError(f"cannot create {self.location}: {error}") from error
+            _log.warning("%s: removing %s, a collection whose creation was interrupted", self.location, stale)
+            shutil.rmtree(stale)
+            create()
         self._exists = True
         if self._pending_metadata:
             self.set_metadata(self._pending_metadata)
+
+    def _half_created_collection(self) -> Path | None:
+        """Milvus Lite makes a collection's folder, then writes its schema into it: a process killed between the two
+        (``kill -9`` during a catalog's first write) leaves a folder that Lite does not count as a collection and
+        will not create again. It holds nothing (no schema, so no rows were ever written): the folder, or None.
+        The layout is Milvus Lite's own (``<file>/collections/<name>/schema.json``)."""
+        if self._lite_path is None:
+            return None
+        folder = Path(self._lite_path) / "collections" / self._collection
+        return folder if folder.is_dir() and not (folder / "schema.json").exists() else None
 
     def metadata(self) -> dict[str, str]:
         if not self._exists:
