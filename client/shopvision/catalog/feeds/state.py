@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shopvision.catalog._model import CATEGORY_COLUMN, Product
+from shopvision.catalog.feeds.formats import AVAILABILITY
 
 _SCHEMA = """
 CREATE TABLE held (
@@ -71,7 +72,7 @@ class SyncState:
         self._db.executemany(
             "INSERT OR REPLACE INTO held VALUES (?, ?, ?, ?, ?, ?, ?)",
             [(product.product_id, product.fingerprint, metadata_digest(product.extra), product.label,
-              product.extra.get(CATEGORY_COLUMN), int(product.extra.get("availability") == self._unavailable),
+              product.extra.get(CATEGORY_COLUMN), int(product.extra.get(AVAILABILITY) == self._unavailable),
               int(seen)) for product in products])
 
     def get(self, product_id: str) -> HeldProduct | None:
