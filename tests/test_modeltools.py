@@ -17,7 +17,7 @@ import onnxruntime as ort
 import pytest
 from onnx import helper, numpy_helper
 
-from shopvision import contract
+from shopvision import _files, contract
 from shopvision.cli.main import main as cli_main
 from shopvision.serving import weights as sources
 from shopvision.serving.build import build_model
@@ -179,7 +179,7 @@ def test_zoo_fetch_through_a_mirror_is_cached_and_verified(
     payload = b"pretend zoo model"
     (served / "tiny-zoo.onnx").write_bytes(payload)
     monkeypatch.setenv(sources.MIRROR_ENV, url)
-    monkeypatch.setenv(sources.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv(_files.CACHE_ENV, str(tmp_path / "cache"))
     model = sources.ZooModel("tiny-zoo", hashlib.sha256(payload).hexdigest(), top1=0.0)
     path = sources.fetch_zoo_model(model)
     assert path.read_bytes() == payload and path.parent == tmp_path / "cache" / "weights"
@@ -192,7 +192,7 @@ def offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Downloads go to a closed port on 127.0.0.1, as on a machine without network."""
     (closed_port,) = free_ports(1)
     monkeypatch.setenv(sources.MIRROR_ENV, f"http://127.0.0.1:{closed_port}")
-    monkeypatch.setenv(sources.CACHE_ENV, str(tmp_path / "empty-cache"))
+    monkeypatch.setenv(_files.CACHE_ENV, str(tmp_path / "empty-cache"))
 
 
 @pytest.mark.usefixtures("offline")

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from shopvision._files import atomic_write
 from shopvision.contract import MAX_IMAGE_BYTES
 
 THUMBNAIL_SIZES = (128, 256, 512)
@@ -130,7 +131,7 @@ class PhotoStore:
         out = io.BytesIO()
         thumbnail.save(out, "JPEG", quality=THUMBNAIL_QUALITY)
         data = out.getvalue()
-        _write_atomically(self.thumbnail_path(digest, size), data)
+        atomic_write(self.thumbnail_path(digest, size), data)
         return data
 
 
@@ -185,27 +186,5 @@ def media_type(head: bytes) -> str:
     return "application/octet-stream"
 
 
-def _write_atomically(target: Path, data: bytes, *, durable: bool = False) -> None:
-    """Readers see the whole file or none: written beside it, then renamed over it."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, partial = tempfile.mkstemp(dir=target.parent, suffix=".part")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-            if durable:
-                out.flush()
-                os.fsync(out.fileno())
-        os.replace(partial, target)
-    except BaseException:
-        Path(partial).unlink(missing_ok=True)
-        raise
-    if durable:
-        directory = os.open(target.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
-
-
 def _write_durably(target: Path, data: bytes) -> None:
-    _write_atomically(target, data, durable=True)
+    atomic_write(target, data, durable=True)

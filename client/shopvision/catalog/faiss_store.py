@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from shopvision._files import fsync_directory
 from shopvision.catalog._locks import ReadWriteLock
 from shopvision.catalog._model import Product, ProductPhoto, SearchHit, photos_fingerprint, product_key
 from shopvision.catalog._store import CatalogError, catalog_width
@@ -729,7 +730,7 @@ class FaissStore:
         with partial.open("rb") as stream:
             os.fsync(stream.fileno())
         os.replace(partial, path)
-        _fsync_directory(self._directory)
+        fsync_directory(self._directory)
         for stale in self._directory.glob(INDEX_FILE.format(generation="*")):
             if stale != path:
                 stale.unlink(missing_ok=True)
@@ -766,13 +767,6 @@ def _marks(values: Sequence[object]) -> str:
     return ",".join("?" * len(values))
 
 
-def _fsync_directory(directory: Path) -> None:
-    """Make a rename in ``directory`` durable (the file's own fsync does not cover its name)."""
-    handle = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(handle)
-    finally:
-        os.close(handle)
 
 
 class _Transaction:

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numpy.typing import NDArray
 
+from shopvision._files import sha256_of
 from shopvision.categories.dataset import LabelledPhoto
-from shopvision.serving.weights import sha256_of
 
 if TYPE_CHECKING:
     from shopvision.aio import Progress

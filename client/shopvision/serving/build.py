@@ -10,8 +10,8 @@ from pathlib import Path
 
 import onnx
 
+from shopvision._files import atomic_write, sha256_of
 from shopvision.contract import MODEL_FILE, PROVENANCE_FILE
-from shopvision.serving.configs import atomic_write
 from shopvision.serving.repository import (
     SYNTHETIC_BACKBONE,
     ModelRepository,
@@ -28,7 +28,6 @@ from shopvision.serving.weights import (
     WeightsUnavailable,
     fetch_zoo_model,
     known_model_by_sha256,
-    sha256_of,
 )
 
 AUTO = "auto"

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
+
+from shopvision._files import atomic_write
 
 ModelConfig = Any
 """``model_config_pb2.ModelConfig``: generated protobuf code without type information."""
@@ -29,13 +29,3 @@ def edit_config(path: Path, edit: Callable[[ModelConfig], None]) -> None:
     atomic_write(path, text_format.MessageToString(config).encode())
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Replace ``path`` so that a reader (or a crash) sees the old file or the new one, never half of one."""
-    handle, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        os.fchmod(handle, 0o644)  # mkstemp makes 0600 files; the server may run as another user
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-        os.replace(partial, path)
-    finally:
-        Path(partial).unlink(missing_ok=True)

@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from shopvision._files import atomic_write
 from shopvision.contract import (
     CATEGORIES_MODEL,
     CATEGORISED_EMBEDDING,
@@ -31,7 +32,7 @@ from shopvision.contract import (
     RESNET_EMBEDDING,
     RESNET_MODEL,
 )
-from shopvision.serving.configs import ModelConfig, atomic_write, edit_config, model_config_pb2, read_config
+from shopvision.serving.configs import ModelConfig, edit_config, model_config_pb2, read_config
 
 PYTHON_RUNNER = "model.py"
 HISTORY_FILE = "promotions.json"

@@ -10,10 +10,11 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from shopvision._files import cache_dir, sha256_of
+
 SYNTHETIC = "synthetic"
 MIRROR_ENV = "SHOPVISION_WEIGHTS_MIRROR"
 """Base URL that replaces the zoo's, for air-gapped installs (and the download tests)."""
-CACHE_ENV = "SHOPVISION_CACHE_DIR"
 _ZOO_BASE = "https://github.com/onnx/models/raw/main/validated/vision/classification"
 _CHUNK = 1 << 20
 
@@ -66,21 +67,9 @@ class ChecksumMismatch(RuntimeError):
     """A download's sha256 differs from the published one; nothing was kept."""
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "shopvision")) / "weights"
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        while chunk := stream.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def fetch_zoo_model(model: ZooModel, *, timeout_s: float = 30.0) -> Path:
     """The verified zoo file, from the cache or downloaded into it."""
-    target = cache_dir() / model.filename
+    target = cache_dir("weights") / model.filename
     if target.exists() and sha256_of(target) == model.sha256:
         return target
     download(model.url(), target, expected_sha256=model.sha256, timeout_s=timeout_s)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -29,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
+from shopvision._files import cache_dir
 from shopvision.catalog._model import CATEGORY_COLUMN, Photo, Product, ProductPhoto, photos_fingerprint
 from shopvision.catalog.catalog import BUILD_BATCH
 from shopvision.catalog.feeds.errors import FeedError
@@ -144,8 +144,7 @@ def feed_name(location: str) -> str:
 
 
 def default_cache(name: str) -> Path:
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "shopvision" / "feeds" / hashlib.sha256(name.encode()).hexdigest()[:16]
+    return cache_dir("feeds", hashlib.sha256(name.encode()).hexdigest()[:16])
 
 
 def sync_feed(catalog: SyncTarget, location: str, options: SyncOptions | None = None, *,
