@@ -164,10 +164,10 @@ def test_the_cli_needs_the_admin_key_and_reports_promotion(versioned) -> None:
                "--url", running.http_url]
     without_key = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False,
                                  env={k: v for k, v in os.environ.items() if k != ADMIN_KEY_ENV})
-    assert without_key.returncode == 2 and ADMIN_KEY_ENV in without_key.stderr
+    assert without_key.returncode == 1 and ADMIN_KEY_ENV in without_key.stderr
     wrong_key = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False,
                                env={**os.environ, ADMIN_KEY_ENV: "wrong"})
-    assert wrong_key.returncode == 2 and "admin key" in wrong_key.stderr
+    assert wrong_key.returncode == 1 and "admin key" in wrong_key.stderr
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False,
                           env={**os.environ, ADMIN_KEY_ENV: ADMIN_KEY})
     assert done.returncode == 0 and "resnet50 version 2 is serving (was 1)" in done.stdout, done.stderr

@@ -20,9 +20,10 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from shopvision import contract
+from shopvision.errors import LocalServerError
 from shopvision.samples import product_jpeg
 from shopvision.serving.configs import ModelConfig, edit_config
-from shopvision.serving.server import LocalTritonServer, ServerError, ServerOptions
+from shopvision.serving.server import LocalTritonServer, ServerOptions
 from tests.conftest import RunningServer, start_server
 from tests.images import PARITY_CASES
 from tests.test_parity import infer_one
@@ -106,7 +107,7 @@ def test_resnet50s_instances_share_a_lock_no_other_user_can_open(triton: Running
 
 def test_the_gpu_configuration_is_refused_here_before_anything_starts(tmp_path: Path) -> None:
     server = LocalTritonServer(ServerOptions(tmp_path, config_name=None), work_dir=tmp_path)
-    with pytest.raises(ServerError, match="official container") as refused:
+    with pytest.raises(LocalServerError, match="official container") as refused:
         server.start()
     assert f"--model-config-name={contract.CPU_CONFIG_NAME}" in str(refused.value)
     assert server.pid is None

@@ -20,7 +20,7 @@ from shopvision.contract import (
     PROBABILITIES,
     PROVENANCE_PARAMETER_PREFIX,
 )
-from shopvision.errors import ModelMismatchError
+from shopvision.errors import InvalidArgumentError, ModelMismatchError
 from shopvision.types import ImageResult, Prediction, WeightsProvenance
 
 DEFAULT_GRPC_PORT = 8001
@@ -48,9 +48,9 @@ class Endpoint:
         parsed = urlparse(url if "://" in url else f"//{url}")
         scheme = parsed.scheme or ""
         if scheme not in ("", "grpc", "grpcs", "http", "https"):
-            raise ValueError(f"unsupported URL scheme '{scheme}' in {url!r}; use grpc://, http:// or https://")
+            raise InvalidArgumentError(f"unsupported URL scheme '{scheme}' in {url!r}; use grpc://, http:// or https://")
         if not parsed.hostname:
-            raise ValueError(f"no host in {url!r}")
+            raise InvalidArgumentError(f"no host in {url!r}")
         if scheme.startswith("grpc") or (scheme == "" and parsed.port != DEFAULT_HTTP_PORT):
             protocol, default_port = "grpc", DEFAULT_GRPC_PORT
         else:
@@ -97,7 +97,7 @@ NO_RETRY = RetryPolicy(attempts=1)
 def chunks(count: int, size: int) -> list[range]:
     """Consecutive index ranges of at most ``size`` covering ``range(count)``."""
     if size < 1:
-        raise ValueError(f"chunk size must be at least 1, got {size}")
+        raise InvalidArgumentError(f"chunk size must be at least 1, got {size}")
     return [range(start, min(start + size, count)) for start in range(0, count, size)]
 
 

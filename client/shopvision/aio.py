@@ -29,6 +29,7 @@ from shopvision._transport import AsyncTransport
 from shopvision.contract import CATEGORY_PROBABILITIES, ENSEMBLE_MODEL, RESNET_MODEL
 from shopvision.errors import (
     ClientClosedError,
+    InvalidArgumentError,
     InvalidImageError,
     ModelMismatchError,
     ServerUnavailableError,
@@ -72,7 +73,7 @@ class AsyncClient:
         admin_key: str | None = None,
     ) -> None:
         if max_in_flight < 1:
-            raise ValueError("max_in_flight must be at least 1")
+            raise InvalidArgumentError("max_in_flight must be at least 1")
         self._endpoint = Endpoint.parse(url)
         self._model = model
         self._max_in_flight = max_in_flight
@@ -154,7 +155,7 @@ class AsyncClient:
         ``max_in_flight`` requests outstanding; files are read only when their request is sent.
         """
         if on_error not in ("raise", "report"):
-            raise ValueError(f"on_error must be 'raise' or 'report', not {on_error!r}")
+            raise InvalidArgumentError(f"on_error must be 'raise' or 'report', not {on_error!r}")
         items = list(images)
         session = await self._connect()
         results: list[ImageResult | None] = [None] * len(items)

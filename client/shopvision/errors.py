@@ -1,10 +1,18 @@
-"""One exception hierarchy for everything the SDK raises."""
+"""One exception hierarchy for everything shopvision raises: the SDK, the catalog, the tools and the CLI.
+
+Every error a caller can meet derives from :class:`ShopvisionError`. Errors that are also a standard
+Python kind (a bad argument) derive from that kind too, so ``except ValueError`` keeps working.
+"""
 
 from __future__ import annotations
 
 
 class ShopvisionError(Exception):
-    """Base class of every error raised by the shopvision SDK."""
+    """Base class of every error shopvision raises on purpose; anything else is a bug."""
+
+
+class InvalidArgumentError(ShopvisionError, ValueError):
+    """A value given to a function or command is outside what it accepts (the message says what is)."""
 
 
 class InvalidImageError(ShopvisionError):
@@ -49,3 +57,12 @@ class ServerError(ShopvisionError):
 
 class ClientClosedError(ShopvisionError):
     """The client was closed; create a new one."""
+
+
+class ModelBuildError(ShopvisionError):
+    """A model could not be built: its weights could not be had, were not the published ones, or its graph is
+    not one the build can serve."""
+
+
+class LocalServerError(ShopvisionError):
+    """A local tritonserver could not be found, started, or made ready (``shopvision serve``, the tests)."""

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from shopvision.errors import InvalidArgumentError
+
 
 def product_image(seed: int, *, size: tuple[int, int] = (640, 480)) -> Image.Image:
     """An RGB image of 1-3 coloured objects on a light, slightly graded background."""
@@ -59,7 +61,7 @@ def category_image(category: str, seed: int, *, size: tuple[int, int] = (400, 40
     """A product-like photo of ``category`` (one of :data:`SAMPLE_CATEGORIES`): position, size, hue,
     background and noise vary with ``seed``; what makes the category stays."""
     if category not in SAMPLE_CATEGORIES:
-        raise ValueError(f"unknown sample category {category!r}; known: {', '.join(SAMPLE_CATEGORIES)}")
+        raise InvalidArgumentError(f"unknown sample category {category!r}; known: {', '.join(SAMPLE_CATEGORIES)}")
     rng = np.random.default_rng([SAMPLE_CATEGORIES.index(category), seed])
     width, height = size
     background = tuple(int(c) for c in rng.uniform(210, 255, size=3))

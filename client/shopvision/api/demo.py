@@ -8,8 +8,8 @@ import csv
 from collections import Counter
 from pathlib import Path
 
-from shopvision.catalog import BuildReport, Catalog
-from shopvision.catalog.sources import read_source
+from shopvision.catalog import BuildReport, Catalog, CatalogError
+from shopvision.catalog.sources import CatalogSourceError, read_source
 from shopvision.client import Client
 from shopvision.samples import product_jpeg
 
@@ -37,7 +37,7 @@ def build_demo_catalog(directory: Path, *, triton_url: str, photos: Path | None 
         directory.mkdir(parents=True, exist_ok=True)
         rows = _real_rows(photos) if photos is not None else _generated_rows(directory / "photos")
         if not rows:
-            raise RuntimeError(f"no photos in {photos} for the demo catalog")
+            raise CatalogSourceError(f"no photos in {photos} for the demo catalog")
         partial = manifest.with_suffix(".partial")
         with partial.open("w", newline="") as out:
             writer = csv.DictWriter(out, fieldnames=list(rows[0]))
@@ -51,7 +51,7 @@ def build_demo_catalog(directory: Path, *, triton_url: str, photos: Path | None 
         with Catalog.open(location, client=client) as catalog:
             report: BuildReport = catalog.build(manifest)
     if report.failed:
-        raise RuntimeError(f"the demo catalog could not index {len(report.failed)} photos: {report.failed[:3]}")
+        raise CatalogError(f"the demo catalog could not index {len(report.failed)} photos: {report.failed[:3]}")
     return str(location)
 
 

@@ -27,6 +27,7 @@ from shopvision.catalog.filters import Where, conditions
 from shopvision.catalog.milvus_store import DEFAULT_COLLECTION, MilvusConnection, MilvusStore, is_milvus_uri
 from shopvision.catalog.sources import read_source
 from shopvision.contract import MAX_PRODUCT_PHOTOS
+from shopvision.errors import InvalidArgumentError
 from shopvision.images import ImageInput
 
 if TYPE_CHECKING:
@@ -188,7 +189,7 @@ class Catalog:
         """Up to ``limit`` products in product-id order, those after the id ``after`` only: a cursor that stays
         valid while products are added and removed (each page starts after the last id of the one before)."""
         if limit < 1:
-            raise ValueError("limit must be at least 1")
+            raise InvalidArgumentError("limit must be at least 1")
         return self._store.page(after=after, limit=limit)
 
     def update_metadata(self, product_id: str, changes: Mapping[str, str | None]) -> Product | None:
@@ -230,7 +231,7 @@ class Catalog:
     def search_many(self, queries: Sequence[ImageInput | np.ndarray], *, k: int = 10,
                     labels: Sequence[str] | None = None, where: Where = None) -> list[list[SearchHit]]:
         if k < 1:
-            raise ValueError("k must be at least 1")
+            raise InvalidArgumentError("k must be at least 1")
         checked = conditions(where)  # a bad filter is refused before any photo is embedded
         if not queries:
             return []

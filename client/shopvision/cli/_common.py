@@ -12,15 +12,22 @@ from typing import TYPE_CHECKING, TextIO
 if TYPE_CHECKING:
     from shopvision.catalog.feeds import SyncReport
 
+from shopvision.errors import ShopvisionError
 from shopvision.images import IMAGE_SUFFIXES
 
 URL_ENV = "SHOPVISION_URL"
 DEFAULT_URL = "grpc://localhost:8001"
 
+# Exit statuses, the same for every command (docs/development.md "Errors and exit statuses").
 EXIT_OK = 0
-EXIT_SOME_FAILED = 1
-EXIT_USAGE = 2
-EXIT_UNAVAILABLE = 3
+EXIT_FAILED = 1  # the operation failed, or some of its items did (each one named on stderr)
+EXIT_USAGE = 2  # the command line itself is wrong (argparse's own status, and UsageError)
+EXIT_UNAVAILABLE = 3  # the server could not be reached or is not ready
+EXIT_INTERRUPTED = 130  # Ctrl-C: what was committed before it is kept (128 + SIGINT, as a shell reports it)
+
+
+class UsageError(ShopvisionError):
+    """Options that parse but do not go together, or a value out of range: exit status 2, like argparse's."""
 
 
 def add_url_option(parser: argparse.ArgumentParser) -> None:

@@ -9,13 +9,20 @@ import sys
 from dataclasses import asdict
 from typing import TYPE_CHECKING
 
-from shopvision.cli._common import EXIT_OK, EXIT_SOME_FAILED, ProgressBar, SyncProgress, add_url_option
+from shopvision.cli._common import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    ProgressBar,
+    SyncProgress,
+    UsageError,
+    add_url_option,
+)
 
 if TYPE_CHECKING:
     from shopvision.catalog import Catalog
     from shopvision.client import Client
 
-EXIT_INTERRUPTED = 130
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -158,7 +165,7 @@ def run_build(args: argparse.Namespace) -> int:
         print(f"{product_id}: FAILED: {reason}", file=sys.stderr)
     print(f"added {report.added}, updated {report.updated}, unchanged {report.unchanged}, "
           f"removed {report.removed}, failed {len(report.failed)}; {products} products in {args.index}")
-    return EXIT_SOME_FAILED if report.failed else EXIT_OK
+    return EXIT_FAILED if report.failed else EXIT_OK
 
 
 def run_sync(args: argparse.Namespace) -> int:
@@ -169,7 +176,7 @@ def run_sync(args: argparse.Namespace) -> int:
     from shopvision.catalog.feeds.service import API_KEY_ENV, ServiceCatalog
 
     if args.concurrency < 1 or args.retries < 0 or args.timeout <= 0:
-        raise ValueError("--concurrency must be at least 1, --retries at least 0 and --timeout above 0")
+        raise UsageError("--concurrency must be at least 1, --retries at least 0 and --timeout above 0")
     options = SyncOptions(
         name=args.name, format=args.format,
         mapping=FeedMapping.parse(args.map, exclude=args.exclude, numbers=args.number),
@@ -177,7 +184,7 @@ def run_sync(args: argparse.Namespace) -> int:
         fetch=FetchSettings(concurrency=args.concurrency, timeout_s=args.timeout, retries=args.retries,
                             allow_private=args.allow_private_addresses, ca_file=args.ca_file))
     if (args.index is None) == (args.service is None):
-        raise ValueError("give the catalog to sync into: --index PATH|URI, or --service URL")
+        raise UsageError("give the catalog to sync into: --index PATH|URI, or --service URL")
     status = SyncProgress()
     try:
         if args.service is not None:
@@ -204,14 +211,14 @@ def run_sync(args: argparse.Namespace) -> int:
               f"unavailable {report.marked_unavailable}, failed {len(report.failed)}; images fetched "
               f"{report.fetched} ({report.bytes_fetched / 1e6:.1f} MB), not modified {report.not_modified}; "
               f"{report.elapsed_s:.1f} s")
-    return EXIT_SOME_FAILED if report.failed else EXIT_OK
+    return EXIT_FAILED if report.failed else EXIT_OK
 
 
 def run_remove(args: argparse.Namespace) -> int:
     with _open(args) as catalog:
         removed = catalog.remove(args.product_ids)
     print(f"removed {removed} of {len(args.product_ids)} products")
-    return EXIT_OK if removed == len(args.product_ids) else EXIT_SOME_FAILED
+    return EXIT_OK if removed == len(args.product_ids) else EXIT_FAILED
 
 
 def run_stats(args: argparse.Namespace) -> int:

@@ -10,7 +10,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from shopvision.cli._common import EXIT_OK, EXIT_SOME_FAILED, ProgressBar, add_url_option
+from shopvision.cli._common import EXIT_FAILED, EXIT_OK, ProgressBar, add_url_option
 
 if TYPE_CHECKING:
     from shopvision.evaluation import EvalReport
@@ -71,7 +71,7 @@ def run_eval(args: argparse.Namespace) -> int:
     for report in reports:
         for path, reason in report.failed:
             print(f"{path}: FAILED: {reason}", file=sys.stderr)
-    return EXIT_SOME_FAILED if any(report.failed for report in reports) else EXIT_OK
+    return EXIT_FAILED if any(report.failed for report in reports) else EXIT_OK
 
 
 def markdown(dataset: str, reports: list[EvalReport], drift: dict | None) -> str:

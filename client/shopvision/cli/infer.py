@@ -12,10 +12,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from shopvision.cli._common import (
+    EXIT_FAILED,
     EXIT_OK,
-    EXIT_SOME_FAILED,
     EXIT_UNAVAILABLE,
-    EXIT_USAGE,
     ProgressBar,
     add_url_option,
     collect_images,
@@ -81,7 +80,7 @@ def run_classify(args: argparse.Namespace) -> int:
     paths, results = _analyze_files(args, top_k=args.top_k, label="classify", categories=args.categories)
     if not paths:
         print("no images found", file=sys.stderr)
-        return EXIT_USAGE
+        return EXIT_FAILED
     failures = 0
     for path, result in zip(paths, results, strict=True):
         if result.error is not None:
@@ -106,7 +105,7 @@ def run_embed(args: argparse.Namespace) -> int:
     paths, results = _analyze_files(args, top_k=0, label="embed")
     if not paths:
         print("no images found", file=sys.stderr)
-        return EXIT_USAGE
+        return EXIT_FAILED
     kept = [(path, result.embedding) for path, result in zip(paths, results, strict=True)
             if result.embedding is not None]
     for path, result in zip(paths, results, strict=True):
@@ -154,5 +153,5 @@ def run_info(args: argparse.Namespace) -> int:
 def _summarise(failures: int, total: int) -> int:
     if failures:
         print(f"{failures} of {total} images failed", file=sys.stderr)
-        return EXIT_SOME_FAILED
+        return EXIT_FAILED
     return EXIT_OK

@@ -142,7 +142,7 @@ def print_promotion(report: PromotionReport, *, subject: str) -> int:
     """The checks as JSON, then one line: what serves now."""
     import json
 
-    from shopvision.cli._common import EXIT_SOME_FAILED
+    from shopvision.cli._common import EXIT_FAILED
 
     print(json.dumps(report.checks, indent=2))
     if report.promoted:
@@ -153,4 +153,4 @@ def print_promotion(report: PromotionReport, *, subject: str) -> int:
         return EXIT_OK
     print(f"{subject} {report.version} NOT promoted: {report.reason}; {subject} {report.previous} keeps serving",
           file=sys.stderr)
-    return EXIT_SOME_FAILED
+    return EXIT_FAILED

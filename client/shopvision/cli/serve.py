@@ -8,7 +8,7 @@ import signal
 import sys
 from pathlib import Path
 
-from shopvision.cli._common import EXIT_OK, EXIT_USAGE
+from shopvision.cli._common import EXIT_FAILED, EXIT_OK
 from shopvision.cli.api import add_api_arguments, serve_api
 from shopvision.cli.model import add_repository_argument
 from shopvision.contract import CPU_CONFIG_NAME, MODEL_FILE, RESNET_MODEL
@@ -71,7 +71,7 @@ def run_serve(args: argparse.Namespace) -> int:
     versions = sorted((repository / RESNET_MODEL).glob(f"[0-9]*/{MODEL_FILE}"))
     if not versions:
         print(f"no model built in {repository}: run `shopvision model build` first", file=sys.stderr)
-        return EXIT_USAGE
+        return EXIT_FAILED
     admin_key = os.environ.get(ADMIN_KEY_ENV) or None
     installation = TritonInstallation.from_wheel()
     options = ServerOptions(

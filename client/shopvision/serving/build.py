@@ -12,6 +12,7 @@ import onnx
 
 from shopvision._files import atomic_write, sha256_of
 from shopvision.contract import MODEL_FILE, PROVENANCE_FILE
+from shopvision.errors import ModelBuildError
 from shopvision.serving.repository import (
     SYNTHETIC_BACKBONE,
     ModelRepository,
@@ -114,7 +115,7 @@ def _load_zoo(name: str) -> tuple[onnx.ModelProto, str, str]:
 def _load_local(path: Path) -> tuple[onnx.ModelProto, str, str]:
     if not path.is_file():
         known = ", ".join([AUTO, SYNTHETIC, *ZOO_MODELS])
-        raise FileNotFoundError(f"--weights {path}: no such file (or use one of: {known})")
+        raise ModelBuildError(f"--weights {path}: no such file (or use one of: {known})")
     return onnx.load(str(path)), str(path.resolve()), sha256_of(path)
 
 

@@ -19,6 +19,7 @@ from typing import Protocol
 import numpy as np
 
 from shopvision.contract import ENGINES
+from shopvision.errors import InvalidArgumentError
 
 
 def available_cores(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
@@ -105,10 +106,10 @@ def open_engine(name: str, model_file: Path | str, *, input_name: str, output_na
                 spinning: bool = False) -> Engine:
     """An engine by name (:data:`shopvision.contract.ENGINES`) running ``model_file`` with ``threads`` threads."""
     if name not in _ENGINE_TYPES:
-        raise ValueError(f"unknown engine {name!r}: choose one of {', '.join(ENGINES)}")
+        raise InvalidArgumentError(f"unknown engine {name!r}: choose one of {', '.join(ENGINES)}")
     try:
         return _ENGINE_TYPES[name](model_file, input_name=input_name, output_names=output_names, threads=threads,
                                    spinning=spinning)
     except ModuleNotFoundError as error:
-        raise ValueError(f"engine {name!r} needs the {error.name} package, which this Python lacks "
+        raise InvalidArgumentError(f"engine {name!r} needs the {error.name} package, which this Python lacks "
                          "(`pip install 'shopvision[server]'` installs both engines)") from error

@@ -16,6 +16,7 @@ from shopvision.contract import (
     MIB,
     max_request_bytes,
 )
+from shopvision.errors import InvalidArgumentError
 
 PIXEL_BYTES = 3 * CROP_SIZE * CROP_SIZE * 4
 """One preprocessed image: FP32, 3 x 224 x 224."""
@@ -26,7 +27,7 @@ SHM_OTHER_MODELS_BYTES = 64 * MIB
 def proxy_size(byte_count: int) -> str:
     """nginx's spelling of a size in whole MiB (``client_max_body_size``, ingress-nginx's ``proxy-body-size``)."""
     if byte_count % MIB:
-        raise ValueError(f"{byte_count} bytes is not a whole number of MiB")
+        raise InvalidArgumentError(f"{byte_count} bytes is not a whole number of MiB")
     return f"{byte_count // MIB}m"
 
 

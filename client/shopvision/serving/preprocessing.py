@@ -24,6 +24,7 @@ from shopvision.contract import (
     MAX_IMAGE_PIXELS,
     RESIZE_SHORTER_SIDE,
 )
+from shopvision.errors import ShopvisionError
 
 SUPPORTED_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "TIFF", "BMP")
 _TRANSPARENT_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
@@ -34,7 +35,7 @@ BAND_PIXELS = 1 << 20
 working copies (RGBA, white and the blend; or float32) cost a few MB, not 4 to 12 bytes per pixel of the image."""
 
 
-class ImageRejected(ValueError):
+class ImageRejected(ShopvisionError, ValueError):
     """The bytes are not an image this pipeline accepts; the message says why."""
 
 

@@ -32,6 +32,7 @@ from shopvision.contract import (
     RESNET_EMBEDDING,
     RESNET_MODEL,
 )
+from shopvision.errors import ModelBuildError
 from shopvision.serving.configs import ModelConfig, edit_config, model_config_pb2, read_config
 
 PYTHON_RUNNER = "model.py"
@@ -148,7 +149,7 @@ def assemble(template: Path, output: Path) -> ModelRepository:
     so a promoted version keeps serving.
     """
     if not (template / ENSEMBLE_MODEL / "config.pbtxt").is_file():
-        raise FileNotFoundError(f"{template} is not the shopvision model repository template "
+        raise ModelBuildError(f"{template} is not the shopvision model repository template "
                                 f"(no {ENSEMBLE_MODEL}/config.pbtxt); pass --template")
     heads = CategoryHeads(output)
     for source in sorted(template.rglob("*")):
@@ -203,7 +204,7 @@ class CategoryHeads:
         if not (self.model_dir / "config.pbtxt").exists():
             source = template / CATEGORIES_MODEL
             if not (source / "config.pbtxt").is_file():
-                raise FileNotFoundError(f"{template} has no {CATEGORIES_MODEL}/config.pbtxt; pass --template")
+                raise ModelBuildError(f"{template} has no {CATEGORIES_MODEL}/config.pbtxt; pass --template")
             for path in sorted(p for p in source.rglob("*") if p.is_file()):
                 target = self.model_dir / path.relative_to(source)
                 target.parent.mkdir(parents=True, exist_ok=True)

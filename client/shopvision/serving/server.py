@@ -22,15 +22,12 @@ from pathlib import Path
 from typing import IO
 
 from shopvision.contract import ADMIN_KEY_HEADER, CPU_CONFIG_NAME
+from shopvision.errors import InvalidArgumentError, LocalServerError
 
 _STUB = "triton_python_backend_stub"
 RESTRICTED_APIS = ("model-repository", "shared-memory", "trace", "logging")
 """Closed unless the request carries the admin key. Inference, health, metadata, config and
 statistics stay open: they are what clients, probes and dashboards use."""
-
-
-class ServerError(RuntimeError):
-    """tritonserver could not be found, started, or made ready."""
 
 
 @dataclass(frozen=True)
@@ -88,7 +85,7 @@ def triton_arguments(options: ServerOptions) -> list[str]:
     if options.model_control == "explicit":
         arguments.append("--load-model=*")
     elif options.model_control != "none":
-        raise ValueError(f"model_control must be none or explicit, not {options.model_control!r}")
+        raise InvalidArgumentError(f"model_control must be none or explicit, not {options.model_control!r}")
     if options.config_name:
         arguments.append(f"--model-config-name={options.config_name}")
     restriction = f"{','.join(RESTRICTED_APIS)}:{ADMIN_KEY_HEADER}={options.admin_key or secrets.token_urlsafe(32)}"
@@ -116,7 +113,7 @@ class TritonInstallation:
         try:
             import pytriton
         except ImportError as error:
-            raise ServerError(
+            raise LocalServerError(
                 "no tritonserver found: install the server extra (`pip install 'shopvision[server]'`), "
                 "or run the official nvcr.io/nvidia/tritonserver container (see docs/serving-modes.md)"
             ) from error
@@ -130,7 +127,7 @@ class TritonInstallation:
         )
         missing = [str(path) for path in vars(installation).values() if not path.exists()]
         if missing:
-            raise ServerError(f"the nvidia-pytriton wheel is incomplete for Python {version}: missing {missing}")
+            raise LocalServerError(f"the nvidia-pytriton wheel is incomplete for Python {version}: missing {missing}")
         return installation
 
     def backend_directory(self, root: Path) -> Path:
@@ -203,9 +200,9 @@ class LocalTritonServer:
 
     def start(self, *, ready_timeout_s: float = 180.0) -> None:
         if self._process is not None and self._process.poll() is None:
-            raise ServerError("the server is already running")
+            raise LocalServerError("the server is already running")
         if self.options.config_name is None:
-            raise ServerError(
+            raise LocalServerError(
                 "each model's config.pbtxt (the GPU configuration) needs Triton's onnxruntime backend, which only the "
                 f"official container ships; this tritonserver serves --model-config-name={CPU_CONFIG_NAME}")
         self._process = subprocess.Popen(
@@ -220,11 +217,11 @@ class LocalTritonServer:
         while time.monotonic() < deadline:
             if self._process is None or self._process.poll() is not None:
                 code = None if self._process is None else self._process.returncode
-                raise ServerError(f"tritonserver exited with status {code} before becoming ready (see its log)")
+                raise LocalServerError(f"tritonserver exited with status {code} before becoming ready (see its log)")
             if self.is_ready():
                 return
             time.sleep(0.25)
-        raise ServerError(f"tritonserver was not ready after {timeout_s:.0f} s (see its log)")
+        raise LocalServerError(f"tritonserver was not ready after {timeout_s:.0f} s (see its log)")
 
     def is_ready(self) -> bool:
         try:
@@ -254,7 +251,7 @@ class LocalTritonServer:
 
     def wait(self) -> int:
         if self._process is None:
-            raise ServerError("the server was never started")
+            raise LocalServerError("the server was never started")
         return self._process.wait()
 
     def __enter__(self) -> LocalTritonServer:

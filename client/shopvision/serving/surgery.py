@@ -14,6 +14,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper, shape_inference
 
 from shopvision.contract import CROP_SIZE, EMBEDDING, NUM_CLASSES, PIXELS, PROBABILITIES
+from shopvision.errors import ModelBuildError
 
 BATCH_DIM = "batch"
 _POOLS = frozenset({"GlobalAveragePool", "QLinearGlobalAveragePool", "ReduceMean", "AveragePool",
@@ -30,7 +31,7 @@ _INSPECTION_DEPTH = 32
 _L2_EPSILON = 1e-12
 
 
-class SurgeryError(ValueError):
+class SurgeryError(ModelBuildError):
     """The graph does not look like a single-input ImageNet classifier."""
 
 

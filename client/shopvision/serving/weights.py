@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shopvision._files import cache_dir, sha256_of
+from shopvision.errors import ModelBuildError
 
 SYNTHETIC = "synthetic"
 MIRROR_ENV = "SHOPVISION_WEIGHTS_MIRROR"
@@ -59,11 +60,11 @@ def known_model_by_sha256(sha256: str) -> ZooModel | None:
     return next((model for model in ZOO_MODELS.values() if model.sha256 == sha256), None)
 
 
-class WeightsUnavailable(RuntimeError):
+class WeightsUnavailable(ModelBuildError):
     """The weights could not be fetched; the message says what to do instead."""
 
 
-class ChecksumMismatch(RuntimeError):
+class ChecksumMismatch(ModelBuildError):
     """A download's sha256 differs from the published one; nothing was kept."""
 
 

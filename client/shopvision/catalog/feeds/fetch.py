@@ -41,6 +41,7 @@ from shopvision.contract import (
     FEED_MAX_REDIRECTS,
     MAX_IMAGE_BYTES,
 )
+from shopvision.errors import ShopvisionError
 from shopvision.images import looks_like_an_image
 
 GENERIC_TYPES = frozenset({"application/octet-stream", "binary/octet-stream"})
@@ -51,7 +52,7 @@ _MAX_RETRY_AFTER_S = 30.0
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
-class ImageFetchError(Exception):
+class ImageFetchError(ShopvisionError):
     """This image cannot be had; ``reason`` says why in words for the sync's report."""
 
     def __init__(self, reason: str, *, transient: bool = False, retry_after: float | None = None) -> None:

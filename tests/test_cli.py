@@ -1,0 +1,93 @@
+"""The command's contract with scripts, without a server: --version, exit statuses, one-line errors, Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import shopvision
+from shopvision.cli import main as cli
+from shopvision.cli._common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_UNAVAILABLE, EXIT_USAGE
+
+
+def shopvision_command(*args: str, **options: object) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "shopvision.cli.main", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"},
+                            **options)  # type: ignore[call-overload]
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    process = shopvision_command(*args)
+    stdout, stderr = process.communicate(timeout=120)
+    return process.returncode, stdout, stderr
+
+
+def test_version_is_the_packages() -> None:
+    code, stdout, _ = run("--version")
+    assert code == 0 and stdout.strip() == f"shopvision {shopvision.__version__}"
+
+
+def test_exit_statuses_say_usage_failure_and_unavailable_apart(tmp_path: Path) -> None:
+    # 2: the command line is wrong, whether argparse or the command finds it.
+    assert run("index", "build")[0] == EXIT_USAGE
+    code, _, stderr = run("index", "sync", str(tmp_path / "feed.csv"))
+    assert code == EXIT_USAGE and stderr.startswith("usage error: give the catalog to sync into"), stderr
+    # 1: a well-formed command whose operation failed, said in one line.
+    code, _, stderr = run("model", "build", "--template", str(tmp_path), "--repository", str(tmp_path / "out"))
+    assert code == EXIT_FAILED and "is not the shopvision model repository template" in stderr, stderr
+    assert "Traceback" not in stderr and len(stderr.strip().splitlines()) == 1, stderr
+    # 3: nothing listens there.
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    code, _, stderr = run("health", "--url", f"http://127.0.0.1:{port}")
+    assert code == EXIT_UNAVAILABLE and "Traceback" not in stderr, stderr
+
+
+def test_an_unexpected_exception_is_a_bug_and_keeps_its_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only shopvision's errors (and the OS's) become a line on stderr: a ValueError from a bug is not hidden
+    behind an exit status."""
+    def broken(args: object) -> int:
+        raise ValueError("a bug")
+
+    parser = cli.build_parser()
+    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    parser.set_defaults(handler=broken)
+    for action in parser._subparsers._group_actions:  # type: ignore[union-attr]
+        for sub in action.choices.values():  # type: ignore[union-attr]
+            sub.set_defaults(handler=broken)
+    with pytest.raises(ValueError, match="a bug"):
+        cli.main(["health"])
+
+
+def test_ctrl_c_exits_130_without_a_traceback() -> None:
+    """A command waiting on a server that never answers, interrupted: one line, status 130."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()  # accepts connections (the kernel does), never answers
+        port = silent.getsockname()[1]
+        process = shopvision_command("classify", "--url", f"http://127.0.0.1:{port}", __file__)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # interrupt once the request is on the wire, not during imports
+            ready, _ = silent.accept() if _pending(silent) else (None, None)
+            if ready is not None:
+                break
+            time.sleep(0.1)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    assert process.returncode == EXIT_INTERRUPTED, stderr
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
+    assert stderr.strip().endswith("interrupted"), stderr
+
+
+def _pending(listener: socket.socket) -> bool:
+    import select
+
+    return bool(select.select([listener], [], [], 0)[0])
