@@ -186,8 +186,16 @@ def test_cli_index_build_stats_search_and_remove(triton, photos, tmp_path) -> No
     hits = [json.loads(line) for line in search.stdout.splitlines()]
     assert [hit["rank"] for hit in hits] == [1, 2] and hits[0]["product_id"] == "p3" and hits[0]["score"] > 0.999
 
+    rebuilt = run_cli("index", "build", str(folder), "--index", index, "--json", triton=triton)
+    assert rebuilt.returncode == 1 and "broken: FAILED" in rebuilt.stderr
+    document = json.loads(rebuilt.stdout)
+    (failure,) = document.pop("failed")
+    assert document == {"index": index, "products": 5, "added": 0, "updated": 0, "unchanged": 5, "removed": 0}
+    assert failure["product_id"] == "broken" and f"broken: FAILED: {failure['reason']}" in rebuilt.stderr
     removed = run_cli("index", "remove", "p3", "nope", "--index", index, triton=triton)
     assert removed.returncode == 1 and "removed 1 of 2" in removed.stdout
+    assert json.loads(run_cli("index", "remove", "p3", "--index", index, "--json", triton=triton).stdout) == {
+        "asked": 1, "removed": 0}
     again = run_cli("search", str(folder / "p3.jpg"), "--index", index, "-k", "1", "--json", triton=triton)
     assert json.loads(again.stdout)["product_id"] != "p3"
 

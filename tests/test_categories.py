@@ -324,6 +324,9 @@ def test_training_refuses_unreadable_photos_and_reports_held_out_accuracy_well_a
     assert "**SYNTHETIC WEIGHTS.**" in done.stdout and f"categories promote {version}" in done.stdout
     listed = shop.cli("categories", "list", "--repository", str(shop.repository))
     assert f"{version}  held-out accuracy" in listed.stdout and "SYNTHETIC" in listed.stdout
+    heads = json.loads(shop.cli("categories", "list", "--repository", str(shop.repository), "--json").stdout)
+    assert heads[-1]["version"] == version and heads[-1]["provenance"]["categories"] == sorted(SAMPLE_CATEGORIES)
+    assert heads[-1]["provenance"]["held_out_accuracy"] == pytest.approx(held_out["accuracy"])
 
 
 @pytest.mark.integration

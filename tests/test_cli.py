@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -91,3 +93,26 @@ def _pending(listener: socket.socket) -> bool:
     import select
 
     return bool(select.select([listener], [], [], 0)[0])
+
+
+def commands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    """Every runnable command's words (``index build``), with its parser."""
+    groups = [action for action in parser._actions if isinstance(action, argparse._SubParsersAction)]
+    if not groups:
+        yield path
+    for group in groups:
+        for name, sub in group.choices.items():
+            yield from commands(sub, (*path, name))
+
+
+def test_every_command_that_reports_can_report_json() -> None:
+    """Only the two long-running servers print no report; a new command gets --json or is named here."""
+    parser = cli.build_parser()
+    without = set()
+    for words in commands(parser):
+        sub = parser
+        for word in words:
+            sub = next(a for a in sub._actions if isinstance(a, argparse._SubParsersAction)).choices[word]
+        if "--json" not in sub._option_string_actions:
+            without.add(" ".join(words))
+    assert without == {"serve", "api"}

@@ -143,19 +143,28 @@ def test_cli_classify_table_json_and_failures(triton, tmp_path) -> None:
     assert "broken.jpg: FAILED" in lines.stderr and "1 of 4 images failed" in lines.stderr
 
 
-def test_cli_embed_writes_vectors_and_file_list(triton, tmp_path) -> None:
+def test_cli_embed_writes_each_files_vector_in_the_file_lists_order(triton, tmp_path) -> None:
     catalog = write_catalog(tmp_path / "catalog", 5, size=(320, 240))
-    result = run_cli("embed", str(tmp_path / "catalog"), "--out", str(tmp_path / "vectors.npy"),
+    (tmp_path / "catalog" / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    result = run_cli("embed", str(tmp_path / "catalog"), "--out", str(tmp_path / "vectors.npy"), "--json",
                      "--url", triton.grpc_url)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 1 and "broken.jpg: FAILED" in result.stderr, result.stderr
+    assert json.loads(result.stdout) == {"embeddings": str(tmp_path / "vectors.npy"),
+                                         "files": str(tmp_path / "vectors.files.txt"), "embedded": 5, "failed": 1}
     vectors = np.load(tmp_path / "vectors.npy")
-    assert vectors.shape == (5, 2048) and vectors.dtype == np.float32
-    assert (tmp_path / "vectors.files.txt").read_text().splitlines() == [str(p) for p in catalog]
+    files = (tmp_path / "vectors.files.txt").read_text().splitlines()
+    assert vectors.shape == (5, 2048) and vectors.dtype == np.float32 and files == [str(p) for p in catalog]
+    # Row i is file i's embedding: the SDK's, one file at a time (a shuffled or shifted row fails here).
+    with shopvision.Client(triton.grpc_url) as client:
+        expected = np.concatenate([client.embed([path]) for path in files])
+    np.testing.assert_allclose(vectors, expected, atol=1e-5)
 
 
 def test_cli_health_and_info(triton) -> None:
     health = run_cli("health", "--url", triton.http_url)
-    assert health.returncode == 0 and "ready" in health.stdout
+    assert health.returncode == 0 and health.stdout.strip() == f"{triton.http_url}: ready"
+    health = run_cli("health", "--json", "--url", triton.http_url)
+    assert health.returncode == 0 and json.loads(health.stdout) == {"url": triton.http_url, "ready": True}
     info = run_cli("info", "--json", "--url", triton.grpc_url)
     assert json.loads(info.stdout)["provenance"]["synthetic"] is True
     down = run_cli("health", "--url", "grpc://127.0.0.1:1")

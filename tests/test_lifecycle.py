@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -168,9 +169,17 @@ def test_the_cli_needs_the_admin_key_and_reports_promotion(versioned) -> None:
     wrong_key = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False,
                                env={**os.environ, ADMIN_KEY_ENV: "wrong"})
     assert wrong_key.returncode == 1 and "admin key" in wrong_key.stderr
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False,
+    done = subprocess.run([*command, "--json"], capture_output=True, text=True, timeout=300, check=False,
                           env={**os.environ, ADMIN_KEY_ENV: ADMIN_KEY})
-    assert done.returncode == 0 and "resnet50 version 2 is serving (was 1)" in done.stdout, done.stderr
+    assert done.returncode == 0, done.stderr
+    outcome = json.loads(done.stdout)  # the whole of stdout is one document
+    assert {key: outcome[key] for key in ("subject", "version", "previous", "promoted", "reason")} == {
+        "subject": "resnet50 version", "version": 2, "previous": 1, "promoted": True, "reason": None}
+    assert set(outcome["checks"]) == {"ready", "outputs", "parity"}, outcome
+    again = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False,
+                           env={**os.environ, ADMIN_KEY_ENV: ADMIN_KEY})
+    assert again.returncode == 0 and again.stdout.strip().splitlines()[-1].startswith("nothing to do"), again.stdout
+    assert not again.stdout.lstrip().startswith("{"), again.stdout  # prose only, no JSON mixed in
 
 
 def test_promoting_new_weights_warns_that_the_serving_categories_head_was_trained_on_the_old_ones(versioned) -> None:

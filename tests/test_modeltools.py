@@ -202,7 +202,7 @@ def test_offline_zoo_build_fails_clearly_and_names_the_synthetic_option(
     repository = copy_repository(tmp_path / "repo")
     status = cli_main(["model", "build", "--weights", "resnet50-v1-12", "--repository", str(repository)])
     error = capsys.readouterr().err
-    assert status == 2
+    assert status == 1
     assert "could not download" in error and "--weights synthetic" in error
     assert not (repository / "resnet50" / "1" / "model.onnx").exists()
 
@@ -219,13 +219,19 @@ def test_auto_falls_back_to_synthetic_and_records_it(tmp_path: Path) -> None:
     assert hashlib.sha256(result.model_path.read_bytes()).hexdigest() == result.provenance.model_sha256
 
 
-def test_local_onnx_file_is_accepted_with_its_sha256(tmp_path: Path, synthetic: onnx.ModelProto) -> None:
+def test_local_onnx_file_is_accepted_with_its_sha256(tmp_path: Path, synthetic: onnx.ModelProto,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
     export = tmp_path / "resnet50_export.onnx"
     onnx.save(zoo_shaped(synthetic), str(export))
     repository = copy_repository(tmp_path / "repo")
-    result = build_model(str(export), repository, version=2)
-    assert not result.provenance.synthetic
-    assert result.provenance.source_sha256 == hashlib.sha256(export.read_bytes()).hexdigest()
+    status = cli_main(["model", "build", "--weights", str(export), "--repository", str(repository), "--version", "2",
+                       "--json"])
+    report = json.loads(capsys.readouterr().out)  # all of stdout is the one document
+    assert status == 0 and report["built_versions"] == [2] and report["built"]["version"] == 2
+    provenance = report["built"]["provenance"]
+    assert provenance == json.loads((repository / "resnet50" / "2" / "provenance.json").read_text())
+    assert not provenance["synthetic"]
+    assert provenance["source_sha256"] == hashlib.sha256(export.read_bytes()).hexdigest()
     assert (repository / "resnet50" / "2" / "model.py").exists()  # the cpu configuration's runner, for the new version
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -35,6 +36,16 @@ def add_url_option(parser: argparse.ArgumentParser) -> None:
         "--url", default=os.environ.get(URL_ENV, DEFAULT_URL),
         help=f"server: grpc://host:8001 or http://host:8000 (default: ${URL_ENV} or {DEFAULT_URL})",
     )
+
+
+def add_json_option(parser: argparse.ArgumentParser, what: str = "the result") -> None:
+    """``--json``: what the command reports, as one JSON document on stdout instead of prose (warnings and
+    per-item failures stay on stderr, so the document is all stdout holds)."""
+    parser.add_argument("--json", action="store_true", help=f"print {what} as JSON instead of prose")
+
+
+def print_json(document: object) -> None:
+    print(json.dumps(document, indent=2, default=str))
 
 
 def collect_images(targets: list[str]) -> list[Path]:

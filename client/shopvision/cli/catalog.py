@@ -16,7 +16,9 @@ from shopvision.cli._common import (
     ProgressBar,
     SyncProgress,
     UsageError,
+    add_json_option,
     add_url_option,
+    print_json,
 )
 
 if TYPE_CHECKING:
@@ -47,6 +49,7 @@ def register(commands: argparse._SubParsersAction) -> None:
                     "what they committed; run the same command again to resume.")
     build.add_argument("source", metavar="FOLDER|CSV")
     build.add_argument("--prune", action="store_true", help="also remove products no longer in the source")
+    add_json_option(build, "the counts and each failed product")
     _add_catalog_options(build)
     add_url_option(build)
     build.set_defaults(handler=run_build)
@@ -55,11 +58,12 @@ def register(commands: argparse._SubParsersAction) -> None:
 
     remove = actions.add_parser("remove", help="remove products by id")
     remove.add_argument("product_ids", nargs="+", metavar="PRODUCT_ID")
+    add_json_option(remove, "how many were asked for and removed")
     _add_catalog_options(remove)
     remove.set_defaults(handler=run_remove)
 
     stats = actions.add_parser("stats", help="size, engine, index and model of a catalog")
-    stats.add_argument("--json", action="store_true")
+    add_json_option(stats, "the catalog's figures")
     _add_catalog_options(stats)
     stats.set_defaults(handler=run_stats)
 
@@ -122,7 +126,7 @@ def _register_sync(actions: argparse._SubParsersAction) -> None:
                                                        "system's")
     sync.add_argument("--cache", metavar="DIR", help="fetched images and their validators (default: "
                                                      "~/.cache/shopvision/feeds/<feed>)")
-    sync.add_argument("--json", action="store_true", help="print a machine summary instead of prose")
+    add_json_option(sync, "the sync's report")
     sync.add_argument("--service", metavar="URL",
                       help="sync into the search service at URL through its API (bulk writes; the service embeds and "
                            "stays the catalog's only writer), its write key in $SHOPVISION_API_KEY, instead of --index")
@@ -163,6 +167,11 @@ def run_build(args: argparse.Namespace) -> int:
         products = catalog.stats().products
     for product_id, reason in report.failed:
         print(f"{product_id}: FAILED: {reason}", file=sys.stderr)
+    if args.json:
+        print_json({"index": args.index, "products": products, "added": report.added, "updated": report.updated,
+                    "unchanged": report.unchanged, "removed": report.removed,
+                    "failed": [{"product_id": product_id, "reason": reason} for product_id, reason in report.failed]})
+        return EXIT_FAILED if report.failed else EXIT_OK
     print(f"added {report.added}, updated {report.updated}, unchanged {report.unchanged}, "
           f"removed {report.removed}, failed {len(report.failed)}; {products} products in {args.index}")
     return EXIT_FAILED if report.failed else EXIT_OK
@@ -200,7 +209,7 @@ def run_sync(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
     status.end()
     if args.json:
-        print(json.dumps(report.as_dict(), indent=2))
+        print_json(report.as_dict())
     else:
         for problem in report.failed:
             where = f"row {problem.row}" + (f" ({problem.product_id})" if problem.product_id else "")
@@ -217,7 +226,10 @@ def run_sync(args: argparse.Namespace) -> int:
 def run_remove(args: argparse.Namespace) -> int:
     with _open(args) as catalog:
         removed = catalog.remove(args.product_ids)
-    print(f"removed {removed} of {len(args.product_ids)} products")
+    if args.json:
+        print_json({"asked": len(args.product_ids), "removed": removed})
+    else:
+        print(f"removed {removed} of {len(args.product_ids)} products")
     return EXIT_OK if removed == len(args.product_ids) else EXIT_FAILED
 
 
@@ -225,7 +237,7 @@ def run_stats(args: argparse.Namespace) -> int:
     with _open(args) as catalog:
         stats = catalog.stats()
     if args.json:
-        print(json.dumps(asdict(stats), indent=2))
+        print_json(asdict(stats))
         return EXIT_OK
     print(f"catalog   {stats.location} ({stats.engine}, {stats.index} search)")
     print(f"products  {stats.products} x {stats.dimension}-d")

@@ -6,7 +6,7 @@ import argparse
 import contextlib
 from pathlib import Path
 
-from shopvision.cli._common import EXIT_OK, ProgressBar, add_url_option
+from shopvision.cli._common import EXIT_OK, ProgressBar, add_json_option, add_url_option, print_json
 from shopvision.cli.model import add_lifecycle_actions, add_repository_argument, run_promotion
 from shopvision.serving.repository import DEFAULT_TEMPLATE, default_repository
 
@@ -44,6 +44,7 @@ def register(commands: argparse._SubParsersAction) -> None:
                        help=f"the repository template (default: ./{DEFAULT_TEMPLATE})")
     add_repository_argument(train)
     add_url_option(train)
+    add_json_option(train, "the version installed and its training report")
     train.set_defaults(handler=run_train)
 
     add_lifecycle_actions(
@@ -57,6 +58,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     listing = actions.add_parser("list", help="trained heads: categories, held-out accuracy, the weights they were "
                                               "trained on, and which one serves (*)")
     add_repository_argument(listing)
+    add_json_option(listing, "each head with its provenance")
     listing.set_defaults(handler=run_list)
 
 
@@ -75,6 +77,9 @@ def run_train(args: argparse.Namespace) -> int:
             skip_unusable=args.skip_unreadable, progress=ProgressBar("embed"))
     if args.report_dir:
         write_report(args.report_dir, installed.report, installed.markdown)
+    if args.json:
+        print_json({"version": installed.version, "report": installed.report})
+        return EXIT_OK
     print(installed.markdown)
     print(f"installed categories head {installed.version}; serve it with "
           f"`shopvision categories promote {installed.version}`")
@@ -92,6 +97,10 @@ def run_list(args: argparse.Namespace) -> int:
 
     heads = CategoryHeads(args.repository or default_repository())
     serving = heads.serving_version()
+    if args.json:
+        print_json([{"version": version, "serving": version == serving, "provenance": heads.provenance(version)}
+                    for version in heads.built_versions()])
+        return EXIT_OK
     if not heads.built_versions():
         print("no categories head trained: `shopvision categories train SOURCE`")
     for version in heads.built_versions():

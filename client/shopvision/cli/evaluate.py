@@ -10,7 +10,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from shopvision.cli._common import EXIT_FAILED, EXIT_OK, ProgressBar, add_url_option
+from shopvision.cli._common import EXIT_FAILED, EXIT_OK, ProgressBar, add_json_option, add_url_option, print_json
 
 if TYPE_CHECKING:
     from shopvision.evaluation import EvalReport
@@ -32,6 +32,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--compare-url", help="a second server (e.g. the int8 model) evaluated on the same data")
     evaluate.add_argument("--label-map", type=Path, metavar="CSV", help="shop_label,imagenet_label rows")
     evaluate.add_argument("--out", type=Path, default=Path("eval"), help="folder for eval.json and eval.md")
+    add_json_option(evaluate, "eval.json's document")
     evaluate.add_argument("--reference", type=Path, metavar="NPZ", help="embedding statistics to measure drift against")
     evaluate.add_argument("--save-reference", type=Path, metavar="NPZ", help="store this sample's embedding statistics")
     add_url_option(evaluate)
@@ -63,11 +64,14 @@ def run_eval(args: argparse.Namespace) -> int:
             if stats and args.reference:
                 drift = stats.drift_from(EmbeddingStats.load(args.reference))
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "eval.json").write_text(json.dumps(
-        {"dataset": args.dataset, "reports": [asdict(report) for report in reports], "drift": drift}, indent=2))
+    document = {"dataset": args.dataset, "reports": [asdict(report) for report in reports], "drift": drift}
+    (args.out / "eval.json").write_text(json.dumps(document, indent=2))
     text = markdown(args.dataset, reports, drift)
     (args.out / "eval.md").write_text(text)
-    print(text)
+    if args.json:
+        print_json(document)
+    else:
+        print(text)
     for report in reports:
         for path, reason in report.failed:
             print(f"{path}: FAILED: {reason}", file=sys.stderr)

@@ -16,8 +16,10 @@ from shopvision.cli._common import (
     EXIT_OK,
     EXIT_UNAVAILABLE,
     ProgressBar,
+    add_json_option,
     add_url_option,
     collect_images,
+    print_json,
 )
 
 if TYPE_CHECKING:
@@ -51,15 +53,17 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     embed.add_argument("images", nargs="+", metavar="IMG|DIR")
     embed.add_argument("--out", required=True, type=Path, metavar="FILE.npy")
+    add_json_option(embed, "the files written and the counts")
     add_url_option(embed)
     embed.set_defaults(handler=run_embed)
 
     health = commands.add_parser("health", help="is the server live and the model ready?")
     add_url_option(health)
+    add_json_option(health, "the URL and whether it is ready")
     health.set_defaults(handler=run_health)
 
     info = commands.add_parser("info", help="server version, model, batching and weights provenance")
-    info.add_argument("--json", action="store_true")
+    add_json_option(info, "the server, model and weights")
     add_url_option(info)
     info.set_defaults(handler=run_info)
 
@@ -119,7 +123,11 @@ def run_embed(args: argparse.Namespace) -> int:
     vectors = np.stack([vector for _, vector in kept])
     np.save(out, vectors.astype(np.float32))
     out.with_suffix(".files.txt").write_text("".join(f"{path}\n" for path, _ in kept))
-    print(f"wrote {len(kept)} embeddings to {out} and their files to {out.with_suffix('.files.txt')}")
+    if args.json:
+        print_json({"embeddings": str(out), "files": str(out.with_suffix(".files.txt")), "embedded": len(kept),
+                    "failed": len(paths) - len(kept)})
+    else:
+        print(f"wrote {len(kept)} embeddings to {out} and their files to {out.with_suffix('.files.txt')}")
     return _summarise(len(paths) - len(kept), len(paths))
 
 
@@ -128,7 +136,10 @@ def run_health(args: argparse.Namespace) -> int:
 
     with shopvision.Client(args.url, retry=shopvision.NO_RETRY, timeout_s=5) as client:
         ready = client.is_ready()
-    print(f"{args.url}: {'ready' if ready else 'NOT READY'}")
+    if args.json:
+        print_json({"url": args.url, "ready": ready})
+    else:
+        print(f"{args.url}: {'ready' if ready else 'NOT READY'}")
     return EXIT_OK if ready else EXIT_UNAVAILABLE
 
 
@@ -138,7 +149,7 @@ def run_info(args: argparse.Namespace) -> int:
     with shopvision.Client(args.url, retry=shopvision.NO_RETRY, timeout_s=10) as client:
         info = client.info()
     if args.json:
-        print(json.dumps(asdict(info), indent=2))
+        print_json(asdict(info))
         return EXIT_OK
     weights = info.provenance
     print(f"server        {info.url} (Triton {info.server_version})")

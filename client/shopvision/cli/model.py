@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from shopvision.cli._common import EXIT_OK, add_url_option
+from shopvision.cli._common import EXIT_OK, add_json_option, add_url_option, print_json
 from shopvision.serving.repository import DEFAULT_TEMPLATE, REPOSITORY_ENV, default_repository
 from shopvision.serving.weights import DEFAULT_ZOO_MODEL, ZOO_MODELS
 
@@ -55,6 +56,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     build.add_argument("--embedding-node", metavar="NAME",
                        help="the node (or tensor) whose output is the embedding, where inspection cannot find the "
                             "global-average pool above the classifier")
+    add_json_option(build, "the repository and the version built, with its provenance,")
     build.set_defaults(handler=run_build)
     register_lifecycle(actions)
 
@@ -66,7 +68,11 @@ def run_build(args: argparse.Namespace) -> int:
     repository = args.repository or default_repository()
     files = assemble(args.template, repository)
     if args.weights is None and files.built_versions():
-        print(f"assembled {repository} from {args.template} (built versions kept: {files.built_versions()})")
+        if args.json:
+            print_json({"repository": str(repository), "template": str(args.template),
+                        "built_versions": files.built_versions(), "built": None})
+        else:
+            print(f"assembled {repository} from {args.template} (built versions kept: {files.built_versions()})")
         return EXIT_OK
     result = build_model(args.weights or AUTO, repository, version=args.version, seed=args.seed,
                          embedding_node=args.embedding_node)
@@ -76,6 +82,12 @@ def run_build(args: argparse.Namespace) -> int:
     if provenance.synthetic:
         print("WARNING: built SYNTHETIC weights (seeded random): classes and embeddings are meaningless; "
               "for tests and offline demos only.", file=sys.stderr)
+    if args.json:
+        print_json({"repository": str(repository), "template": str(args.template),
+                    "built_versions": files.built_versions(),
+                    "built": {"version": args.version, "model_path": str(result.model_path),
+                              "fallback_reason": result.fallback_reason, "provenance": asdict(provenance)}})
+        return EXIT_OK
     print(f"wrote {result.model_path}: {provenance.backbone} from {provenance.source}, "
           f"{provenance.embedding_dim}-d embedding (model sha256 {provenance.model_sha256})")
     return EXIT_OK
@@ -106,6 +118,7 @@ def add_lifecycle_actions(actions: argparse._SubParsersAction, *, texts: dict[st
             action.add_argument("version", type=int)
         add_repository_argument(action)
         add_url_option(action)
+        add_json_option(action, "the outcome and each check")
         action.set_defaults(handler=handler)
 
 
@@ -123,7 +136,7 @@ def run_promotion(args: argparse.Namespace, *, promote: Callable[..., PromotionR
         report = promote(repository, args.version, url=args.url, admin_key=admin_key())
     else:
         report = rollback(repository, url=args.url, admin_key=admin_key())
-    return print_promotion(report, subject=subject)
+    return print_promotion(report, subject=subject, as_json=args.json)
 
 
 def admin_key() -> str:
@@ -138,13 +151,16 @@ def admin_key() -> str:
     return key
 
 
-def print_promotion(report: PromotionReport, *, subject: str) -> int:
-    """The checks as JSON, then one line: what serves now."""
-    import json
-
+def print_promotion(report: PromotionReport, *, subject: str, as_json: bool = False) -> int:
+    """The checks, then one line: what serves now (or all of it as one JSON document)."""
     from shopvision.cli._common import EXIT_FAILED
 
-    print(json.dumps(report.checks, indent=2))
+    failed = not report.promoted and report.version != report.previous
+    if as_json:
+        print_json({"subject": subject, **asdict(report)})
+        return EXIT_FAILED if failed else EXIT_OK
+    for check, outcome in report.checks.items():
+        print(f"check {check}: {outcome}")
     if report.promoted:
         print(f"{subject} {report.version} is serving (was {report.previous})")
         return EXIT_OK
