@@ -56,9 +56,9 @@ audit: venv
 test: system-deps venv locust-venv lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# Every test that needs no tritonserver: seconds, no Locust.
+# The tests that need only the venv: no tritonserver, no system package, nothing slow (docs/development.md).
 test-fast: venv
-	$(BIN)/python -m pytest -m "not integration" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not integration and not system and not slow" $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) $(LOCUST_VENV) build

@@ -6,12 +6,9 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
-from selenium import webdriver
-from selenium.webdriver.chrome.options import Options
-from selenium.webdriver.chrome.service import Service
-from selenium.webdriver.remote.webdriver import WebDriver
 
 from shopvision.api.settings import ApiSettings
 from shopvision.serving.build import build_model
@@ -19,6 +16,9 @@ from shopvision.serving.repository import assemble
 from shopvision.serving.server import LocalTritonServer, ServerOptions, free_ports
 from tests.search_service import ServiceThread, index_photos
 from tests.stub_triton import StubTriton
+
+if TYPE_CHECKING:
+    from selenium.webdriver.remote.webdriver import WebDriver
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "model_repository"
 API_KEY = "test-key"
@@ -124,6 +124,10 @@ def search_service(triton: RunningServer, catalog_photos: list[Path], tmp_path_f
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
     """Headless Chromium (Debian `chromium` + `chromedriver`, driven by Selenium), one per test module."""
+    from selenium import webdriver  # here: only the page tests pay for importing Selenium
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
     chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
     if not chromium or not driver:
         pytest.fail("the page tests need Debian's chromium and chromium-driver (scripts/install-system-deps.sh)")

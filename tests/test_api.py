@@ -27,7 +27,7 @@ from tests.search_service import ServiceThread, index_photos
 from tests.test_bad_input import BAD_INPUTS
 from tests.threads import RecordingThread, join_all
 
-pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("ignore::shopvision.SyntheticWeightsWarning")]
+pytestmark = pytest.mark.integration
 WRITE = {"Authorization": f"Bearer {API_KEY}"}
 PROBLEM = "application/problem+json"
 

@@ -23,7 +23,7 @@ from tests.search_service import ServiceThread
 from tests.stub_triton import StubTriton
 from tests.test_api import altered
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.system]
 
 
 def wait_for_results(browser: WebDriver, previous_first: str | None = None) -> list[str]:

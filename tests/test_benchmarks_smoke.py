@@ -10,7 +10,7 @@ import pytest
 from benchmarks import paired
 from benchmarks.run import main
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def test_quick_benchmark_writes_results_report_and_plot(tmp_path: Path) -> None:

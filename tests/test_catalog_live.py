@@ -22,7 +22,7 @@ from shopvision.samples import product_jpeg
 from tests.conftest import API_KEY
 from tests.search_service import ServiceThread
 
-pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("ignore::shopvision.SyntheticWeightsWarning")]
+pytestmark = pytest.mark.integration
 WRITE = {"Authorization": f"Bearer {API_KEY}"}
 
 

@@ -20,7 +20,7 @@ import pytest
 
 from shopvision import contract
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -69,24 +69,26 @@ def test_an_unexpected_exception_is_a_bug_and_keeps_its_traceback(monkeypatch: p
         cli.main(["health"])
 
 
-def test_ctrl_c_exits_130_without_a_traceback() -> None:
-    """A command waiting on a server that never answers, interrupted: one line, status 130."""
+@pytest.mark.parametrize("delay_s", [0.0, 0.05, 0.3])
+def test_ctrl_c_exits_130_without_a_traceback(delay_s: float) -> None:
+    """A command waiting on a server that never answers, interrupted at several points of the call: one line,
+    status 130, and nothing from the client's event loop (a task destroyed while pending printed a warning once
+    in 12 runs before the client unwound its loop on close)."""
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen()  # accepts connections (the kernel does), never answers
         port = silent.getsockname()[1]
         process = shopvision_command("classify", "--url", f"http://127.0.0.1:{port}", __file__)
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:  # interrupt once the request is on the wire, not during imports
-            ready, _ = silent.accept() if _pending(silent) else (None, None)
-            if ready is not None:
-                break
-            time.sleep(0.1)
-        process.send_signal(signal.SIGINT)
-        _, stderr = process.communicate(timeout=60)
+        while time.monotonic() < deadline and not _pending(silent):  # the request is on the wire: not in imports
+            time.sleep(0.05)
+        connection, _ = silent.accept()
+        with connection:  # held open, unanswered, until the command has ended
+            time.sleep(delay_s)
+            process.send_signal(signal.SIGINT)
+            _, stderr = process.communicate(timeout=60)
     assert process.returncode == EXIT_INTERRUPTED, stderr
-    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
-    assert stderr.strip().endswith("interrupted"), stderr
+    assert stderr.strip() == "interrupted", stderr
 
 
 def _pending(listener: socket.socket) -> bool:

@@ -21,7 +21,7 @@ from tests.conftest import RunningServer, start_server
 from tests.images import write_catalog
 from tests.threads import RecordingThread
 
-pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("ignore::shopvision.SyntheticWeightsWarning")]
+pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parent.parent
 DOCUMENTS = [ROOT / "README.md", *(ROOT / "docs" / name for name in ("client.md", "catalog.md", "search-service.md"))]
 

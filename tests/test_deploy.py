@@ -18,15 +18,15 @@ import pytest
 import yaml
 
 import shopvision
-from shopvision.contract import CONFIDENCE_METRIC
+from shopvision.contract import CONFIDENCE_METRIC, QUALITY_MONITOR_MODEL, RESNET_MODEL
 from shopvision.samples import product_jpeg
 from shopvision.serving.container import gpu_visible, options_from_environment
 from shopvision.serving.server import free_ports, triton_arguments
 from tests import helm
 from tests.conftest import RunningServer
+from tests.metrics import assert_counter_between, inference_counts, metric, samples, scrape, wait_for_metric
 from tests.search_service import ServiceThread
 
-pytestmark = pytest.mark.filterwarnings("ignore::shopvision.SyntheticWeightsWarning")
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "deploy" / "helm" / "shopvision"
 ALERTS = CHART / "files" / "alerts.yml"
@@ -345,6 +345,7 @@ def promtool(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(["promtool", *args], capture_output=True, text=True, check=False)
 
 
+@pytest.mark.system
 def test_promtool_checks_the_rules_the_compose_config_and_the_rule_unit_tests(tmp_path) -> None:
     assert promtool("check", "rules", str(ALERTS)).returncode == 0
     config = yaml.safe_load((ROOT / "deploy" / "monitoring" / "prometheus.yml").read_text())
@@ -376,34 +377,20 @@ def dashboard_and_alert_metrics() -> set[str]:
     return set().union(*(metric_names(expression) for expression in expressions))
 
 
-def scrape(url: str) -> dict[str, float]:
-    text = urllib.request.urlopen(url, timeout=10).read().decode()
-    samples = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name_and_labels, value = line.rsplit(" ", 1)
-            samples[name_and_labels] = float(value)
-    return samples
-
-
-def wait_for_metric(url: str, prefix: str, minimum: float, timeout_s: float = 20) -> float:
-    """Triton refreshes /metrics every couple of seconds; wait until the sample catches up."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = sum(v for key, v in scrape(url).items() if key.startswith(prefix))
-        if value >= minimum or time.monotonic() > deadline:
-            return value
-        time.sleep(0.5)
-
-
 @pytest.mark.integration
 def test_the_confidence_histogram_counts_every_classified_image(triton: RunningServer) -> None:
-    prefix = f'{CONFIDENCE_METRIC}_count{{model="resnet50"}}'
-    before = wait_for_metric(triton.metrics_url, prefix, 0)
+    """One observation an image: the histogram's count is quality_monitor's inference count (exact, from the
+    statistics extension) read on both sides of the scrape, and it grew by the 5 images classified."""
+    def monitored() -> int:
+        return inference_counts(triton.http_address, QUALITY_MONITOR_MODEL)[0]
+
+    before = monitored()
     with shopvision.Client(triton.http_url) as client:
         results = client.classify([product_jpeg(7000 + i, size=(160, 120)) for i in range(5)], top_k=1)
-    assert wait_for_metric(triton.metrics_url, prefix, before + 5) == before + 5
-    total = wait_for_metric(triton.metrics_url, f'{CONFIDENCE_METRIC}_sum{{model="resnet50"}}', 0)
+    assert monitored() >= before + 5
+    assert_counter_between(triton.metrics_url, f"{CONFIDENCE_METRIC}_count", before + 5, monitored,
+                           model=RESNET_MODEL)
+    total = metric(scrape(triton.metrics_url), f"{CONFIDENCE_METRIC}_sum", model=RESNET_MODEL)
     assert total >= sum(result[0].score for result in results) * 0.999
 
 
@@ -415,8 +402,8 @@ def test_dashboard_and_alerts_query_only_metrics_the_servers_export(triton: Runn
     with search_service.client() as http:
         assert http.post("/v1/search", files={"image": ("q.jpg", product_jpeg(2))}).status_code == 200
     wait_for_metric(triton.metrics_url, f"{CONFIDENCE_METRIC}_count", 1)
-    exported = {key.split("{")[0] for key in scrape(triton.metrics_url)}
-    exported |= {key.split("{")[0] for key in scrape(f"{search_service.url}/metrics")}
+    exported = {key.split("{")[0] for key in samples(scrape(triton.metrics_url))}
+    exported |= {key.split("{")[0] for key in samples(scrape(f"{search_service.url}/metrics"))}
     used = dashboard_and_alert_metrics()
     assert used - exported <= GPU_ONLY_METRICS, sorted(used - exported - GPU_ONLY_METRICS)
     assert {"nv_inference_request_success", "nv_inference_queue_duration_us", "nv_inference_exec_count",
@@ -426,6 +413,7 @@ def test_dashboard_and_alerts_query_only_metrics_the_servers_export(triton: Runn
 
 
 @pytest.mark.integration
+@pytest.mark.system
 def test_real_prometheus_scrapes_triton_and_evaluates_the_alert_rules(triton: RunningServer, tmp_path) -> None:
     if shutil.which("prometheus") is None:
         pytest.fail("prometheus not found: run `make system-deps` (Debian package prometheus)")

@@ -23,7 +23,7 @@ from shopvision.evaluation import DatasetError, EmbeddingStats, LabelledImage, c
 from shopvision.samples import product_jpeg
 from tests.conftest import RunningServer
 
-pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("ignore::shopvision.SyntheticWeightsWarning")]
+pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from shopvision.catalog.feeds import FetchSettings, SyncOptions, sync_feed
 from tests.conftest import RunningServer
 from tests.feeds import PhotoServer, shop_products, write_tsv
 
-pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("ignore::shopvision.SyntheticWeightsWarning")]
+pytestmark = pytest.mark.integration
 
 
 def test_a_real_feed_syncs_through_the_served_model(triton: RunningServer, tmp_path: Path) -> None:

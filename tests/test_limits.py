@@ -176,6 +176,7 @@ def refused_by_gateway(outcome: object) -> bool:
 
 
 @pytest.mark.integration
+@pytest.mark.system
 def test_a_burst_of_oversized_requests_is_refused_at_the_gateway_and_costs_the_server_no_memory(
         built_repository, tmp_path) -> None:
     running = start_server(built_repository, tmp_path / "tritonserver.log")
@@ -330,7 +331,7 @@ def test_the_operations_doc_quotes_the_limits_report() -> None:
     assert capped["shm_cap_bytes"] == shm_size_bytes(preprocess_instances("cpu")) and capped["rss_growth_mb"] < 10
 
 
-@pytest.mark.integration
+@pytest.mark.system
 @pytest.mark.parametrize("values", [{}, PRODUCTION_VALUES], ids=["default", "grpc-mutual-tls"])
 def test_the_charts_gateway_is_the_gateway_file_with_every_variable_and_nginx_accepts_it(values, tmp_path) -> None:
     from string import Template

@@ -12,7 +12,7 @@ import pytest
 from tests.conftest import RunningServer
 from tests.search_service import ServiceThread
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parent.parent
 LOCUST = Path(os.environ.get("LOCUST_BIN", ROOT / ".venv-locust" / "bin" / "locust"))
 

@@ -11,7 +11,7 @@ from shopvision import contract
 from shopvision.samples import product_jpeg
 from tests.conftest import RunningServer
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.system]
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
@@ -31,8 +31,9 @@ def test_perf_analyzer_measures_the_ensemble_with_jpeg_input(triton: RunningServ
 
 def test_a_point_that_cannot_stabilise_is_measured_again_and_marked(triton: RunningServer, tmp_path: Path) -> None:
     data = perf.write_input_data(tmp_path / "jpegs.json", [product_jpeg(i) for i in range(4)])
-    # Throughput and p99 within 1 % over three windows of 8 requests: not on a shared machine.
+    # Stability within 0 %: three windows whose throughput and p99 are equal to the nanosecond, which timing on
+    # any machine never gives (1 % sometimes held on a quiet machine, and the test then failed).
     point = perf.run(model=contract.ENSEMBLE_MODEL, url=triton.grpc_address, protocol="grpc", input_data=data,
-                     concurrency=1, csv_path=tmp_path / "result.csv", stability_percentage=1, max_trials=3,
+                     concurrency=1, csv_path=tmp_path / "result.csv", stability_percentage=0, max_trials=3,
                      extra_args=["--measurement-mode", "count_windows", "--measurement-request-count", "8"])
     assert point.stable is False and point.throughput > 0

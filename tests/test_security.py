@@ -21,7 +21,7 @@ from shopvision.contract import ADMIN_KEY_HEADER
 from shopvision.samples import product_jpeg
 from tests.conftest import RunningServer, start_server
 
-pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("ignore::shopvision.SyntheticWeightsWarning")]
+pytestmark = pytest.mark.integration
 
 
 def repository_index_over_http(server: RunningServer, headers: dict[str, str]) -> tuple[int, str]:
@@ -77,6 +77,7 @@ def test_the_admin_key_opens_the_repository_api_on_both_protocols(built_reposito
         server.server.stop()
 
 
+@pytest.mark.system
 def test_the_gateway_passes_inference_and_refuses_administration_on_both_protocols(triton: RunningServer,
                                                                                    tmp_path: Path) -> None:
     """deploy/gateway in a real nginx: the admin key opens nothing through it (with explicit model control,
@@ -116,6 +117,7 @@ def test_the_gateway_passes_inference_and_refuses_administration_on_both_protoco
                 assert len(result.predictions) == 3 and result.embedding.shape == (client.provenance().embedding_dim,)
 
 
+@pytest.mark.system
 def test_the_gateway_never_passes_a_chunked_body_on(tmp_path: Path) -> None:
     """CVE-2025-23310/23311 overflow Triton 24.10's HTTP server with a body of many small chunks: the gateway
     reads the body whole and sends it on with a Content-Length (docs/security.md), seen here by an upstream
@@ -190,6 +192,7 @@ def answer_to_headers(address: str, length: int) -> str:
         return connection.recv(4096).decode(errors="replace")
 
 
+@pytest.mark.system
 def test_the_gateway_bounds_large_requests_in_flight_and_lets_small_ones_pass(triton: RunningServer,
                                                                               tmp_path: Path) -> None:
     """At most GATEWAY_LARGE_REQUESTS requests over 10 MB, or of unknown length (every gRPC message), reach
@@ -227,6 +230,7 @@ def test_the_gateway_bounds_large_requests_in_flight_and_lets_small_ones_pass(tr
     assert "limiting connections by zone \"triton_large\"" in gateway.error_log()
 
 
+@pytest.mark.system
 def test_the_gateway_limits_each_clients_rate_and_knows_clients_only_from_trusted_proxies(
         triton: RunningServer, tmp_path: Path) -> None:
     from shopvision.serving.limits import GatewayLimits
@@ -256,6 +260,7 @@ def test_the_gateway_limits_each_clients_rate_and_knows_clients_only_from_truste
         assert spoofed == [TRITON_REFUSES_EMPTY] * 2 + [429]
 
 
+@pytest.mark.system
 def test_the_charts_helm_test_passes_through_the_gateway_and_fails_past_it(triton: RunningServer,
                                                                             tmp_path: Path) -> None:
     """The `helm test` pod's own script, run here with the Service's address swapped for a real gateway's (and
@@ -302,6 +307,7 @@ TRITON_PARSE_ERRORS = ("failed to parse the request JSON", "Unable to parse")
 #8762; docs/security.md): the one 5xx a malformed request may get, from Triton, which keeps serving."""
 
 
+@pytest.mark.system
 def test_a_battery_of_hostile_requests_through_the_gateway_gets_4xx_and_triton_keeps_serving(
         triton: RunningServer, tmp_path: Path) -> None:
     from tests.gateway import LocalGateway

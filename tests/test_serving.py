@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import queue
-import time
 
 import numpy as np
 import pytest
@@ -15,7 +14,7 @@ from shopvision import contract
 from shopvision.samples import product_jpeg
 from tests.conftest import RunningServer
 from tests.images import photo_png
-from tests.metrics import metric, scrape
+from tests.metrics import assert_counter_between, inference_counts
 
 pytestmark = pytest.mark.integration
 PROTOCOLS = {"grpc": grpcclient, "http": httpclient}
@@ -49,36 +48,24 @@ def infer_concurrently(triton: RunningServer, requests: list[list[bytes]]) -> li
     return results
 
 
-def resnet_counts(triton: RunningServer) -> tuple[int, int]:
-    """(inferences, executions) of resnet50 from Triton's statistics extension (exact, immediate)."""
-    stats = httpclient.InferenceServerClient(triton.http_address).get_inference_statistics(contract.RESNET_MODEL)
-    (model,) = stats["model_stats"]
-    return int(model["inference_count"]), int(model["execution_count"])
-
-
-def wait_for_metric(triton: RunningServer, name: str, value: float, timeout_s: float = 15.0) -> float:
-    """Prometheus samples refresh on an interval; wait until ``name`` reaches ``value``."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        seen = metric(scrape(triton.metrics_url), name, model=contract.RESNET_MODEL)
-        if seen >= value or time.monotonic() > deadline:
-            return seen
-        time.sleep(0.5)
-
-
 def test_an_image_alone_and_inside_a_dynamic_batch_gives_the_same_outputs(triton: RunningServer) -> None:
     target = product_jpeg(101)
     others = [product_jpeg(200 + i) for i in range(15)]
     alone = infer_concurrently(triton, [[target]])[0]
-    inferences_before, executions_before = resnet_counts(triton)
+    inferences_before, executions_before = inference_counts(triton.http_address, contract.RESNET_MODEL)
     batched = infer_concurrently(triton, [[target]] + [[image] for image in others])
-    inferences_after, executions_after = resnet_counts(triton)
+    inferences_after, executions_after = inference_counts(triton.http_address, contract.RESNET_MODEL)
 
     assert inferences_after - inferences_before == 16
     assert executions_after - executions_before < 16, "Triton did not batch the concurrent requests"
-    # The same counters, as Prometheus sees them on /metrics.
-    assert wait_for_metric(triton, "nv_inference_count", inferences_after) == inferences_after
-    assert wait_for_metric(triton, "nv_inference_exec_count", executions_after) == executions_after
+    # The same counters, as Prometheus sees them on /metrics: the statistics' values, give or take requests that
+    # arrive between the reads.
+    for name, floor, position in (("nv_inference_count", inferences_after, 0),
+                                  ("nv_inference_exec_count", executions_after, 1)):
+        assert_counter_between(triton.metrics_url, name, floor,
+                               lambda position=position: inference_counts(triton.http_address,
+                                                                          contract.RESNET_MODEL)[position],
+                               model=contract.RESNET_MODEL)
 
     for name in (contract.PROBABILITIES, contract.EMBEDDING):
         np.testing.assert_allclose(batched[0].as_numpy(name), alone.as_numpy(name), rtol=1e-4, atol=1e-6)

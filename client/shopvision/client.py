@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import threading
 from collections.abc import Coroutine, Mapping, Sequence
 from typing import Any, TypeVar
@@ -130,6 +132,8 @@ class Client:
             self._run(self._async.close())
         finally:
             self._closed = True
+            with contextlib.suppress(concurrent.futures.TimeoutError):
+                asyncio.run_coroutine_threadsafe(_cancel_remaining(), self._loop).result(timeout=_UNWIND_S)
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join()
             self._loop.close()
@@ -151,3 +155,16 @@ class Client:
             # Ctrl-C or an error: stop the work still queued on the loop, too.
             future.cancel()
             raise
+
+
+_UNWIND_S = 10.0
+
+
+async def _cancel_remaining() -> None:
+    """Cancel the work still running on the loop (a call abandoned by Ctrl-C) and let it unwind: a task still
+    pending when the loop closes is destroyed with a warning on stderr."""
+    current = asyncio.current_task()
+    remaining = [task for task in asyncio.all_tasks() if task is not current]
+    for task in remaining:
+        task.cancel()
+    await asyncio.gather(*remaining, return_exceptions=True)
