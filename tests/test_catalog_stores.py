@@ -344,7 +344,12 @@ def test_get_similar_and_metadata_filters(location) -> None:
         catalog.flush()
         assert catalog.get("sku-7") == items[7] and catalog.get("sku-x") is None
         similar = catalog.similar("sku-7", k=5)
-        assert similar is not None and len(similar) == 5 and "sku-7" not in {hit.product_id for hit in similar}
+        # The oracle: the 5 nearest by cosine similarity to sku-7's own vector, sku-7 itself left out.
+        closeness = vectors @ vectors[7]
+        nearest = [f"sku-{i}" for i in np.argsort(-closeness) if i != 7][:5]
+        assert similar is not None and [hit.product_id for hit in similar] == nearest
+        np.testing.assert_allclose([hit.score for hit in similar], sorted(closeness[np.arange(60) != 7])[::-1][:5],
+                                   atol=1e-5)
         assert catalog.similar("sku-x") is None
         red = catalog.search(vectors[0], k=60, where={"colour": "red"})
         assert len(red) == 20 and {hit.extra["colour"] for hit in red} == {"red"}

@@ -27,6 +27,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support import expected_conditions as shown
 from selenium.webdriver.support.ui import WebDriverWait
+from sklearn.linear_model import LogisticRegression
 from tritonclient.utils import InferenceServerException
 
 import shopvision
@@ -37,7 +38,7 @@ from shopvision.categories.embedding import EmbeddedPhotos
 from shopvision.categories.export import head_to_onnx
 from shopvision.categories.pipeline import train_and_install
 from shopvision.categories.report import render_markdown, training_report
-from shopvision.categories.training import TrainedHead, train_head
+from shopvision.categories.training import MAX_ITERATIONS, TrainedHead, train_head
 from shopvision.contract import (
     ADMIN_KEY_ENV,
     CATEGORIES_MODEL,
@@ -125,6 +126,16 @@ def test_the_exported_head_computes_what_predict_proba_does(categories: int) -> 
     assert evaluation["regularisation"]["C"] in [row["C"] for row in evaluation["regularisation"]["grid"]]
     assert 0 <= held_out["calibration"]["expected_calibration_error"] <= 1
     assert sum(row["photos"] for row in held_out["calibration"]["bins"]) == evaluation["photos"]["held_out"]
+    # The held-out photos are a stratified part the classifier never saw: the two parts split the rows, and a
+    # classifier fitted on the training part alone, with the C chosen, is the one trained (coefficients equal).
+    train, unseen = set(head.train_rows.tolist()), set(head.held_out_rows.tolist())
+    assert not train & unseen and train | unseen == set(range(len(vectors))) and len(unseen) == held_out_photos
+    assert {labels[row] for row in unseen} == set(labels)
+    refit = LogisticRegression(C=evaluation["regularisation"]["C"], max_iter=MAX_ITERATIONS)
+    refit.fit(vectors[head.train_rows], [labels[row] for row in head.train_rows])
+    np.testing.assert_allclose(refit.coef_, head.classifier.coef_, atol=1e-6)
+    accuracy = np.mean(refit.predict(vectors[head.held_out_rows]) == np.array(labels)[head.held_out_rows])
+    assert held_out["accuracy"] == pytest.approx(accuracy)
 
 
 def test_the_report_names_confusions_and_says_loudly_when_weights_are_synthetic() -> None:

@@ -42,14 +42,27 @@ pytestmark = pytest.mark.integration
 ADMIN_KEY = "lifecycle-test-key"
 
 
+@pytest.fixture(scope="module")
+def version_two(built_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """resnet50 version 2 (synthetic, seed 1), built once for the module: every test gets a copy of its folder."""
+    repository = tmp_path_factory.mktemp("version-two") / "model_repository"
+    shutil.copytree(built_repository, repository, symlinks=True)
+    build_model("synthetic", repository, version=2, seed=1)
+    return repository / RESNET_MODEL / "2"
+
+
 @pytest.fixture
-def versioned(built_repository: Path, tmp_path: Path) -> tuple[Path, RunningServer]:
-    """Version 1 (seed 0) serving in explicit model control; version 2 (seed 1) built after the start,
-    as an update arrives: under `latest 1` the server keeps version 1 until a promotion loads 2."""
+def versioned(built_repository: Path, version_two: Path, tmp_path: Path) -> tuple[Path, RunningServer]:
+    """Version 1 (seed 0) serving in explicit model control; version 2 (seed 1) arriving after the start, as an
+    update does: under `latest 1` the server keeps version 1 until a promotion loads 2.
+
+    Version 2 arrives as `shopvision model build` leaves it (its folder, then the configs' serving state), copied
+    from the module's one build instead of built again for each test."""
     repository = tmp_path / "model_repository"
     shutil.copytree(built_repository, repository, symlinks=True)
     running = start_server(repository, tmp_path / "lifecycle.log", admin_key=ADMIN_KEY, model_control="explicit")
-    build_model("synthetic", repository, version=2, seed=1)
+    shutil.copytree(version_two, repository / RESNET_MODEL / "2", symlinks=True)
+    ModelRepository(repository).restore_serving_state()
     yield repository, running
     running.server.stop()
 

@@ -7,7 +7,7 @@ training split only, so every number in the report describes exactly what is ins
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -33,6 +33,10 @@ class TrainedHead:
     classifier: Any
     """The fitted ``sklearn.linear_model.LogisticRegression`` (its ``predict_proba`` is the reference)."""
     evaluation: dict[str, Any]
+    train_rows: NDArray[np.int64] = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+    """The rows of the training data the classifier was fitted on (cross-validation included)."""
+    held_out_rows: NDArray[np.int64] = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+    """The rows it never saw, which ``evaluation["held_out"]`` is measured on."""
 
 
 def train_head(vectors: NDArray[np.float32], labels: list[str], *, seed: int = 0,
@@ -62,7 +66,7 @@ def train_head(vectors: NDArray[np.float32], labels: list[str], *, seed: int = 0
         "held_out": held_out_metrics(targets[held_out], probabilities, categories),
     }
     return TrainedHead(categories=categories, weights=weights, bias=bias, classifier=classifier,
-                       evaluation=evaluation)
+                       evaluation=evaluation, train_rows=train, held_out_rows=held_out)
 
 
 def _softmax_parameters(classifier: Any) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
