@@ -16,6 +16,7 @@ import tritonclient.http as httpclient
 from PIL import Image
 from tritonclient.utils import InferenceServerException
 
+import shopvision
 from shopvision import contract
 from shopvision.samples import encode, product_image, product_jpeg
 from shopvision.serving.preprocessing import DecodeLimits, ImageRejected, Preprocessor
@@ -88,20 +89,31 @@ def send_all(triton: RunningServer, protocol: str, requests: list[bytes]) -> lis
         return list(pool.map(send, requests))
 
 
+GOOD_IMAGES = [product_jpeg(600 + i, size=(320, 240)) for i in range(4)]
+
+
+@pytest.fixture(scope="module")
+def good_embeddings(triton: RunningServer) -> np.ndarray:
+    """The good images' embeddings, each asked for alone (the SDK, one request an image)."""
+    with shopvision.Client(triton.grpc_url, batch_size=1) as client:
+        return client.embed(GOOD_IMAGES)
+
+
 @pytest.mark.integration
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 @pytest.mark.parametrize("case", BAD_INPUTS)
-def test_bad_input_fails_alone_with_a_clear_invalid_argument(triton: RunningServer, protocol: str, case: str) -> None:
+def test_bad_input_fails_alone_with_a_clear_invalid_argument(triton: RunningServer, protocol: str, case: str,
+                                                             good_embeddings: np.ndarray) -> None:
     bad, expected_words = BAD_INPUTS[case]
-    good = [product_jpeg(600 + i, size=(320, 240)) for i in range(4)]
+    good = GOOD_IMAGES
     results = send_all(triton, protocol, good[:2] + [bad] + good[2:])
     failure = results[2]
     assert isinstance(failure, InferenceServerException), f"{case} was accepted"
     assert failure.status() == INVALID[protocol]
     assert expected_words in failure.message(), failure.message()
-    for result in results[:2] + results[3:]:
+    for result, expected in zip(results[:2] + results[3:], good_embeddings, strict=True):
         assert not isinstance(result, Exception), result
-        assert result.as_numpy(contract.EMBEDDING).shape == (1, 2048)
+        np.testing.assert_allclose(result.as_numpy(contract.EMBEDDING)[0], expected, atol=1e-4)  # their own answer
     assert grpcclient.InferenceServerClient(triton.grpc_address).is_server_ready()
 
 
