@@ -56,3 +56,21 @@ def publish(out: Path, results: dict, render: Callable[[dict], str]) -> None:
     text = render(results)
     (out / "report.md").write_text(text)
     print(text)
+
+
+REPORTS = {
+    "catalog": "catalog", "catalog-1m": "catalog", "catalog-live": "catalog_live", "catalog-live-1m": "catalog_live",
+    "categories": "categories", "feed-sync": "feed_sync", "full": "run", "quick": "run", "gpu-feed": "gpu_feed",
+    "limits": "limits", "multi-photo": "multi_photo", "real-weights": "real_weights", "sdk-compat": "sdk_compat",
+    "search-service": "search_service", "soak": "soak", "startup": "startup",
+}
+"""Each published report's folder under :data:`PUBLISHED` and the benchmark module whose ``report(results)``
+renders it: a report is a function of its results.json alone (tests/test_published_reports.py renders each)."""
+
+
+def render_published(name: str) -> str:
+    """The report of the published results in ``PUBLISHED/name``, rendered again from its results.json."""
+    import importlib
+
+    module = importlib.import_module(f"benchmarks.{REPORTS[name]}")
+    return module.report(json.loads((PUBLISHED / name / "results.json").read_text()))

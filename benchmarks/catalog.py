@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 import platform
 import sys
@@ -26,7 +25,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from benchmarks import PUBLISHED, SCRATCH
+from benchmarks import PUBLISHED, SCRATCH, publish, rerender
 from shopvision.catalog import Catalog, Product
 from shopvision.catalog.faiss_store import HNSW_THRESHOLD
 from shopvision.contract import RESNET50_EMBEDDING_DIM
@@ -123,7 +122,7 @@ def _findings(points: list[EnginePoint]) -> list[str]:
     return lines
 
 
-def report(out: Path, results: dict) -> str:
+def report(results: dict) -> str:
     points = [EnginePoint(**point) for point in results["points"]]
     command = results["command"]
     measured = results.get("measured") or {}
@@ -146,9 +145,7 @@ def report(out: Path, results: dict) -> str:
               "Milvus Lite is a pure-Python implementation of Milvus' API for trying it locally; its speed says "
               "nothing about a Milvus server or cluster, which the same code reaches by URI.", "",
               f"Rerun: `{command}`; `--render --out DIR` rewrites this report from DIR/results.json."]
-    text = "\n".join(lines) + "\n"
-    (out / "report.md").write_text(text)
-    return text
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -161,8 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--render", action="store_true", help="only rewrite report.md from results.json")
     args = parser.parse_args(argv)
     if args.render:
-        print(report(args.out, json.loads((args.out / "results.json").read_text())))
-        return 0
+        return rerender(args.out, report)
     command = " ".join(["python -m benchmarks.catalog", *(argv if argv is not None else sys.argv[1:])])
     args.out.mkdir(parents=True, exist_ok=True)
     measured = {"at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -180,12 +176,11 @@ def main(argv: list[str] | None = None) -> int:
             points.append(point)
             print(point, flush=True)
     results = {"command": command, "measured": measured, "points": [asdict(p) for p in points]}
-    (args.out / "results.json").write_text(json.dumps(results, indent=2))
     with (args.out / "results.csv").open("w", newline="") as stream:
         writer = csv.DictWriter(stream, fieldnames=list(asdict(points[0])))
         writer.writeheader()
         writer.writerows(asdict(p) for p in points)
-    print(report(args.out, results))
+    publish(args.out, results, report)
     return 0
 
 

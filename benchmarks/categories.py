@@ -96,7 +96,7 @@ def summary(results: dict) -> dict:
     }
 
 
-def render(results: dict) -> str:
+def report(results: dict) -> str:
     rounds, figures, head = results["rounds"], summary(results), results["head"]
     lines = [
         "# What a categories head costs in the served ensemble",
@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
                    "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "commit": commit,
                    **measure(args.out)}
         (args.out / "results.json").write_text(json.dumps(results, indent=2))
-    (args.out / "report.md").write_text(render(results))
+    (args.out / "report.md").write_text(report(results))
     print((args.out / "report.md").read_text())
     return 0
 

@@ -11,7 +11,6 @@ needs; the served GPU configuration itself has not run on a GPU.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
@@ -19,6 +18,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from benchmarks import publish
 from shopvision.samples import product_jpeg
 from shopvision.serving.preprocessing import Preprocessor
 
@@ -75,7 +75,10 @@ def main() -> None:
                       for precision in ("tf32", "fp16") for batch in BATCHES},
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    publish(args.out, results, report)
+
+
+def report(results: dict) -> str:
     peak = max(results["gpu_img_s"].values())
     lines = [f"# Feeding a GPU: preprocess cores per {results['gpu']}", "",
              f"Measured {results['measured_at']} by `python -m benchmarks.gpu_feed`: torch {results['torch']}, "
@@ -87,8 +90,7 @@ def main() -> None:
              "| photo size | preprocess img/s on one core | cores to match the GPU's best rate |", "|---|---|---|",
              *[f"| {size} | {rate} | {math.ceil(peak / rate)} |"
                for size, rate in results["preprocess_img_s_per_core"].items()]]
-    (args.out / "report.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

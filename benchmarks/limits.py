@@ -311,7 +311,7 @@ def measure_burst(repository: Path, log_path: Path, extra_args: tuple[str, ...])
     return BurstResult(list(extra_args), idle, peak, after, served, failed, round(pool, 1))
 
 
-def render_report(results: dict) -> str:
+def report(results: dict) -> str:
     shipped, default_pool = (BurstResult(**results[name]) for name in ("burst", "grpc_pool"))
     limit_mb = results["request_limit_bytes"] / MIB
     lines = [
@@ -437,7 +437,7 @@ def main(argv: list[str] | None = None) -> int:
     results["chart_sizing"] = {"limit_mib": round_up_mib(shipped.peak_mb + max(shipped.peak_mb / 4, decode_mb)),
                                "request_mib": round_up_mib(shipped.after_round_mb[-1]), "decode_mb": decode_mb}
     (args.out / "results.json").write_text(json.dumps(results, indent=2))
-    (args.out / "report.md").write_text(render_report(results))
+    (args.out / "report.md").write_text(report(results))
     print((args.out / "report.md").read_text())
     served_all = shipped.served == 8 and not shipped.failed and results["expensive_request"]["served"] == MAX_BATCH_SIZE
     return 0 if served_all else 1

@@ -238,12 +238,19 @@ def _analysis(results: dict) -> list[str]:
     return lines + [""]
 
 
-def report(out: Path, results: dict, plots: list[str]) -> str:
+def plot_names(results: dict) -> list[str]:
+    """The plots :func:`plot` draws for these results, in the report's order."""
+    return (["served.png"] if results.get("served") else []) + ["configurations.png"]
+
+
+def report(results: dict) -> str:
+    """The report of these results: a function of them alone, so a test can render it again and compare."""
     in_process = [InProcess(**b) for b in results["in_process"]]
     command = results["command"]
+    plots = plot_names(results)
     lines = [
         "# shopvision benchmark report", "",
-        f"`{command}`; rendered {datetime.now(timezone.utc).isoformat(timespec='seconds')} from results.json.", "",
+        f"`{command}`; rendered from results.json.", "",
         *_section_lines(results), "",
         "**Synthetic ResNet50 weights** (exact architecture, seeded): speed is "
         "representative, accuracy is not. tritonserver 2.51 from the nvidia-pytriton wheel, "
@@ -286,9 +293,15 @@ def report(out: Path, results: dict, plots: list[str]) -> str:
               "without it. † requests failed during the point (the failed column counts them, from Triton's "
               "statistics).", "", *[f"![{name}]({name})" for name in plots], "",
               "Rerun: `" + command + "`. Raw perf_analyzer CSVs and server logs are kept under `raw/` (not committed)."]
-    text = "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n"
+
+
+def publish_report(out: Path, results: dict) -> None:
+    """Draw the plots, write report.md, and print it."""
+    plot(results, out)
+    text = report(results)
     (out / "report.md").write_text(text)
-    return text
+    print(text)
 
 
 def fingerprint(settings: dict) -> str:
@@ -360,8 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = MODES[args.mode]
     out = args.out or SCRATCH / args.mode
     if args.render:
-        results = json.loads((out / "results.json").read_text())
-        print(report(out, results, plot(results, out)))
+        publish_report(out, json.loads((out / "results.json").read_text()))
         return 0
     raw = out / "raw"
     raw.mkdir(parents=True, exist_ok=True)
@@ -419,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
             writer = csv.DictWriter(stream, fieldnames=list(results["served"][0]))
             writer.writeheader()
             writer.writerows(results["served"])
-    print(report(out, results, plot(results, out)))
+    publish_report(out, results)
     return 0
 
 

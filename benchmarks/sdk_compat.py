@@ -102,7 +102,7 @@ def verdicts(results: dict) -> dict[str, str]:
     return found
 
 
-def render(results: dict) -> str:
+def report(results: dict) -> str:
     found = verdicts(results)
     lines = ["# The SDK against tritonclient releases", "",
              f"`{results['command']}`, {results['measured_at']}, commit {results['commit']}; one tritonserver "
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     baseline = next(entry for entry in results["releases"] if entry["version"] == BASELINE)
     results["server_version"] = baseline.get("answers", {}).get("grpc", {}).get("server_version", "?")
     results["verdicts"] = verdicts(results)
-    publish(args.out, results, render)
+    publish(args.out, results, report)
     return 0 if results["verdicts"][BASELINE] == "passes" else 1
 
 

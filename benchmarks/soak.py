@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import signal
 import sys
 import time
@@ -19,7 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import shopvision
-from benchmarks import PUBLISHED, SCRATCH
+from benchmarks import PUBLISHED, SCRATCH, publish
 from benchmarks.processes import tree_rss_bytes
 from shopvision.samples import product_jpeg
 
@@ -110,17 +109,19 @@ def main(argv: list[str] | None = None) -> int:
         with LocalTritonServer(options, log=log) as server:
                 result = soak(server.grpc_url, server.pid, seconds=args.minutes * 60, concurrency=args.concurrency)
     command = " ".join(["python -m benchmarks.soak", *(argv if argv is not None else sys.argv[1:])])
-    (args.out / "results.json").write_text(json.dumps({"command": command, **asdict(result),
-                                                        "memory_flat": result.memory_flat}, indent=2))
-    verdict = "flat" if result.memory_flat else "GROWING"
-    (args.out / "report.md").write_text(
-        f"# Soak\n\n`{command}`: {result.seconds:.0f} s at concurrency {result.concurrency} (gRPC, 640x480 JPEGs, "
-        f"synthetic weights): {result.images} images, {result.errors} errors, {result.images_per_s} img/s.\n\n"
-        f"Server RSS (tritonserver + backend stubs): {result.rss_after_warmup_mb} MB after warm-up, "
-        f"{result.rss_end_mb} MB at the end: **{verdict}**. Samples every {SAMPLE_EVERY_S:.0f} s (MB): "
-        f"{result.rss_samples_mb}\n")
-    print((args.out / "report.md").read_text())
+    publish(args.out, {"command": command, **asdict(result), "memory_flat": result.memory_flat}, report)
     return 0 if result.errors == 0 and result.memory_flat else 1
+
+
+def report(results: dict) -> str:
+    verdict = "flat" if results["memory_flat"] else "GROWING"
+    return (
+        f"# Soak\n\n`{results['command']}`: {results['seconds']:.0f} s at concurrency {results['concurrency']} "
+        f"(gRPC, 640x480 JPEGs, synthetic weights): {results['images']} images, {results['errors']} errors, "
+        f"{results['images_per_s']} img/s.\n\n"
+        f"Server RSS (tritonserver + backend stubs): {results['rss_after_warmup_mb']} MB after warm-up, "
+        f"{results['rss_end_mb']} MB at the end: **{verdict}**. Samples every {SAMPLE_EVERY_S:.0f} s (MB): "
+        f"{results['rss_samples_mb']}\n")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import re
@@ -26,7 +25,15 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from benchmarks import PUBLISHED, SCRATCH, SERVED_CONFIGURATION, configuration_of, current_commit
+from benchmarks import (
+    PUBLISHED,
+    SCRATCH,
+    SERVED_CONFIGURATION,
+    configuration_of,
+    current_commit,
+    publish,
+    rerender,
+)
 from shopvision.serving.server import LocalTritonServer, ServerOptions, free_ports
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -75,7 +82,7 @@ def measure_starts(repository: Path, starts: int, log: Path) -> list[float]:
     return seconds
 
 
-def report(out: Path, results: dict) -> str:
+def report(results: dict) -> str:
     layer, starts = results["layer"], results["start_s"]
     lines = ["# The CPU image's engine layer, and the time to ready", "",
              f"`{results['command']}` on {results['machine']}, measured {results['measured_at']}, commit "
@@ -95,9 +102,7 @@ def report(out: Path, results: dict) -> str:
               f"{len(starts)} starts: median **{statistics.median(starts):.1f} s** (each: "
               f"{', '.join(f'{value:.1f}' for value in starts)} s). The container runs the same server on the same "
               "repository; its own start (image pull, runtime) comes on top and was not measured here.", ""]
-    text = "\n".join(lines)
-    (out / "report.md").write_text(text)
-    return text
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -109,8 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     if args.render:
-        print(report(args.out, json.loads((args.out / "results.json").read_text())))
-        return 0
+        return rerender(args.out, report)
     from benchmarks.run import synthetic_repository
 
     commit = current_commit()
@@ -122,8 +126,7 @@ def main(argv: list[str] | None = None) -> int:
                "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "commit": commit,
                "machine": f"{platform.platform()}, {len(os.sched_getaffinity(0))} cores",
                "configuration": SERVED_CONFIGURATION, "layer": measure_layer(*image_packages()), "start_s": starts}
-    (args.out / "results.json").write_text(json.dumps(results, indent=2))
-    print(report(args.out, results))
+    publish(args.out, results, report)
     return 0
 
 
