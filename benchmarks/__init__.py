@@ -37,6 +37,15 @@ def current_commit() -> str:
     return git("rev-parse", "--short=12", "HEAD").strip()
 
 
+def code_fingerprint() -> str:
+    """What the measured code was: the commit and any uncommitted change to the package, the model repository
+    and the benchmarks (published reports aside), hashed. Equal fingerprints, equal code."""
+    import hashlib
+
+    changes = git("diff", "HEAD", "--", "client", "model_repository", "benchmarks", ":!benchmarks/results")
+    return hashlib.sha256(f"{git('rev-parse', 'HEAD').strip()}\n{changes}".encode()).hexdigest()[:16]
+
+
 def run_facts(command: str) -> dict:
     """What every service benchmark's results start with: what ran, when, on what."""
     return {"configuration": SERVED_CONFIGURATION, "command": command,
@@ -51,7 +60,10 @@ def rerender(out: Path, render: Callable[[dict], str]) -> int:
 
 
 def publish(out: Path, results: dict, render: Callable[[dict], str]) -> None:
-    """Write results.json and the report rendered from it under ``out``, and print the report."""
+    """Write results.json and the report rendered from it under ``out``, and print the report. The results get
+    the commit and the code's fingerprint (:func:`code_fingerprint`) of the code that measured them."""
+    results = {**results, "commit": results.get("commit") or current_commit(),
+               "code_fingerprint": results.get("code_fingerprint") or code_fingerprint()}
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     text = render(results)
     (out / "report.md").write_text(text)

@@ -129,7 +129,9 @@ def report(results: dict) -> str:
     lines = [
         "# Catalog search benchmark", "",
         f"Measured {measured.get('at', 'at a time this run did not record')} by `{command}` on "
-        f"{measured.get('machine', 'a machine this run did not record')}. Generated clustered unit vectors, "
+        f"{measured.get('machine', 'a machine this run did not record')}"
+        + (f", commit {results['commit']} (code fingerprint {results['code_fingerprint']})" if "commit" in results
+           else "") + ". Generated clustered unit vectors, "
         f"{RESNET50_EMBEDDING_DIM}-d; {INSERT_BATCH} products per commit; queries are held-out vectors from the same "
         "clusters, one at a time (k=10, no label filter).", "",
         "| engine | vectors | build vectors/s | build s | memory MB | query p50 ms | query p99 ms "

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import shopvision
-from benchmarks import PUBLISHED, SCRATCH, publish
+from benchmarks import PUBLISHED, SCRATCH, publish, run_facts
 from benchmarks.processes import tree_rss_bytes
 from shopvision.samples import product_jpeg
 
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         with LocalTritonServer(options, log=log) as server:
                 result = soak(server.grpc_url, server.pid, seconds=args.minutes * 60, concurrency=args.concurrency)
     command = " ".join(["python -m benchmarks.soak", *(argv if argv is not None else sys.argv[1:])])
-    publish(args.out, {"command": command, **asdict(result), "memory_flat": result.memory_flat}, report)
+    publish(args.out, {**run_facts(command), **asdict(result), "memory_flat": result.memory_flat}, report)
     return 0 if result.errors == 0 and result.memory_flat else 1
 
 
@@ -118,7 +118,9 @@ def report(results: dict) -> str:
     return (
         f"# Soak\n\n`{results['command']}`: {results['seconds']:.0f} s at concurrency {results['concurrency']} "
         f"(gRPC, 640x480 JPEGs, synthetic weights): {results['images']} images, {results['errors']} errors, "
-        f"{results['images_per_s']} img/s.\n\n"
+        f"{results['images_per_s']} img/s."
+        + (f" Commit {results['commit']}, code fingerprint {results['code_fingerprint']}; "
+           f"{results['configuration']}." if "commit" in results else "") + "\n\n"
         f"Server RSS (tritonserver + backend stubs): {results['rss_after_warmup_mb']} MB after warm-up, "
         f"{results['rss_end_mb']} MB at the end: **{verdict}**. Samples every {SAMPLE_EVERY_S:.0f} s (MB): "
         f"{results['rss_samples_mb']}\n")
