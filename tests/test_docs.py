@@ -296,3 +296,13 @@ def test_the_multi_photo_figures_are_the_report() -> None:
     assert f"gives recall@5 {one['@5']:.3f}" in text
     for row in results["catalogs"]:  # the engines answered as the oracle on every query
         assert set(row["same_ranking_as_oracle"].values()) == {results["queries"]}
+
+
+def test_the_soak_figures_are_the_report() -> None:
+    soak = json.loads((ROOT / "benchmarks" / "results" / "soak" / "results.json").read_text())
+    operations = (ROOT / "docs" / "operations.md").read_text()
+    sentence = (f"at commit {soak['commit'][:7]}: {soak['images']:,} images in {soak['seconds']:.0f} s, "
+                f"{soak['errors']} errors, {soak['rss_after_warmup_mb']:,} MB after warm-up and "
+                f"{soak['rss_end_mb']:,} MB at the end.")
+    assert sentence in " ".join(operations.split()), sentence
+    assert soak["memory_flat"] and soak["errors"] == 0
