@@ -23,6 +23,7 @@ from shopvision.catalog import Catalog, CatalogError, CatalogItem
 from shopvision.samples import encode
 from tests.conftest import RunningServer
 from tests.images import write_catalog
+from tests.remembering_client import RememberingClient
 from tests.test_docs import ROOT, table_rows
 
 pytestmark = pytest.mark.integration
@@ -66,10 +67,17 @@ def client(triton: RunningServer):
         yield sdk_client
 
 
+@pytest.fixture(scope="module")
+def remembering(client) -> RememberingClient:
+    """The first engine's build embeds the photos through the server; the next builds the same photos from the
+    server's answers (tests/remembering_client.py): what differs between them is the engine."""
+    return RememberingClient(client)
+
+
 @pytest.fixture(scope="module", params=ENGINES)
-def built(request, photos, client, tmp_path_factory) -> Catalog:
+def built(request, photos, remembering, tmp_path_factory) -> Catalog:
     location = location_for(request.param, tmp_path_factory.mktemp(request.param))
-    catalog = Catalog.open(location, client=client)
+    catalog = Catalog.open(location, client=remembering)
     report = catalog.build(photos)
     assert (report.added, report.updated, report.unchanged, report.failed) == (CATALOG_SIZE, 0, 0, [])
     yield catalog

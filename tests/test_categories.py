@@ -54,6 +54,7 @@ from shopvision.serving.heads import promote_head, rollback_head
 from shopvision.serving.repository import CategoryHeads, assemble, record_history
 from shopvision.types import WeightsProvenance
 from tests.conftest import ARTIFACTS, TEMPLATE, RunningServer, start_server
+from tests.remembering_client import Answers, RememberingClient
 from tests.search_service import ServiceThread
 from tests.test_api_page import wait_for_results
 from tests.threads import RecordingThread, join_all
@@ -221,6 +222,8 @@ class Shop:
     repository: Path
     running: RunningServer
     photos: Path
+    answers: Answers
+    """The server's answers for the labelled photos, asked once (per served model) for all the trainings."""
 
     def cli(self, *arguments: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "shopvision.cli.main", *arguments], capture_output=True,
@@ -237,7 +240,7 @@ def shop(built_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> It
     write_labelled_photos(root / "labelled", per_category=PHOTOS_PER_CATEGORY, seed=100)
     running = start_server(repository, root / "categories.log", admin_key=ADMIN_KEY, model_control="explicit")
     try:
-        yield Shop(repository, running, root / "labelled")
+        yield Shop(repository, running, root / "labelled", {})
     finally:
         running.server.stop()
 
@@ -246,7 +249,8 @@ def trained(shop: Shop, categories: tuple[str, ...] = SAMPLE_CATEGORIES, *, seed
             ) -> tuple[TrainedHead, int]:
     """A head trained in this process on the server's embeddings of the labelled photos, installed."""
     with shopvision.Client(shop.running.grpc_url) as client:
-        installed = train_and_install(shop.photos, client, repository=shop.repository, template=TEMPLATE,
+        installed = train_and_install(shop.photos, RememberingClient(client, shop.answers),  # type: ignore[arg-type]
+                                      repository=shop.repository, template=TEMPLATE,
                                       categories=frozenset(categories), seed=seed)
     return installed.head, installed.version
 

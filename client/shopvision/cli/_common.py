@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 
 from shopvision.errors import ShopvisionError
 from shopvision.images import IMAGE_SUFFIXES
+from shopvision.serving.repository import REPOSITORY_ENV, default_repository
 
 URL_ENV = "SHOPVISION_URL"
 DEFAULT_URL = "grpc://localhost:8001"
@@ -36,6 +37,11 @@ def add_url_option(parser: argparse.ArgumentParser) -> None:
         "--url", default=os.environ.get(URL_ENV, DEFAULT_URL),
         help=f"server: grpc://host:8001 or http://host:8000 (default: ${URL_ENV} or {DEFAULT_URL})",
     )
+
+
+def add_repository_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--repository", type=Path, default=None, metavar="DIR",
+                        help=f"the built model repository (default: ${REPOSITORY_ENV} or {default_repository()})")
 
 
 def add_json_option(parser: argparse.ArgumentParser, what: str = "the result") -> None:

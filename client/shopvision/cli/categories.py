@@ -6,8 +6,15 @@ import argparse
 import contextlib
 from pathlib import Path
 
-from shopvision.cli._common import EXIT_OK, ProgressBar, add_json_option, add_url_option, print_json
-from shopvision.cli.model import add_lifecycle_actions, add_repository_argument, run_promotion
+from shopvision.cli._common import (
+    EXIT_OK,
+    ProgressBar,
+    add_json_option,
+    add_repository_argument,
+    add_url_option,
+    print_json,
+)
+from shopvision.cli.promotion import CATEGORIES_HEADS, add_promotion_actions
 from shopvision.serving.repository import DEFAULT_TEMPLATE, default_repository
 
 
@@ -47,8 +54,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     add_json_option(train, "the version installed and its training report")
     train.set_defaults(handler=run_train)
 
-    add_lifecycle_actions(
-        actions, handler=run_lifecycle,
+    add_promotion_actions(
+        actions, target=CATEGORIES_HEADS,
         texts={"promote": "check a trained head on the running server, then serve it (0: no head)",
                "rollback": "serve again the head (or no head) that served before the last promotion"},
         epilog="examples:\n  shopvision categories promote 2 --url grpc://localhost:8001\n"
@@ -84,12 +91,6 @@ def run_train(args: argparse.Namespace) -> int:
     print(f"installed categories head {installed.version}; serve it with "
           f"`shopvision categories promote {installed.version}`")
     return EXIT_OK
-
-
-def run_lifecycle(args: argparse.Namespace) -> int:
-    from shopvision.serving.heads import promote_head, rollback_head
-
-    return run_promotion(args, promote=promote_head, rollback=rollback_head, subject="categories head")
 
 
 def run_list(args: argparse.Namespace) -> int:

@@ -4,22 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from shopvision.cli._common import EXIT_OK, add_json_option, add_url_option, print_json
-from shopvision.serving.repository import DEFAULT_TEMPLATE, REPOSITORY_ENV, default_repository
+from shopvision.cli._common import EXIT_OK, add_json_option, add_repository_argument, print_json
+from shopvision.cli.promotion import RESNET_VERSIONS, add_promotion_actions
+from shopvision.serving.repository import DEFAULT_TEMPLATE, default_repository
 from shopvision.serving.weights import DEFAULT_ZOO_MODEL, ZOO_MODELS
-
-if TYPE_CHECKING:
-    from shopvision.serving.lifecycle import PromotionReport
-
-
-def add_repository_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--repository", type=Path, default=None, metavar="DIR",
-                        help=f"the built model repository (default: ${REPOSITORY_ENV} or {default_repository()})")
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -94,79 +85,10 @@ def run_build(args: argparse.Namespace) -> int:
 
 
 def register_lifecycle(actions: argparse._SubParsersAction) -> None:
-    add_lifecycle_actions(
-        actions, handler=run_lifecycle,
+    add_promotion_actions(
+        actions, target=RESNET_VERSIONS,
         texts={"promote": "check a built version on the running server, then serve it",
                "rollback": "serve again the version that served before the last promotion"},
         epilog="examples:\n  shopvision model build --weights resnet50-v1-12-int8 --version 2\n"
                "  shopvision model promote 2 --url grpc://localhost:8001\n"
                "  shopvision model rollback --url grpc://localhost:8001")
-
-
-def add_lifecycle_actions(actions: argparse._SubParsersAction, *, texts: dict[str, str], epilog: str,
-                          handler: Callable[[argparse.Namespace], int]) -> None:
-    """``promote VERSION`` and ``rollback``: the same options for resnet50 versions and categories heads."""
-    for name, text in texts.items():
-        action = actions.add_parser(
-            name, help=text,
-            description=f"{text[0].upper()}{text[1:]}. Needs `shopvision serve --model-control explicit`, the admin "
-                        "key in $SHOPVISION_ADMIN_KEY and the server's model repository on this filesystem. "
-                        "No request is dropped; a failed check leaves what served serving.",
-            epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter,
-        )
-        if name == "promote":
-            action.add_argument("version", type=int)
-        add_repository_argument(action)
-        add_url_option(action)
-        add_json_option(action, "the outcome and each check")
-        action.set_defaults(handler=handler)
-
-
-def run_lifecycle(args: argparse.Namespace) -> int:
-    from shopvision.serving.lifecycle import promote, rollback
-
-    return run_promotion(args, promote=promote, rollback=rollback, subject="resnet50 version")
-
-
-def run_promotion(args: argparse.Namespace, *, promote: Callable[..., PromotionReport],
-                  rollback: Callable[..., PromotionReport], subject: str) -> int:
-    """``promote VERSION`` or ``rollback`` on the server at ``--url``, then what serves now."""
-    repository = args.repository or default_repository()
-    if getattr(args, "version", None) is not None:
-        report = promote(repository, args.version, url=args.url, admin_key=admin_key())
-    else:
-        report = rollback(repository, url=args.url, admin_key=admin_key())
-    return print_promotion(report, subject=subject, as_json=args.json)
-
-
-def admin_key() -> str:
-    import os
-
-    from shopvision.contract import ADMIN_KEY_ENV
-    from shopvision.serving.lifecycle import PromotionError
-
-    key = os.environ.get(ADMIN_KEY_ENV)
-    if not key:
-        raise PromotionError(f"set ${ADMIN_KEY_ENV} to the server's admin key: loading models is an admin API")
-    return key
-
-
-def print_promotion(report: PromotionReport, *, subject: str, as_json: bool = False) -> int:
-    """The checks, then one line: what serves now (or all of it as one JSON document)."""
-    from shopvision.cli._common import EXIT_FAILED
-
-    failed = not report.promoted and report.version != report.previous
-    if as_json:
-        print_json({"subject": subject, **asdict(report)})
-        return EXIT_FAILED if failed else EXIT_OK
-    for check, outcome in report.checks.items():
-        print(f"check {check}: {outcome}")
-    if report.promoted:
-        print(f"{subject} {report.version} is serving (was {report.previous})")
-        return EXIT_OK
-    if report.version == report.previous:
-        print(f"nothing to do: {report.reason}")
-        return EXIT_OK
-    print(f"{subject} {report.version} NOT promoted: {report.reason}; {subject} {report.previous} keeps serving",
-          file=sys.stderr)
-    return EXIT_FAILED

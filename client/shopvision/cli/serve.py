@@ -8,9 +8,8 @@ import signal
 import sys
 from pathlib import Path
 
-from shopvision.cli._common import EXIT_FAILED, EXIT_OK
+from shopvision.cli._common import EXIT_FAILED, EXIT_OK, add_repository_argument
 from shopvision.cli.api import add_api_arguments, serve_api
-from shopvision.cli.model import add_repository_argument
 from shopvision.contract import CPU_CONFIG_NAME, MODEL_FILE, RESNET_MODEL
 
 

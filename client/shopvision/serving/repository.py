@@ -72,19 +72,43 @@ class Provenance:
         return {f"{PROVENANCE_PARAMETER_PREFIX}{key}": _text(value) for key, value in asdict(self).items()}
 
 
-class ModelRepository:
-    """A built repository: its resnet50 versions, which one serves, and the history of promotions."""
+class VersionedModel:
+    """A model of the built repository with numbered versions: which are built, which its configs load, and the
+    history of its promotions (``promotions.json``). What resnet50 and the categories heads share."""
+
+    model: str
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.model_dir = root / RESNET_MODEL
+        self.model_dir = root / self.model
         self.ensemble_config = root / ENSEMBLE_MODEL / "config.pbtxt"
 
-    def resnet_configs(self) -> list[Path]:
-        return [self.model_dir / "config.pbtxt", *sorted((self.model_dir / "configs").glob("*.pbtxt"))]
+    def configs(self) -> list[Path]:
+        """The model's configs (the default and the named ones); none before its first version, for a head."""
+        main = self.model_dir / "config.pbtxt"
+        return [main, *sorted((self.model_dir / "configs").glob("*.pbtxt"))] if main.exists() else []
 
     def built_versions(self) -> list[int]:
         return sorted(int(path.parent.name) for path in self.model_dir.glob(f"[0-9]*/{MODEL_FILE}"))
+
+    def load_versions(self, versions: list[int]) -> None:
+        """Make every config load exactly these versions (Triton's ``specific`` version policy)."""
+        pin_versions(self.configs(), versions)
+
+    def history(self) -> list[dict[str, Any]]:
+        return read_history(self.model_dir)
+
+    def record(self, entry: dict[str, Any]) -> None:
+        record_history(self.model_dir, entry)
+
+
+class ModelRepository(VersionedModel):
+    """A built repository: its resnet50 versions, which one serves, and the history of promotions."""
+
+    model = RESNET_MODEL
+
+    def resnet_configs(self) -> list[Path]:
+        return self.configs()
 
     def pinned_version(self) -> int | None:
         """The resnet50 version the ensemble is pinned to, or None while it follows the latest one."""
@@ -102,9 +126,6 @@ class ModelRepository:
         policy = read_config(self.model_dir / "config.pbtxt").version_policy
         return policy.WhichOneof("policy_choice") in (None, "latest")
 
-    def load_versions(self, versions: list[int]) -> None:
-        pin_versions(self.resnet_configs(), versions)
-
     def stamp_provenance(self, provenance: Provenance) -> None:
         """Expose the serving version's provenance as ``parameters`` in every resnet50 config, and make every
         config's embedding as wide as that version's (the ensemble's, and the categories head's once built)."""
@@ -118,12 +139,6 @@ class ModelRepository:
             edit_config(config, stamp)
         set_embedding_width([*self.resnet_configs(), self.ensemble_config, *CategoryHeads(self.root).configs()],
                             provenance.embedding_dim)
-
-    def history(self) -> list[dict[str, Any]]:
-        return read_history(self.model_dir)
-
-    def record(self, entry: dict[str, Any]) -> None:
-        record_history(self.model_dir, entry)
 
     def restore_serving_state(self) -> None:
         """Make the configs say what serves: the last promoted version if any, else the newest build."""
@@ -172,7 +187,7 @@ def assemble(template: Path, output: Path) -> ModelRepository:
     return repository
 
 
-class CategoryHeads:
+class CategoryHeads(VersionedModel):
     """The categories model of a built repository: its head versions, and which one the ensemble serves.
 
     The template's ensemble has no categories step. While a head serves, the built ensemble config has a
@@ -181,13 +196,7 @@ class CategoryHeads:
     to the ensemble's config under a versioned name.
     """
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.model_dir = root / CATEGORIES_MODEL
-        self.ensemble_config = root / ENSEMBLE_MODEL / "config.pbtxt"
-
-    def built_versions(self) -> list[int]:
-        return sorted(int(path.parent.name) for path in self.model_dir.glob(f"[0-9]*/{MODEL_FILE}"))
+    model = CATEGORIES_MODEL
 
     def categories(self, version: int) -> list[str]:
         return (self.model_dir / str(version) / CATEGORY_LABELS_FILE).read_text().splitlines()
@@ -218,14 +227,6 @@ class CategoryHeads:
         atomic_write(version_dir / PROVENANCE_FILE, (json.dumps(provenance, indent=2) + "\n").encode())
         atomic_write(version_dir / MODEL_FILE, model)  # last: a version counts as built once this exists
         return version
-
-    def configs(self) -> list[Path]:
-        """The head's configs once its first version is installed (none before)."""
-        main = self.model_dir / "config.pbtxt"
-        return [main, *sorted((self.model_dir / "configs").glob("*.pbtxt"))] if main.exists() else []
-
-    def load_versions(self, versions: list[int]) -> None:
-        pin_versions(self.configs(), versions)
 
     def serving_version(self) -> int | None:
         """The head version the ensemble config runs, or None when it has no categories step."""
@@ -259,12 +260,6 @@ class CategoryHeads:
             step.output_map[CATEGORISED_EMBEDDING] = EMBEDDING
 
         edit_config(self.ensemble_config, rewire)
-
-    def history(self) -> list[dict[str, Any]]:
-        return read_history(self.model_dir)
-
-    def record(self, entry: dict[str, Any]) -> None:
-        record_history(self.model_dir, entry)
 
     def restore_serving_state(self) -> None:
         """The last promoted head serves (version 0: none). Before any promotion was tried, the newest built
