@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
@@ -38,6 +39,18 @@ def render(*, triton_http: str, triton_grpc: str, http_port: int, grpc_port: int
         GATEWAY_GRPC_TLS="ssl" if tls_folder else "", GATEWAY_TRITON_GRPC_SCHEME="grpcs" if tls_folder else "grpc")
 
 
+@dataclass(frozen=True)
+class GatewayRequest:
+    """One line of the gateway's access log."""
+
+    port: int
+    status: int
+    request_bytes: int
+    reached_triton: bool
+    bytes_to_triton: int
+    """What nginx sent upstream for this request, body included (0 when it never connected)."""
+
+
 def main_configuration(prefix: Path, include: Path) -> str:
     """A minimal nginx.conf around the gateway's rendered file, everything nginx writes kept under ``prefix``."""
     # As root, nginx's workers switch to an unprivileged user that could not write the body files here.
@@ -49,7 +62,9 @@ pid {prefix}/nginx.pid;
 error_log {prefix}/error.log warn;
 events {{ worker_connections 256; }}
 http {{
-    access_log off;
+    # What reached Triton of each request, counted by nginx: the limits tests read it (LocalGateway.requests).
+    log_format upstream '$server_port $status $request_length $upstream_addr $upstream_bytes_sent';
+    access_log {prefix}/access.log upstream;
     client_body_temp_path {prefix}/client_body;
     proxy_temp_path {prefix}/proxy;
     fastcgi_temp_path {prefix}/fastcgi;
@@ -98,6 +113,18 @@ class LocalGateway:
     @property
     def grpc_address(self) -> str:
         return f"127.0.0.1:{self.grpc_port}"
+
+    def requests(self) -> list[GatewayRequest]:
+        """Every request the gateway answered, with what of it reached Triton, in the order they ended."""
+        log = self.prefix / "access.log"
+        entries = []
+        for line in (log.read_text().splitlines() if log.exists() else []):
+            port, status, length, upstream, sent = line.split(" ")
+            entries.append(GatewayRequest(port=int(port), status=int(status), request_bytes=int(length),
+                                          reached_triton=upstream != "-",
+                                          bytes_to_triton=sum(int(part) for part in sent.replace(",", " ").replace(
+                                              ":", " ").split() if part.isdigit())))
+        return entries
 
     def error_log(self) -> str:
         path = self.prefix / "error.log"

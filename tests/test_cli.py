@@ -19,10 +19,16 @@ from shopvision.cli import main as cli
 from shopvision.cli._common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_UNAVAILABLE, EXIT_USAGE
 
 
-def shopvision_command(*args: str, **options: object) -> subprocess.Popen:
+def _as_on_a_terminal() -> None:
+    # A suite started in the background by a shell (CI's `make test &`) inherits SIGINT ignored, and Python keeps an
+    # ignored SIGINT ignored: give the command the default a terminal gives it, so that Ctrl-C reaches it.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def shopvision_command(*args: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "shopvision.cli.main", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"},
-                            **options)  # type: ignore[call-overload]
+                            preexec_fn=_as_on_a_terminal)
 
 
 def run(*args: str) -> tuple[int, str, str]:

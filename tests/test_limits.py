@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import re
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -177,7 +176,7 @@ def refused_by_gateway(outcome: object) -> bool:
 
 @pytest.mark.integration
 @pytest.mark.system
-def test_a_burst_of_oversized_requests_is_refused_at_the_gateway_and_costs_the_server_no_memory(
+def test_a_burst_of_oversized_requests_is_refused_at_the_gateway_before_triton_gets_more_than_the_limit(
         built_repository, tmp_path) -> None:
     running = start_server(built_repository, tmp_path / "tritonserver.log")
     # Room for all six large requests of the burst at once and the small gRPC ones beside them (gRPC sends no length,
@@ -190,23 +189,7 @@ def test_a_burst_of_oversized_requests_is_refused_at_the_gateway_and_costs_the_s
             addresses = {"http": gateway.http_address, "grpc": gateway.grpc_address}
             small = np.array([[product_jpeg(7)]], dtype=object)
             under = batch_at_limit()
-            # Warm-up, rounds of a request at the limit per protocol until the server stops growing: the Python
-            # backend's pool and the heaps grow to their working size, so what follows measures the burst. Fully
-            # decoded JPEGs (no draft decoding since issue 24) made that size vary from run to run, hence rounds
-            # until a round adds less than a tenth of the bound, not a fixed count.
             before = tree_rss_bytes(running.server.pid or 0)
-            for _ in range(6):
-                warm = [threading.Thread(target=infer, args=(protocol, address, under))
-                        for protocol, address in addresses.items()]
-                for thread in warm:
-                    thread.start()
-                for thread in warm:
-                    thread.join()
-                now = tree_rss_bytes(running.server.pid or 0)
-                grown, before = now - before, now
-                if grown < max_request_bytes() // 10:
-                    break
-
             outcomes: dict[str, object] = {}
             good_answers: list[object] = []
             bursting = threading.Event()
@@ -248,13 +231,21 @@ def test_a_burst_of_oversized_requests_is_refused_at_the_gateway_and_costs_the_s
             # No refused request reached the model: the ensemble counts no failure.
             statistics = httpclient.InferenceServerClient(running.http_address).get_inference_statistics(ENSEMBLE_MODEL)
             assert statistics["model_stats"][0]["inference_stats"]["fail"]["count"] == 0
-            time.sleep(1)
+            # What reached Triton of the refused requests, counted by nginx (its access log), not guessed from the
+            # server's memory, which the allocator makes vary by more than a request from run to run. An HTTP body
+            # is read whole before it is passed on: a refused one never reaches Triton. A gRPC body is streamed: Triton
+            # gets at most the limit of it before the gateway resets the stream.
+            http_port, grpc_port = (int(address.rsplit(":", 1)[1]) for address in addresses.values())
+            refusals = [entry for entry in gateway.requests() if entry.status in (413, 204)]
+            assert sorted(entry.port for entry in refusals) == [http_port, http_port, grpc_port, grpc_port], refusals
+            assert not any(entry.reached_triton for entry in refusals if entry.port == http_port), refusals
+            framing = max_request_bytes() * 9 // 16_384 + 64 * 1024  # HTTP/2: 9 bytes a 16 KiB frame, and headers
+            assert all(entry.bytes_to_triton <= max_request_bytes() + framing
+                       for entry in refusals if entry.port == grpc_port), refusals
             growth = tree_rss_bytes(running.server.pid or 0) - before
-            # Bound: one request at the limit, where the four refused ones would have cost a copy each. A gRPC body
-            # is streamed, so Triton held part of each refused one until the gateway reset the stream and some of
-            # it stays behind (under 128 MiB in all here, 135 MiB in one CI run); an HTTP one never reached it.
-            bound = max_request_bytes()
-            assert growth <= bound, f"server grew {growth / MIB:.0f} MiB, bound {bound / MIB:.0f} MiB"
+            print(f"server memory grew {growth / MIB:.0f} MiB over the burst (not asserted: allocator noise); "
+                  f"gRPC bytes of refused requests that reached Triton: "
+                  f"{[entry.bytes_to_triton for entry in refusals if entry.port == grpc_port]}")
 
             # What an SDK user sees for a request over the limit, on both protocols.
             for url in (f"http://{gateway.http_address}", f"grpc://{gateway.grpc_address}"):

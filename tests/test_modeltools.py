@@ -357,7 +357,7 @@ def test_mobilenet_v2_int8_canonicalises_to_a_1280_wide_dequantized_embedding(pi
 
 
 def test_a_promotion_to_another_embedding_width_is_refused_before_anything_loads(tmp_path: Path) -> None:
-    from shopvision.serving.lifecycle import PromotionError, _refuse_another_width
+    from shopvision.serving.lifecycle import PromotionError, ResnetVersions
 
     repository = copy_repository(tmp_path / "model_repository")
     for version, (backbone, width) in enumerate((("resnet50-v1-12", 2048), ("mobilenetv2-12-int8", 1280)), 1):
@@ -366,7 +366,7 @@ def test_a_promotion_to_another_embedding_width_is_refused_before_anything_loads
         path.write_text(json.dumps({**json.loads(path.read_text()), "backbone": backbone, "embedding_dim": width}))
     with pytest.raises(PromotionError, match="version 2 is mobilenetv2-12-int8 with 1280-d .* version 1 serves "
                                              "resnet50-v1-12 with 2048-d"):
-        _refuse_another_width(ModelRepository(repository), 1, 2)
+        ResnetVersions(repository).refuse(2, current=1)
 
 
 def test_mobilenet_is_a_known_model_fetched_from_its_zoo_folder_or_a_flat_mirror(
