@@ -24,7 +24,7 @@ from pathlib import Path
 
 import onnxruntime as ort
 
-from benchmarks import SCRATCH, compare, current_commit, git, paired, perf
+from benchmarks import SCRATCH, code_fingerprint, compare, current_commit, paired, perf
 from benchmarks.in_process import InProcess, measure_in_process
 from shopvision import contract
 from shopvision.samples import product_jpeg
@@ -307,9 +307,7 @@ def publish_report(out: Path, results: dict) -> None:
 def fingerprint(settings: dict) -> str:
     """What a section's numbers depend on: the code (commit and uncommitted changes, reports aside) and the
     mode's settings. ``--resume`` keeps only sections measured with the same fingerprint."""
-    changes = git("diff", "HEAD", "--", "client", "model_repository", "benchmarks", ":!benchmarks/results")
-    material = json.dumps({"commit": git("rev-parse", "HEAD").strip(), "changes": changes, "settings": settings},
-                          sort_keys=True)
+    material = json.dumps({"code": code_fingerprint(), "settings": settings}, sort_keys=True)
     return hashlib.sha256(material.encode()).hexdigest()[:16]
 
 

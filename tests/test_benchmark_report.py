@@ -23,17 +23,13 @@ def served_row(**changes: object) -> dict:
     return {**row, **changes}
 
 
-def rendered(results: dict, tmp_path: Path) -> str:
-    return report(results)
-
-
-def test_a_served_point_is_divided_by_its_own_sections_ceiling_and_shows_its_failures(tmp_path) -> None:
+def test_a_served_point_is_divided_by_its_own_sections_ceiling_and_shows_its_failures() -> None:
     results = copy.deepcopy(FULL)
     results["served"] = [served_row(), served_row(concurrency=16, failed=3, throughput=12.0),
                          {key: value for key, value in served_row(concurrency=32).items()
                           if key not in ("compute_ceiling_img_s", "raw_ort_img_s", "requests", "failed",
                                          "window_requests")}]
-    text = rendered(results, tmp_path)
+    text = report(results)
     rows = {line.split("|")[3].strip(): line for line in text.splitlines() if line.startswith("| 640x480 | grpc |")}
     assert "| 310.0 |" in rows["8"] and "| 0 | 0.94× | 1.0× |" in rows["8"]  # 15/16, 15/15
     assert rows["16†"].split("|")[11].strip() == "3"
@@ -42,22 +38,22 @@ def test_a_served_point_is_divided_by_its_own_sections_ceiling_and_shows_its_fai
     assert "window of at least 160 requests (fewer than 1,000" in text
     assert "Above a ceiling" not in text
     results["served"][0]["raw_ort_img_s"] = 12.0  # a disturbed in-process measurement: 15 img/s "beats" it
-    assert "Above a ceiling (640x480 grpc c=8)" in rendered(results, tmp_path)
+    assert "Above a ceiling (640x480 grpc c=8)" in report(results)
     assert "How many requests each p99 rests on was not recorded" in text
 
 
-def test_sections_are_stamped_when_measured_and_int8_calibration_is_what_was_done(tmp_path) -> None:
+def test_sections_are_stamped_when_measured_and_int8_calibration_is_what_was_done() -> None:
     results = copy.deepcopy(FULL)
     # As results from before per-section stamps and separate calibration photos were.
     results.pop("sections", None)
     results.pop("int8_calibration", None)
-    text = rendered(results, tmp_path)
+    text = report(results)
     assert "predate per-section stamps" in text
     assert "calibrated on the benchmark's own images" in text and "top-1" not in text
     stamp = {**section_stamp(MODES["full"]), "measured_at": "2026-01-02T03:04:05+00:00", "cores": 64}
     results["sections"] = {"paired": stamp}
     results["int8_calibration"] = "16 generated photos that are not the benchmark's images (seeds from 10,000)"
-    text = rendered(results, tmp_path)
+    text = report(results)
     assert "| paired | 2026-01-02T03:04:05+00:00 |" in text and "the same 64 cores" in text
     assert "calibrated on 16 generated photos that are not the benchmark's images" in text
 

@@ -44,7 +44,6 @@ class Heads(Target):
     """The categories heads as a promotion target; version 0 is "no head"."""
 
     subject = "categories head"
-    model = CATEGORIES_MODEL
     files: CategoryHeads
 
     def __init__(self, repository: Path) -> None:

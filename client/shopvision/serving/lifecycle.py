@@ -46,7 +46,6 @@ class ResnetVersions(Target):
     """resnet50's built versions as a promotion target."""
 
     subject = "resnet50 version"
-    model = RESNET_MODEL
     files: ModelRepository
 
     def __init__(self, repository: Path) -> None:

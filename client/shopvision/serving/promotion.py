@@ -54,11 +54,10 @@ class Target(ABC):
 
     subject: str
     """How the report names a version of it: ``resnet50 version``, ``categories head``."""
-    model: str
-    """The Triton model loaded with both versions while the new one is checked."""
 
     def __init__(self, files: VersionedModel) -> None:
         self.files = files
+        """Its model in the repository; ``files.model`` is loaded with both versions while the new one is checked."""
 
     @abstractmethod
     def serving(self, client: Client) -> int:
@@ -141,7 +140,7 @@ def _switch(client: Client, target: Target, report: PromotionReport) -> None:
     if version:
         target.files.load_versions([v for v in (current, version) if v])
         try:
-            client.load_model(target.model)
+            client.load_model(target.files.model)
         except PermissionDeniedError:
             raise
         except ShopvisionError as error:  # the new version failed to load; the old one still serves
@@ -153,11 +152,11 @@ def _switch(client: Client, target: Target, report: PromotionReport) -> None:
             report.reason = checked.failure
             if current:
                 target.files.load_versions([current])
-                client.load_model(target.model)
+                client.load_model(target.files.model)
             return
     target.switch(client, version)
     if version:
         target.files.load_versions([version])
-        client.load_model(target.model)
+        client.load_model(target.files.model)
     report.promoted = True
     report.checks.update(target.after(version))
