@@ -45,7 +45,7 @@ system-deps:
 	scripts/install-system-deps.sh
 
 lint: venv
-	$(BIN)/ruff check client tests benchmarks model_repository
+	$(BIN)/ruff check src tests benchmarks model_repository
 	$(BIN)/mypy
 
 # Known vulnerabilities in the resolved environment; says so when no advisory database could be reached.

@@ -42,7 +42,7 @@ def code_fingerprint() -> str:
     and the benchmarks (published reports aside), hashed. Equal fingerprints, equal code."""
     import hashlib
 
-    changes = git("diff", "HEAD", "--", "client", "model_repository", "benchmarks", ":!benchmarks/results")
+    changes = git("diff", "HEAD", "--", "src", "model_repository", "benchmarks", ":!benchmarks/results")
     return hashlib.sha256(f"{git('rev-parse', 'HEAD').strip()}\n{changes}".encode()).hexdigest()[:16]
 
 

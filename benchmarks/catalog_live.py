@@ -525,7 +525,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from benchmarks import current_commit
     from benchmarks.run import synthetic_repository
-    from shopvision.serving.server import LocalTritonServer, ServerOptions, free_ports
+    from shopvision.server.tritonserver import LocalTritonServer, ServerOptions, free_ports
 
     images = [product_jpeg(seed, size=(640, 480)) for seed in range(8)]
     with tempfile.TemporaryDirectory(prefix="shopvision-live-bench-") as scratch_dir:

@@ -24,9 +24,9 @@ from pathlib import Path
 from benchmarks import PUBLISHED, SCRATCH, SERVED_CONFIGURATION, compare, configuration_of, current_commit, perf
 from shopvision import Client, contract
 from shopvision.categories.pipeline import train_and_install
+from shopvision.repository.heads import NO_HEAD, promote_head
 from shopvision.samples import SAMPLE_CATEGORIES, category_image, encode, write_labelled_photos
-from shopvision.serving.heads import NO_HEAD, promote_head
-from shopvision.serving.server import LocalTritonServer, ServerOptions, free_ports
+from shopvision.server.tritonserver import LocalTritonServer, ServerOptions, free_ports
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "model_repository"
 ADMIN_KEY = "categories-benchmark"

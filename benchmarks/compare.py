@@ -17,9 +17,9 @@ from pathlib import Path
 
 from benchmarks import perf
 from shopvision import contract
-from shopvision.serving.configs import ModelConfig, edit_config
-from shopvision.serving.preprocessing import Preprocessor
-from shopvision.serving.server import LocalTritonServer, ServerOptions, free_ports
+from shopvision.backend.preprocessing import Preprocessor
+from shopvision.repository.configs import ModelConfig, edit_config
+from shopvision.server.tritonserver import LocalTritonServer, ServerOptions, free_ports
 
 
 @dataclass(frozen=True)

@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         (out / "report.md").write_text(report(json.loads((out / "results.json").read_text())))
         return 0
     from benchmarks.run import synthetic_repository
-    from shopvision.serving.server import LocalTritonServer, ServerOptions, free_ports
+    from shopvision.server.tritonserver import LocalTritonServer, ServerOptions, free_ports
 
     command = " ".join(["python -m benchmarks.feed_sync", *(argv if argv is not None else sys.argv[1:])])
     results = {**run_facts(command), "commit": current_commit(), "rows": args.rows, "photos": args.photos,

@@ -19,8 +19,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from benchmarks import publish
+from shopvision.backend.preprocessing import Preprocessor
 from shopvision.samples import product_jpeg
-from shopvision.serving.preprocessing import Preprocessor
 
 SIZES = [(640, 480), (1600, 1200)]
 BATCHES = [1, 8, 16, 32]

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shopvision import contract
-from shopvision.serving.engines import Engine, open_engine
-from shopvision.serving.preprocessing import Preprocessor
+from shopvision.backend.engines import Engine, open_engine
+from shopvision.backend.preprocessing import Preprocessor
 
 
 @dataclass(frozen=True)

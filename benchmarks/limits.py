@@ -48,8 +48,8 @@ from shopvision.contract import (
     max_request_bytes,
 )
 from shopvision.samples import encode, product_image, product_jpeg
-from shopvision.serving.limits import preprocess_batch_bytes, shm_size_bytes
-from shopvision.serving.server import LocalTritonServer, ServerOptions, free_ports
+from shopvision.server.limits import preprocess_batch_bytes, shm_size_bytes
+from shopvision.server.tritonserver import LocalTritonServer, ServerOptions, free_ports
 
 SAMPLE_EVERY_S = 0.1
 TRITON_DEFAULT_GRPC_POOL = "--grpc-infer-allocation-pool-size=8"
@@ -87,7 +87,7 @@ def expensive_images() -> dict[str, bytes]:
 
 MEASURE_ONE_IMAGE = """
 import json, sys, time
-from shopvision.serving.preprocessing import Preprocessor
+from shopvision.backend.preprocessing import Preprocessor
 
 def peak_kb():
     return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
@@ -371,7 +371,7 @@ def report(results: dict) -> str:
     lines += ["", "## What /dev/shm is sized from", "",
               f"After the burst, preprocess's shared-memory pool held {shipped.preprocess_pool_mb:.0f} MB: "
               f"{shipped.preprocess_pool_mb / batch_mb:.2f}× a full batch at the limit ({batch_mb:.0f} MB of images "
-              "in and pixels out). `shopvision.serving.limits.shm_size_bytes` allows twice a full batch per "
+              "in and pixels out). `shopvision.server.limits.shm_size_bytes` allows twice a full batch per "
               "preprocess instance."]
     lines += ["", "## What the chart is sized from", "",
               f"- Peak with four requests at the limit in flight: {shipped.peak_mb} MB; each one in flight adds "

@@ -30,8 +30,8 @@ from benchmarks import SCRATCH, current_commit, publish, rerender, run_facts
 from benchmarks.grocery import GROCERY, MOBILENET, products, real_data_present, recall_at, split
 from shopvision import Client, contract
 from shopvision.catalog import Catalog, Product, ProductPhoto
-from shopvision.serving.build import build_model
-from shopvision.serving.server import LocalTritonServer, ServerOptions, free_ports
+from shopvision.modelbuild.build import build_model
+from shopvision.server.tritonserver import LocalTritonServer, ServerOptions, free_ports
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "model_repository"
 PHOTOS = (1, 2, 3, 5)

@@ -3,7 +3,7 @@
     python -m benchmarks.naive_server MODEL.onnx --port 9000 [--engine openvino]
     curl --data-binary @shoe.jpg http://127.0.0.1:9000/classify
 
-Same model file, the same preprocessing code and the same engines (:mod:`shopvision.serving.engines`)
+Same model file, the same preprocessing code and the same engines (:mod:`shopvision.backend.engines`)
 as the served ensemble, so the comparison is about serving, not preprocessing. One uvicorn worker;
 each request is decoded and run through the engine (every core; ONNX Runtime's spinning off) in
 FastAPI's thread pool. No batching, no queue bound, no metrics.
@@ -19,8 +19,8 @@ from fastapi import FastAPI, HTTPException, Request
 from starlette.concurrency import run_in_threadpool
 
 from shopvision import contract
-from shopvision.serving.engines import open_engine
-from shopvision.serving.preprocessing import ImageRejected, Preprocessor
+from shopvision.backend.engines import open_engine
+from shopvision.backend.preprocessing import ImageRejected, Preprocessor
 
 TOP_K = 5
 

@@ -22,7 +22,7 @@ from benchmarks.in_process import measure_in_process
 from benchmarks.kserve_http import INFER_PATH, classify_request
 from benchmarks.loadgen import RequestBuilder, closed_loop, http_connection, triton_grpc_connection
 from shopvision import contract
-from shopvision.serving.server import LocalTritonServer
+from shopvision.server.tritonserver import LocalTritonServer
 
 
 @dataclass(frozen=True)

@@ -55,10 +55,10 @@ from benchmarks.loadgen import closed_loop, triton_grpc_connection
 from benchmarks.search_http import multipart_image
 from benchmarks.search_service import ServiceProcess
 from shopvision import Client, contract
+from shopvision.backend.preprocessing import Preprocessor
 from shopvision.catalog import Catalog, CatalogItem
-from shopvision.serving.build import build_model
-from shopvision.serving.preprocessing import Preprocessor
-from shopvision.serving.server import LocalTritonServer, ServerOptions, free_ports
+from shopvision.modelbuild.build import build_model
+from shopvision.server.tritonserver import LocalTritonServer, ServerOptions, free_ports
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "model_repository"
 ADMIN_KEY = "real-weights-benchmark"
@@ -177,7 +177,7 @@ def agreement(client: Client, model: Path) -> dict:
 def crop_region_resize(images: list[bytes], session, reference_probabilities: np.ndarray,
                        reference_embeddings: np.ndarray, width: float) -> dict:
     """What resizing only the crop's region (the preprocessing before issue 24) would change on every photo."""
-    from shopvision.serving import preprocessing
+    from shopvision.backend import preprocessing
 
     exact_up_to = preprocessing.EXACT_RESIZE_MAX_ASPECT
     preprocessing.EXACT_RESIZE_MAX_ASPECT = 0  # every image takes the crop-region path

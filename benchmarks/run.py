@@ -350,7 +350,7 @@ def kept_sections(results: dict, settings: dict) -> list[str]:
 
 def synthetic_repository(scratch: Path) -> Path:
     """A repository assembled from the template with synthetic weights (seed 0) built into version 1."""
-    from shopvision.serving.build import build_model
+    from shopvision.modelbuild.build import build_model
 
     repository = scratch / "model_repository"
     build_model("synthetic", repository, template=TEMPLATE)

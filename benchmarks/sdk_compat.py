@@ -23,7 +23,7 @@ from benchmarks import PUBLISHED, SCRATCH, current_commit, publish, run_facts
 
 BASELINE = "2.51.0"
 DEFAULT_VERSIONS = ("2.48.0", "2.51.0", "2.55.0", "2.60.0", "2.65.0", "2.73.0")
-CLIENT = Path(__file__).resolve().parent.parent / "client"
+CLIENT = Path(__file__).resolve().parent.parent / "src"
 
 CHECK = """
 import asyncio, hashlib, json, sys, warnings
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     if BASELINE not in args.versions:
         parser.error(f"the versions must include the baseline {BASELINE}")
     from benchmarks.run import synthetic_repository
-    from shopvision.serving.server import LocalTritonServer, ServerOptions, free_ports
+    from shopvision.server.tritonserver import LocalTritonServer, ServerOptions, free_ports
 
     (args.out / "raw").mkdir(parents=True, exist_ok=True)
     results = {**run_facts(" ".join(["python -m benchmarks.sdk_compat", *(argv if argv is not None

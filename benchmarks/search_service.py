@@ -74,7 +74,7 @@ class ServiceProcess:
 
     def __init__(self, triton_url: str, catalog: Path, log: Path, *, environ: Mapping[str, str] | None = None,
                  port: int | None = None) -> None:
-        from shopvision.serving.server import free_ports
+        from shopvision.server.tritonserver import free_ports
 
         self.port = port or free_ports(1)[0]
         self.url = f"http://127.0.0.1:{self.port}"
@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         (out / "report.md").write_text(report(json.loads((out / "results.json").read_text())))
         return 0
     from benchmarks.run import synthetic_repository
-    from shopvision.serving.server import LocalTritonServer, ServerOptions, free_ports
+    from shopvision.server.tritonserver import LocalTritonServer, ServerOptions, free_ports
 
     settings = {**MODES[args.mode], **({"products": args.products} if args.products else {})}
     images = [product_jpeg(seed, size=(640, 480)) for seed in range(16)]

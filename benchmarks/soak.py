@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     import tempfile
 
     from benchmarks.run import synthetic_repository
-    from shopvision.serving.server import LocalTritonServer, ServerOptions, free_ports
+    from shopvision.server.tritonserver import LocalTritonServer, ServerOptions, free_ports
 
     (args.out / "raw").mkdir(parents=True, exist_ok=True)
     http, grpc, metrics = free_ports(3)

@@ -34,7 +34,7 @@ from benchmarks import (
     publish,
     rerender,
 )
-from shopvision.serving.server import LocalTritonServer, ServerOptions, free_ports
+from shopvision.server.tritonserver import LocalTritonServer, ServerOptions, free_ports
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGE_PYTHON = "3.10"

@@ -7,7 +7,7 @@ LABEL org.opencontainers.image.title="shopvision-api" \
       org.opencontainers.image.licenses="Apache-2.0"
 WORKDIR /opt/shopvision
 COPY pyproject.toml README.md ./
-COPY client ./client
+COPY src ./src
 # hadolint ignore=DL3013
 RUN pip install --no-cache-dir ".[api,catalog,feeds]" \
     && useradd --uid 1000 --create-home shopvision \

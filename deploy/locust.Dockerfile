@@ -2,7 +2,7 @@
 FROM locustio/locust:2.32.2
 USER root
 COPY pyproject.toml README.md /app/
-COPY client /app/client
+COPY src /app/src
 COPY benchmarks /app/benchmarks
 RUN pip install --no-cache-dir -r /app/benchmarks/locust-requirements.txt \
     && pip install --no-cache-dir --no-deps /app

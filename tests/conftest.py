@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING
 import pytest
 
 from shopvision.api.settings import ApiSettings
-from shopvision.serving.build import build_model
-from shopvision.serving.repository import assemble
-from shopvision.serving.server import LocalTritonServer, ServerOptions, free_ports
+from shopvision.modelbuild.build import build_model
+from shopvision.repository.files import assemble
+from shopvision.server.tritonserver import LocalTritonServer, ServerOptions, free_ports
 from tests.search_service import ServiceThread, index_photos
 from tests.stub_triton import StubTriton
 

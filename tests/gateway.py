@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
-from shopvision.serving.limits import GatewayLimits
-from shopvision.serving.server import free_ports
+from shopvision.server.limits import GatewayLimits
+from shopvision.server.tritonserver import free_ports
 
 DEFAULT_LIMITS = GatewayLimits()
 

@@ -1,6 +1,6 @@
 """An independent reference of the ResNet evaluation recipe, written for the tests only.
 
-Deliberately not shopvision.serving.preprocessing: full JPEG decode (no draft mode), the whole image
+Deliberately not shopvision.backend.preprocessing: full JPEG decode (no draft mode), the whole image
 resized and then cropped by array slicing, transparency blended in numpy.
 """
 

@@ -11,7 +11,7 @@ import uvicorn
 
 from shopvision.api.app import create_app
 from shopvision.api.settings import ApiSettings
-from shopvision.serving.server import free_ports
+from shopvision.server.tritonserver import free_ports
 
 
 class ServiceThread:

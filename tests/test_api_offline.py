@@ -21,7 +21,7 @@ from shopvision.api.settings import ApiSettings
 from shopvision.catalog.milvus_store import MilvusConnection
 from shopvision.contract import MAX_FILTER_VALUES, MAX_IMAGE_BYTES, MAX_METADATA_BYTES, MAX_METADATA_FIELDS
 from shopvision.samples import product_jpeg
-from shopvision.serving.server import free_ports
+from shopvision.server.tritonserver import free_ports
 from tests.search_service import ServiceThread
 from tests.stub_triton import SLOW_MARKER, StubTriton
 from tests.test_deploy import render as render_chart
@@ -236,7 +236,7 @@ def chart_environment(container: dict) -> dict[str, str]:
 
 
 def variables_the_service_reads() -> set[str]:
-    source = (Path(__file__).resolve().parent.parent / "client" / "shopvision" / "api" / "settings.py").read_text()
+    source = (Path(__file__).resolve().parent.parent / "src" / "shopvision" / "api" / "settings.py").read_text()
     return set(re.findall(r'env(?:\.get\(|\[)"([A-Z_]+)"', source)) | set(MilvusConnection.ENVIRONMENT.values())
 
 

@@ -18,8 +18,8 @@ from tritonclient.utils import InferenceServerException
 
 import shopvision
 from shopvision import contract
+from shopvision.backend.preprocessing import DecodeLimits, ImageRejected, Preprocessor
 from shopvision.samples import encode, product_image, product_jpeg
-from shopvision.serving.preprocessing import DecodeLimits, ImageRejected, Preprocessor
 from tests.conftest import RunningServer
 from tests.images import cutout_rgba_png, sixteen_bit_png
 
@@ -159,7 +159,7 @@ def test_the_pixel_limit_is_the_contracts_and_read_from_the_header() -> None:
 def test_transparent_images_are_composited_in_bands_exactly_as_in_one_piece(
     mode: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from shopvision.serving import preprocessing
+    from shopvision.backend import preprocessing
 
     rgba = Image.open(io.BytesIO(cutout_rgba_png()))
     source = {"RGBA": rgba, "LA": rgba.convert("LA"), "P": rgba.convert("RGB").quantize(colors=64)}[mode]
@@ -174,7 +174,7 @@ def test_transparent_images_are_composited_in_bands_exactly_as_in_one_piece(
 
 
 def test_sixteen_bit_images_are_rescaled_in_bands_exactly_as_in_one_piece(monkeypatch: pytest.MonkeyPatch) -> None:
-    from shopvision.serving import preprocessing
+    from shopvision.backend import preprocessing
 
     wide = Image.open(io.BytesIO(sixteen_bit_png()))
     assert wide.mode in {"I;16", "I"}

@@ -8,7 +8,7 @@ import pytest
 
 from benchmarks import compare
 from shopvision import contract
-from shopvision.serving.configs import read_config
+from shopvision.repository.configs import read_config
 from tests.conftest import TEMPLATE, copy_repository
 
 

@@ -48,10 +48,10 @@ from shopvision.contract import (
     ENSEMBLE_MODEL,
     IMAGE_INPUT,
 )
+from shopvision.repository.configs import read_config
+from shopvision.repository.files import CategoryHeads, assemble, record_history
+from shopvision.repository.heads import promote_head, rollback_head
 from shopvision.samples import SAMPLE_CATEGORIES, category_image, encode, write_labelled_photos
-from shopvision.serving.configs import read_config
-from shopvision.serving.heads import promote_head, rollback_head
-from shopvision.serving.repository import CategoryHeads, assemble, record_history
 from shopvision.types import WeightsProvenance
 from tests.conftest import ARTIFACTS, TEMPLATE, RunningServer, start_server
 from tests.remembering_client import Answers, RememberingClient

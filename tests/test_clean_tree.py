@@ -76,7 +76,7 @@ def test_build_serve_test_and_benchmark_leave_the_tree_clean(clone: Path) -> Non
     assert (built / contract.RESNET_MODEL / "1" / contract.MODEL_FILE).is_file()
     assert not list((clone / "model_repository").rglob(contract.MODEL_FILE))
 
-    from shopvision.serving.server import free_ports
+    from shopvision.server.tritonserver import free_ports
 
     # What `make serve` runs: Triton, then the search service over the demo catalog it indexes first.
     http, grpc, metrics, api = map(str, free_ports(4))

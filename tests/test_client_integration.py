@@ -16,7 +16,7 @@ import pytest
 
 import shopvision
 from shopvision.samples import encode, product_image, product_jpeg
-from shopvision.serving.server import free_ports
+from shopvision.server.tritonserver import free_ports
 from tests.conftest import RunningServer, start_server
 from tests.images import write_catalog
 from tests.threads import RecordingThread

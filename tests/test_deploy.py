@@ -20,8 +20,8 @@ import yaml
 import shopvision
 from shopvision.contract import CONFIDENCE_METRIC, QUALITY_MONITOR_MODEL, RESNET_MODEL
 from shopvision.samples import product_jpeg
-from shopvision.serving.container import gpu_visible, options_from_environment
-from shopvision.serving.server import free_ports, triton_arguments
+from shopvision.server.container import gpu_visible, options_from_environment
+from shopvision.server.tritonserver import free_ports, triton_arguments
 from tests import helm
 from tests.conftest import RunningServer
 from tests.metrics import assert_counter_between, inference_counts, metric, samples, scrape, wait_for_metric

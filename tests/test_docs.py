@@ -100,7 +100,7 @@ def table_rows(document: Path, heading_cell: str) -> dict[str, list[str]]:
 def test_the_preprocessing_accuracy_table_is_what_preprocessing_measures() -> None:
     import numpy as np
 
-    from shopvision.serving.preprocessing import Preprocessor
+    from shopvision.backend.preprocessing import Preprocessor
     from tests.images import photo_jpeg
     from tests.reference import reference_pixels
     from tests.test_parity import LARGE_PHOTOS

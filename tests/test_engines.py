@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from shopvision import contract
-from shopvision.serving import engines
+from shopvision.backend import engines
 from tests.test_python_models import tiny_resnet_contract_model
 
 

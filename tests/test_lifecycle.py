@@ -29,11 +29,11 @@ from shopvision.contract import (
     PREPROCESS_MODEL,
     RESNET_MODEL,
 )
+from shopvision.modelbuild.build import build_model
+from shopvision.repository.files import CategoryHeads, read_provenance
+from shopvision.repository.heads import promote_head
+from shopvision.repository.lifecycle import ModelRepository, PromotionError, promote, rollback
 from shopvision.samples import product_jpeg
-from shopvision.serving.build import build_model
-from shopvision.serving.heads import promote_head
-from shopvision.serving.lifecycle import ModelRepository, PromotionError, promote, rollback
-from shopvision.serving.repository import CategoryHeads, read_provenance
 from tests.conftest import TEMPLATE, RunningServer, start_server
 from tests.test_categories import clustered_vectors
 from tests.threads import RecordingThread, join_all

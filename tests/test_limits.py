@@ -28,16 +28,16 @@ from shopvision.contract import (
     REQUEST_ENVELOPE_BYTES,
     max_request_bytes,
 )
+from shopvision.repository.configs import ModelConfig, read_config
 from shopvision.samples import product_jpeg
-from shopvision.serving.configs import ModelConfig, read_config
-from shopvision.serving.limits import (
+from shopvision.server.limits import (
     LARGE_REQUEST_BYTES,
     GatewayLimits,
     preprocess_batch_bytes,
     request_body_limit,
     shm_size_bytes,
 )
-from shopvision.serving.server import ServerOptions, free_ports
+from shopvision.server.tritonserver import ServerOptions, free_ports
 from tests.conftest import TEMPLATE, start_server
 from tests.gateway import TEMPLATE as GATEWAY_TEMPLATE, LocalGateway, render
 from tests.test_deploy import CHART, PRODUCTION_VALUES, compose_config, render as render_chart

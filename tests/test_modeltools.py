@@ -19,17 +19,17 @@ from onnx import helper, numpy_helper
 
 from shopvision import _files, contract
 from shopvision.cli.main import main as cli_main
-from shopvision.serving import weights as sources
-from shopvision.serving.build import build_model
-from shopvision.serving.configs import read_config
-from shopvision.serving.repository import ModelRepository, Provenance, assemble
-from shopvision.serving.server import free_ports
-from shopvision.serving.surgery import SurgeryError, canonicalize, embedding_width
-from shopvision.serving.synthetic import (
+from shopvision.modelbuild import weights as sources
+from shopvision.modelbuild.build import build_model
+from shopvision.modelbuild.surgery import SurgeryError, canonicalize, embedding_width
+from shopvision.modelbuild.synthetic import (
     INPUT_NAME,
     LOGITS_NAME,
     build_synthetic_resnet50,
 )
+from shopvision.repository.configs import read_config
+from shopvision.repository.files import ModelRepository, Provenance, assemble
+from shopvision.server.tritonserver import free_ports
 from tests.conftest import TEMPLATE, copy_repository
 
 
@@ -357,7 +357,7 @@ def test_mobilenet_v2_int8_canonicalises_to_a_1280_wide_dequantized_embedding(pi
 
 
 def test_a_promotion_to_another_embedding_width_is_refused_before_anything_loads(tmp_path: Path) -> None:
-    from shopvision.serving.lifecycle import PromotionError, ResnetVersions
+    from shopvision.repository.lifecycle import PromotionError, ResnetVersions
 
     repository = copy_repository(tmp_path / "model_repository")
     for version, (backbone, width) in enumerate((("resnet50-v1-12", 2048), ("mobilenetv2-12-int8", 1280)), 1):
@@ -382,7 +382,7 @@ def test_mobilenet_is_a_known_model_fetched_from_its_zoo_folder_or_a_flat_mirror
 
 
 def test_provenance_written_before_backbones_were_named_reads_as_resnet50(tmp_path: Path) -> None:
-    from shopvision.serving.repository import read_provenance
+    from shopvision.repository.files import read_provenance
 
     for synthetic, backbone in ((True, "resnet50-synthetic"), (False, "resnet50-v1-12")):
         (tmp_path / "provenance.json").write_text(json.dumps(

@@ -12,7 +12,7 @@ import tritonclient.grpc as grpcclient
 from PIL import Image
 
 from shopvision import contract
-from shopvision.serving.preprocessing import Preprocessor
+from shopvision.backend.preprocessing import Preprocessor
 from tests.conftest import RunningServer
 from tests.images import PARITY_CASES, photo_jpeg
 from tests.reference import reference_pixels

@@ -21,8 +21,8 @@ from google.protobuf import json_format, text_format
 from onnx import TensorProto, helper
 
 from shopvision import contract
-from shopvision.serving.configs import read_config
-from shopvision.serving.preprocessing import Preprocessor
+from shopvision.backend.preprocessing import Preprocessor
+from shopvision.repository.configs import read_config
 from tests import python_backend_stub as pb_utils
 from tests.conftest import TEMPLATE
 from tests.images import photo_jpeg, photo_png

@@ -30,9 +30,9 @@ from shopvision import contract
 from shopvision.api.demo import build_demo_catalog, demo_banner
 from shopvision.api.settings import ApiSettings
 from shopvision.catalog import Catalog, CatalogError, CatalogItem
-from shopvision.serving.build import build_model
-from shopvision.serving.configs import read_config
-from shopvision.serving.repository import ModelRepository
+from shopvision.modelbuild.build import build_model
+from shopvision.repository.configs import read_config
+from shopvision.repository.files import ModelRepository
 from tests.conftest import ARTIFACTS, TEMPLATE, RunningServer, start_server
 from tests.real_data import GROCERY, MOBILENET, SENSIBLE_TOP1, real_photos, require
 from tests.reference import MEAN, STD, reference_pixels

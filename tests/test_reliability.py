@@ -17,9 +17,9 @@ import shopvision
 from benchmarks.soak import soak
 from shopvision.api.settings import ApiSettings
 from shopvision.contract import CPU_CONFIG_NAME, ENSEMBLE_MODEL, IMAGE_INPUT, PREPROCESS_MODEL, RESNET_MODEL
+from shopvision.repository.configs import ModelConfig, edit_config
 from shopvision.samples import product_jpeg
-from shopvision.serving.configs import ModelConfig, edit_config
-from shopvision.serving.server import GrpcTls
+from shopvision.server.tritonserver import GrpcTls
 from tests.certificates import self_signed_certificate
 from tests.conftest import RunningServer, start_server
 from tests.gateway import LocalGateway

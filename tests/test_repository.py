@@ -8,7 +8,7 @@ import pytest
 from tritonclient.grpc import model_config_pb2
 
 from shopvision import contract
-from shopvision.serving.configs import read_config as load_config
+from shopvision.repository.configs import read_config as load_config
 from tests.conftest import TEMPLATE
 
 STRING, FP32 = model_config_pb2.TYPE_STRING, model_config_pb2.TYPE_FP32

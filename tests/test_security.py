@@ -126,7 +126,7 @@ def test_the_gateway_never_passes_a_chunked_body_on(tmp_path: Path) -> None:
     import socket
     import threading
 
-    from shopvision.serving.server import free_ports
+    from shopvision.server.tritonserver import free_ports
     from tests.gateway import LocalGateway
 
     received: dict[str, object] = {}
@@ -196,8 +196,8 @@ def answer_to_headers(address: str, length: int) -> str:
 def test_the_gateway_bounds_large_requests_in_flight_and_lets_small_ones_pass(triton: RunningServer,
                                                                               tmp_path: Path) -> None:
     """At most GATEWAY_LARGE_REQUESTS requests over 10 MB, or of unknown length (every gRPC message), reach
-    Triton at once (shopvision.serving.limits.GatewayLimits sizes it to the chart's memory): one slot here."""
-    from shopvision.serving.limits import LARGE_REQUEST_BYTES, GatewayLimits
+    Triton at once (shopvision.server.limits.GatewayLimits sizes it to the chart's memory): one slot here."""
+    from shopvision.server.limits import LARGE_REQUEST_BYTES, GatewayLimits
     from tests.gateway import LocalGateway
 
     limits = GatewayLimits(large_requests=1)
@@ -233,7 +233,7 @@ def test_the_gateway_bounds_large_requests_in_flight_and_lets_small_ones_pass(tr
 @pytest.mark.system
 def test_the_gateway_limits_each_clients_rate_and_knows_clients_only_from_trusted_proxies(
         triton: RunningServer, tmp_path: Path) -> None:
-    from shopvision.serving.limits import GatewayLimits
+    from shopvision.server.limits import GatewayLimits
     from tests.gateway import LocalGateway
 
     limits = GatewayLimits(rate_per_client=1, burst_per_client=1)  # this test's own 127.0.0.1 is the trusted proxy

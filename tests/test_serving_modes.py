@@ -21,9 +21,9 @@ from tritonclient.utils import InferenceServerException
 
 from shopvision import contract
 from shopvision.errors import LocalServerError
+from shopvision.repository.configs import ModelConfig, edit_config
 from shopvision.samples import product_jpeg
-from shopvision.serving.configs import ModelConfig, edit_config
-from shopvision.serving.server import LocalTritonServer, ServerOptions
+from shopvision.server.tritonserver import LocalTritonServer, ServerOptions
 from tests.conftest import RunningServer, start_server
 from tests.images import PARITY_CASES
 from tests.test_parity import infer_one

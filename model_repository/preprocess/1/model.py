@@ -7,8 +7,8 @@ import json
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from shopvision.backend.preprocessing import DecodeLimits, ImageRejected, Preprocessor
 from shopvision.contract import REJECTED_IMAGE
-from shopvision.serving.preprocessing import DecodeLimits, ImageRejected, Preprocessor
 
 
 class TritonPythonModel:

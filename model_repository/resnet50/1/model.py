@@ -2,7 +2,7 @@
 
 The ``cpu`` configuration (``--model-config-name=cpu``), wherever a CPU serves: it runs the version's
 ``model.onnx`` on the whole dynamic batch with the engine the config's ``engine`` parameter names
-(:mod:`shopvision.serving.engines`). The categories head's ``cpu`` config runs a copy of it too.
+(:mod:`shopvision.backend.engines`). The categories head's ``cpu`` config runs a copy of it too.
 
 CPU execution (measured in benchmarks/results): several instances with a share of the cores each
 keep every core busy under load, without per-operator hand-offs between threads. A lone image is
@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from shopvision.backend.engines import available_cores, open_engine
 from shopvision.contract import ENGINE_PARAMETER, ENGINES, MODEL_FILE
-from shopvision.serving.engines import available_cores, open_engine
 
 
 def _private_directory() -> Path:

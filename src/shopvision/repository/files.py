@@ -33,7 +33,7 @@ from shopvision.contract import (
     RESNET_MODEL,
 )
 from shopvision.errors import ModelBuildError
-from shopvision.serving.configs import ModelConfig, edit_config, model_config_pb2, read_config
+from shopvision.repository.configs import ModelConfig, edit_config, model_config_pb2, read_config
 
 PYTHON_RUNNER = "model.py"
 HISTORY_FILE = "promotions.json"

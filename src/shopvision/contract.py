@@ -81,7 +81,7 @@ def max_request_bytes() -> int:
     """The largest inference request the product accepts: a full batch of images at the byte limit.
 
     Rounded up to whole MiB so proxies can spell it (``257m``); the gateway, the Helm Ingress and the
-    chart's memory sizing are derived from it (``shopvision.serving.limits``)."""
+    chart's memory sizing are derived from it (``shopvision.server.limits``)."""
     exact = MAX_BATCH_SIZE * (MAX_IMAGE_BYTES + BYTES_ELEMENT_PREFIX) + REQUEST_ENVELOPE_BYTES
     return -(-exact // MIB) * MIB
 

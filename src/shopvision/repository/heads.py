@@ -1,6 +1,6 @@
 """Promote a trained categories head on a running server without dropping requests, or roll back.
 
-The steps are :mod:`shopvision.serving.promotion`'s, as for resnet50 versions; this is what is a head's own.
+The steps are :mod:`shopvision.repository.promotion`'s, as for resnet50 versions; this is what is a head's own.
 Promoting head N while head C serves (or none does):
 1. pin the ensemble's files to what the server runs now (its head and its resnet50 version: reloading the
    ensemble must not bring in a newer resnet50 build unchecked), then load categories with versions [C, N];
@@ -28,11 +28,11 @@ from shopvision.contract import (
     MODEL_FILE,
     RESNET50_EMBEDDING_DIM,
 )
+from shopvision.repository import promotion
+from shopvision.repository.files import CategoryHeads, ModelRepository
+from shopvision.repository.lifecycle import pin_serving_version, serving_version
+from shopvision.repository.promotion import Checked, PromotionError, PromotionReport, Target
 from shopvision.samples import product_jpeg
-from shopvision.serving import promotion
-from shopvision.serving.lifecycle import pin_serving_version, serving_version
-from shopvision.serving.promotion import Checked, PromotionError, PromotionReport, Target
-from shopvision.serving.repository import CategoryHeads, ModelRepository
 
 NO_HEAD = 0
 """The version number that stands for "no head": promoting it removes the categories step."""

@@ -13,22 +13,22 @@ import onnx
 from shopvision._files import atomic_write, sha256_of
 from shopvision.contract import MODEL_FILE, PROVENANCE_FILE
 from shopvision.errors import ModelBuildError
-from shopvision.serving.repository import (
-    SYNTHETIC_BACKBONE,
-    ModelRepository,
-    Provenance,
-    assemble,
-    ensure_python_runner,
-)
-from shopvision.serving.surgery import canonicalize, embedding_width
-from shopvision.serving.synthetic import build_synthetic_resnet50
-from shopvision.serving.weights import (
+from shopvision.modelbuild.surgery import canonicalize, embedding_width
+from shopvision.modelbuild.synthetic import build_synthetic_resnet50
+from shopvision.modelbuild.weights import (
     DEFAULT_ZOO_MODEL,
     SYNTHETIC,
     ZOO_MODELS,
     WeightsUnavailable,
     fetch_zoo_model,
     known_model_by_sha256,
+)
+from shopvision.repository.files import (
+    SYNTHETIC_BACKBONE,
+    ModelRepository,
+    Provenance,
+    assemble,
+    ensure_python_runner,
 )
 
 AUTO = "auto"

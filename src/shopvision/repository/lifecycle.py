@@ -1,6 +1,6 @@
 """Promote a new resnet50 version on a running server without dropping requests, or roll back.
 
-The steps are :mod:`shopvision.serving.promotion`'s; this is what is resnet50's own. The repository's files
+The steps are :mod:`shopvision.repository.promotion`'s; this is what is resnet50's own. The repository's files
 record the state, so a restart serves the same version: resnet50's ``version_policy`` lists the loaded versions
 and the ensemble's resnet50 step pins the one it serves.
 
@@ -31,10 +31,10 @@ from shopvision.contract import (
     PROBABILITIES,
     RESNET_MODEL,
 )
+from shopvision.repository import promotion
+from shopvision.repository.files import CategoryHeads, ModelRepository, Provenance, read_provenance
+from shopvision.repository.promotion import Checked, PromotionError, PromotionReport, Target
 from shopvision.samples import product_jpeg
-from shopvision.serving import promotion
-from shopvision.serving.promotion import Checked, PromotionError, PromotionReport, Target
-from shopvision.serving.repository import CategoryHeads, ModelRepository, Provenance, read_provenance
 
 __all__ = ["PromotionError", "PromotionReport", "ModelRepository", "ResnetVersions", "promote", "rollback"]
 

@@ -12,7 +12,7 @@ from shopvision.categories.embedding import embed_photos
 from shopvision.categories.export import head_to_onnx
 from shopvision.categories.report import render_markdown, training_report
 from shopvision.categories.training import TrainedHead, train_head
-from shopvision.serving.repository import CategoryHeads
+from shopvision.repository.files import CategoryHeads
 
 if TYPE_CHECKING:
     from shopvision.aio import Progress

@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 
 from shopvision.contract import ADMIN_KEY_ENV, CPU_CONFIG_NAME
-from shopvision.serving.server import GrpcTls, ServerOptions, triton_arguments
+from shopvision.server.tritonserver import GrpcTls, ServerOptions, triton_arguments
 
 DEFAULT_REPOSITORY = "/models"
 AUTO_CONFIG = "auto"

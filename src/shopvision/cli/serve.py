@@ -46,7 +46,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 def describe_runner(repository: Path, config_name: str) -> str:
     """What runs resnet50 under ``config_name``: the backend, and for the Python backend its engine."""
     from shopvision.contract import ENGINE_PARAMETER, ENGINES
-    from shopvision.serving.configs import read_config
+    from shopvision.repository.configs import read_config
 
     path = repository / RESNET_MODEL / "configs" / f"{config_name}.pbtxt"
     config = read_config(path if path.exists() else repository / RESNET_MODEL / "config.pbtxt")
@@ -58,8 +58,8 @@ def describe_runner(repository: Path, config_name: str) -> str:
 
 def run_serve(args: argparse.Namespace) -> int:
     from shopvision.contract import ADMIN_KEY_ENV, ADMIN_KEY_HEADER
-    from shopvision.serving.repository import default_repository, read_provenance
-    from shopvision.serving.server import (
+    from shopvision.repository.files import default_repository, read_provenance
+    from shopvision.server.tritonserver import (
         RESTRICTED_APIS,
         LocalTritonServer,
         ServerOptions,

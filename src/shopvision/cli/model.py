@@ -9,8 +9,8 @@ from pathlib import Path
 
 from shopvision.cli._common import EXIT_OK, add_json_option, add_repository_argument, print_json
 from shopvision.cli.promotion import RESNET_VERSIONS, add_promotion_actions
-from shopvision.serving.repository import DEFAULT_TEMPLATE, default_repository
-from shopvision.serving.weights import DEFAULT_ZOO_MODEL, ZOO_MODELS
+from shopvision.modelbuild.weights import DEFAULT_ZOO_MODEL, ZOO_MODELS
+from shopvision.repository.files import DEFAULT_TEMPLATE, default_repository
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -53,8 +53,8 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run_build(args: argparse.Namespace) -> int:
-    from shopvision.serving.build import AUTO, build_model
-    from shopvision.serving.repository import assemble
+    from shopvision.modelbuild.build import AUTO, build_model
+    from shopvision.repository.files import assemble
 
     repository = args.repository or default_repository()
     files = assemble(args.template, repository)

@@ -15,7 +15,7 @@ from shopvision.cli._common import (
     print_json,
 )
 from shopvision.cli.promotion import CATEGORIES_HEADS, add_promotion_actions
-from shopvision.serving.repository import DEFAULT_TEMPLATE, default_repository
+from shopvision.repository.files import DEFAULT_TEMPLATE, default_repository
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -94,7 +94,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    from shopvision.serving.repository import CategoryHeads
+    from shopvision.repository.files import CategoryHeads
 
     heads = CategoryHeads(args.repository or default_repository())
     serving = heads.serving_version()

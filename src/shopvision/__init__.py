@@ -1,7 +1,7 @@
 """shopvision: ResNet50 classification and visual search served by NVIDIA Triton.
 
 The client SDK is exported here and loaded on first use (tritonclient, numpy, Pillow), so
-server-side modules such as ``shopvision.serving.preprocessing`` import without tritonclient.
+server-side modules such as ``shopvision.backend.preprocessing`` import without tritonclient.
 Model tooling, the local server and the catalog live in subpackages with their own extras.
 """
 

@@ -1,7 +1,7 @@
 """One way to promote a model version on a running server without dropping a request, and to roll back.
 
-What is promoted is a :class:`Target`: resnet50's versions (:mod:`shopvision.serving.lifecycle`) and the
-categories heads (:mod:`shopvision.serving.heads`) are two. Every promotion of version N while C serves runs
+What is promoted is a :class:`Target`: resnet50's versions (:mod:`shopvision.repository.lifecycle`) and the
+categories heads (:mod:`shopvision.repository.heads`) are two. Every promotion of version N while C serves runs
 the same steps:
 
 1. refuse N if it cannot serve here (not built, another embedding width...);
@@ -25,7 +25,7 @@ from typing import Any
 
 from shopvision.client import Client
 from shopvision.errors import PermissionDeniedError, ShopvisionError
-from shopvision.serving.repository import VersionedModel
+from shopvision.repository.files import VersionedModel
 
 
 class PromotionError(ShopvisionError):

@@ -17,10 +17,10 @@ from shopvision.cli._common import (
     add_url_option,
     print_json,
 )
-from shopvision.serving.repository import default_repository
+from shopvision.repository.files import default_repository
 
 if TYPE_CHECKING:
-    from shopvision.serving.promotion import PromotionReport, Target
+    from shopvision.repository.promotion import PromotionReport, Target
 
 RESNET_VERSIONS = "resnet50"
 CATEGORIES_HEADS = "categories"
@@ -48,17 +48,17 @@ def add_promotion_actions(actions: argparse._SubParsersAction, *, target: str, t
 def _target(name: str, repository: Path) -> Target:
     # Imported here: the serving side loads onnxruntime and protobuf, which other commands do not need.
     if name == CATEGORIES_HEADS:
-        from shopvision.serving.heads import Heads
+        from shopvision.repository.heads import Heads
 
         return Heads(repository)
-    from shopvision.serving.lifecycle import ResnetVersions
+    from shopvision.repository.lifecycle import ResnetVersions
 
     return ResnetVersions(repository)
 
 
 def run_promotion(args: argparse.Namespace) -> int:
     """``promote VERSION`` or ``rollback`` on the server at ``--url``, then what serves now."""
-    from shopvision.serving import promotion
+    from shopvision.repository import promotion
 
     target = _target(args.target, args.repository or default_repository())
     key = admin_key()
@@ -71,7 +71,7 @@ def run_promotion(args: argparse.Namespace) -> int:
 
 def admin_key() -> str:
     from shopvision.contract import ADMIN_KEY_ENV
-    from shopvision.serving.promotion import PromotionError
+    from shopvision.repository.promotion import PromotionError
 
     key = os.environ.get(ADMIN_KEY_ENV)
     if not key:

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 from shopvision.errors import ShopvisionError
 from shopvision.images import IMAGE_SUFFIXES
-from shopvision.serving.repository import REPOSITORY_ENV, default_repository
+from shopvision.repository.files import REPOSITORY_ENV, default_repository
 
 URL_ENV = "SHOPVISION_URL"
 DEFAULT_URL = "grpc://localhost:8001"
