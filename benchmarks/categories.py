@@ -63,7 +63,7 @@ def measure(out: Path) -> dict:
                 rounds.append(points)
                 print(f"round {number}: {json.dumps(rounds[-1])}", flush=True)
     return {"head": {"version": installed.version, "categories": installed.head.categories,
-                     "held_out_accuracy": installed.report["held_out"]["accuracy"]},
+                     "held_out_accuracy": installed.report.evaluation.held_out.accuracy},
             "rounds": rounds}
 
 

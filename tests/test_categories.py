@@ -7,6 +7,7 @@ photos, not what real weights get on a shop's photos.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -38,7 +39,7 @@ from shopvision.categories.embedding import EmbeddedPhotos
 from shopvision.categories.export import head_to_onnx
 from shopvision.categories.pipeline import train_and_install
 from shopvision.categories.report import render_markdown, training_report
-from shopvision.categories.training import MAX_ITERATIONS, TrainedHead, train_head
+from shopvision.categories.training import MAX_ITERATIONS, Split, TrainedHead, train_head
 from shopvision.contract import (
     ADMIN_KEY_ENV,
     CATEGORIES_MODEL,
@@ -49,8 +50,9 @@ from shopvision.contract import (
     IMAGE_INPUT,
 )
 from shopvision.repository.configs import read_config
-from shopvision.repository.files import CategoryHeads, assemble, record_history
+from shopvision.repository.files import CategoryHeads, assemble
 from shopvision.repository.heads import promote_head, rollback_head
+from shopvision.repository.records import HeadProvenance, PromotionRecord, record_history
 from shopvision.samples import SAMPLE_CATEGORIES, category_image, encode, write_labelled_photos
 from shopvision.types import WeightsProvenance
 from tests.conftest import ARTIFACTS, TEMPLATE, RunningServer, start_server
@@ -119,24 +121,24 @@ def test_the_exported_head_computes_what_predict_proba_does(categories: int) -> 
     assert float(np.abs(served - head.classifier.predict_proba(vectors)).max()) < 1e-5
     evaluation = head.evaluation
     held_out_photos = -(-len(vectors) * 25 // 100)  # scikit-learn rounds the held-out quarter up
-    assert evaluation["photos"] == {"train": len(vectors) - held_out_photos, "held_out": held_out_photos}
-    held_out = evaluation["held_out"]
-    assert held_out["chance"] == pytest.approx(1 / categories, abs=0.05)
-    assert held_out["accuracy"] > held_out["chance"] + 0.3
-    assert set(held_out["per_category"]) == set(labels)
-    assert evaluation["regularisation"]["C"] in [row["C"] for row in evaluation["regularisation"]["grid"]]
-    assert 0 <= held_out["calibration"]["expected_calibration_error"] <= 1
-    assert sum(row["photos"] for row in held_out["calibration"]["bins"]) == evaluation["photos"]["held_out"]
+    assert evaluation.photos == Split(train=len(vectors) - held_out_photos, held_out=held_out_photos)
+    held_out = evaluation.held_out
+    assert held_out.chance == pytest.approx(1 / categories, abs=0.05)
+    assert held_out.accuracy > held_out.chance + 0.3
+    assert set(held_out.per_category) == set(labels)
+    assert evaluation.regularisation.C in [row.C for row in evaluation.regularisation.grid]
+    assert 0 <= held_out.calibration.expected_calibration_error <= 1
+    assert sum(row.photos for row in held_out.calibration.bins) == evaluation.photos.held_out
     # The held-out photos are a stratified part the classifier never saw: the two parts split the rows, and a
     # classifier fitted on the training part alone, with the C chosen, is the one trained (coefficients equal).
     train, unseen = set(head.train_rows.tolist()), set(head.held_out_rows.tolist())
     assert not train & unseen and train | unseen == set(range(len(vectors))) and len(unseen) == held_out_photos
     assert {labels[row] for row in unseen} == set(labels)
-    refit = LogisticRegression(C=evaluation["regularisation"]["C"], max_iter=MAX_ITERATIONS)
+    refit = LogisticRegression(C=evaluation.regularisation.C, max_iter=MAX_ITERATIONS)
     refit.fit(vectors[head.train_rows], [labels[row] for row in head.train_rows])
     np.testing.assert_allclose(refit.coef_, head.classifier.coef_, atol=1e-6)
     accuracy = np.mean(refit.predict(vectors[head.held_out_rows]) == np.array(labels)[head.held_out_rows])
-    assert held_out["accuracy"] == pytest.approx(accuracy)
+    assert held_out.accuracy == pytest.approx(accuracy)
 
 
 def test_the_report_names_confusions_and_says_loudly_when_weights_are_synthetic() -> None:
@@ -144,13 +146,17 @@ def test_the_report_names_confusions_and_says_loudly_when_weights_are_synthetic(
     vectors, labels = clustered_vectors(3, 30, seed=7)
     labels = [label if label != "cat-2" else ("cat-1" if index % 2 else "cat-2") for index, label in enumerate(labels)]
     head = train_head(vectors, labels, seed=0)
-    confused = {(pair["category"], pair["predicted_as"]) for pair in head.evaluation["held_out"]["most_confused"]}
-    assert confused & {("cat-1", "cat-2"), ("cat-2", "cat-1")}, head.evaluation["held_out"]["most_confused"]
+    confused = {(pair.category, pair.predicted_as) for pair in head.evaluation.held_out.most_confused}
+    assert confused & {("cat-1", "cat-2"), ("cat-2", "cat-1")}, head.evaluation.held_out.most_confused
     photos = [LabelledPhoto(label, Path(f"{index}.jpg")) for index, label in enumerate(labels)]
     embedded = EmbeddedPhotos(photos=photos, vectors=vectors, digests=[f"{i:064x}" for i in range(len(photos))])
     report = training_report(head, embedded, fake_served(synthetic=True), source="labelled/", seed=0)
-    assert report["provenance"]["embedding_weights_synthetic"] is True
-    assert report["provenance"]["training_set_sha256"] == embedded.training_set_sha256()
+    assert report.provenance.embeddings.synthetic is True
+    assert report.provenance.training_set_sha256 == embedded.training_set_sha256()
+    # The record keeps the keys heads installed before the typed record have, and reads back equal.
+    record = report.provenance.to_record()
+    assert record["embedding_weights_synthetic"] is True and record["embedding_model_sha256"] == "ab" * 32
+    assert HeadProvenance.from_record(json.loads(json.dumps(record))) == report.provenance
     markdown = render_markdown(report, version=3)
     assert markdown.startswith("# Categories head, version 3\n\n**SYNTHETIC WEIGHTS.**")
     assert "taken for" in markdown and "| cat-0 | 30 |" in markdown
@@ -167,8 +173,8 @@ def test_a_repository_gets_the_head_model_and_the_ensemble_its_step_only_once_a_
     assert not heads.model_dir.exists() and heads.serving_version() is None
     vectors, labels = clustered_vectors(3, 12, seed=1)
     head = train_head(vectors, labels, seed=0)
-    provenance = {"categories": head.categories, "embedding_model_sha256": "ab" * 32}
-    version = heads.install(head_to_onnx(head).SerializeToString(), head.categories, provenance, template=TEMPLATE)
+    provenance = HeadProvenance(categories=head.categories, embeddings=fake_served())
+    version = heads.install(head_to_onnx(head).SerializeToString(), provenance, template=TEMPLATE)
     assert version == 1 and heads.categories(1) == ["cat-0", "cat-1", "cat-2"]
     assert (heads.model_dir / "config.pbtxt").is_file() and (heads.model_dir / "1" / "model.py").is_file()
     assemble(TEMPLATE, repository)  # no promotion recorded: the newest head serves from the next assembly
@@ -176,7 +182,7 @@ def test_a_repository_gets_the_head_model_and_the_ensemble_its_step_only_once_a_
     ensemble = (repository / ENSEMBLE_MODEL / "config.pbtxt").read_text()
     assert 'name: "category_probabilities"' in ensemble and 'label_filename: "categories-1.txt"' in ensemble
     assert (repository / ENSEMBLE_MODEL / "categories-1.txt").read_text() == "cat-0\ncat-1\ncat-2\n"
-    record_history(heads.model_dir, {"version": 0, "previous": 1, "promoted": True})
+    record_history(heads.model_dir, PromotionRecord.now(version=0, previous=1, promoted=True))
     assemble(TEMPLATE, repository)  # a rollback to "no head" survives reassembly
     assert heads.serving_version() is None
     assert "category_probabilities" not in (repository / ENSEMBLE_MODEL / "config.pbtxt").read_text()
@@ -189,7 +195,8 @@ def test_a_head_on_another_backbones_embeddings_gets_configs_of_its_width(tmp_pa
     vectors, labels = clustered_vectors(3, 12, seed=4, width=1280)
     head = train_head(vectors, labels, seed=0)
     heads = CategoryHeads(repository)
-    heads.install(head_to_onnx(head).SerializeToString(), head.categories, {}, template=TEMPLATE)
+    heads.install(head_to_onnx(head).SerializeToString(), HeadProvenance(head.categories, fake_served()),
+                  template=TEMPLATE)
     for path in heads.configs():
         config = read_config(path)
         assert [list(t.dims) for t in (*config.input, *config.output) if t.name in (EMBEDDING, CATEGORISED_EMBEDDING)
@@ -205,8 +212,9 @@ def test_a_head_whose_first_promotion_failed_does_not_serve_after_reassembly(tmp
     heads = CategoryHeads(repository)
     vectors, labels = clustered_vectors(2, 12, seed=1)
     head = train_head(vectors, labels, seed=0)
-    heads.install(head_to_onnx(head).SerializeToString(), head.categories, {}, template=TEMPLATE)
-    record_history(heads.model_dir, {"version": 1, "previous": 0, "promoted": False})
+    heads.install(head_to_onnx(head).SerializeToString(), HeadProvenance(head.categories, fake_served()),
+                  template=TEMPLATE)
+    record_history(heads.model_dir, PromotionRecord.now(version=1, previous=0, promoted=False))
     assemble(TEMPLATE, repository)
     assert heads.serving_version() is None
     # The template's ensemble, comments and all: nothing rewrote it.
@@ -376,7 +384,7 @@ def test_the_served_head_equals_predict_proba_and_switches_under_load_without_a_
     with shopvision.Client(shop.running.grpc_url) as client, pytest.raises(shopvision.NoCategoriesError,
                                                                            match="no categories head"):
         client.categorize(images[:1])
-    history = [(entry["version"], entry["previous"]) for entry in CategoryHeads(shop.repository).history()]
+    history = [(entry.version, entry.previous) for entry in CategoryHeads(shop.repository).history()]
     assert history[-4:] == [(five_version, 0), (four_version, five_version), (five_version, four_version),
                             (0, five_version)]
 
@@ -387,9 +395,11 @@ def test_a_head_trained_on_other_weights_is_refused_and_what_served_keeps_servin
     common = {"url": shop.running.grpc_url, "admin_key": ADMIN_KEY}
     assert promote_head(shop.repository, version, **common).promoted
     heads = CategoryHeads(shop.repository)
-    provenance = {**heads.provenance(version), "embedding_model_sha256": "0" * 64}
-    foreign = heads.install((heads.model_dir / str(version) / "model.onnx").read_bytes(), head.categories,
-                            provenance, template=TEMPLATE)
+    trained_on = heads.provenance(version)
+    provenance = dataclasses.replace(trained_on, embeddings=dataclasses.replace(trained_on.embeddings,
+                                                                                model_sha256="0" * 64))
+    foreign = heads.install((heads.model_dir / str(version) / "model.onnx").read_bytes(), provenance,
+                            template=TEMPLATE)
     refused = promote_head(shop.repository, foreign, **common)
     assert not refused.promoted and "another model's embeddings" in (refused.reason or ""), refused
     with shopvision.Client(shop.running.grpc_url) as client:
@@ -474,8 +484,8 @@ def test_training_from_the_catalogs_csv_reuses_its_vectors_for_unchanged_photos(
         with Catalog.open(tmp_path / "catalog") as catalog:
             installed = train_and_install(table, client, repository=shop.repository, template=TEMPLATE,
                                           catalog=catalog, minimum=10)
-    assert installed.report["vectors_from_catalog"] == 19 and installed.head.categories == ["boxy", "round"]
-    assert installed.report["provenance"]["photos"] == 20
+    assert installed.report.vectors_from_catalog == 19 and installed.head.categories == ["boxy", "round"]
+    assert installed.report.provenance.photos == 20
 
 
 def documented_commands() -> list[str]:

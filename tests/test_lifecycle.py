@@ -12,9 +12,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 import tritonclient.grpc as grpcclient
+from onnx import TensorProto, helper, numpy_helper
 from tritonclient.utils import InferenceServerException
 
 from shopvision.categories.export import head_to_onnx
@@ -27,12 +29,14 @@ from shopvision.contract import (
     MODEL_FILE,
     PIXELS,
     PREPROCESS_MODEL,
+    PROBABILITIES,
     RESNET_MODEL,
 )
 from shopvision.modelbuild.build import build_model
-from shopvision.repository.files import CategoryHeads, read_provenance
+from shopvision.repository.files import CategoryHeads
 from shopvision.repository.heads import promote_head
 from shopvision.repository.lifecycle import ModelRepository, PromotionError, promote, rollback
+from shopvision.repository.records import HeadProvenance, read_weights_provenance
 from shopvision.samples import product_jpeg
 from tests.conftest import TEMPLATE, RunningServer, start_server
 from tests.test_categories import clustered_vectors
@@ -150,7 +154,7 @@ def test_promote_then_rollback_under_load_switches_once_each_and_drops_nothing(v
     assert traffic.problems == [] and traffic.requests > 40
     assert switches(traffic.sequence) == [1, 2, 1], switches(traffic.sequence)[:10]
     files = ModelRepository(repository)
-    assert files.pinned_version() == 1 and [entry["version"] for entry in files.history()] == [2, 1]
+    assert files.pinned_version() == 1 and [entry.version for entry in files.history()] == [2, 1]
 
 
 def test_a_version_that_fails_its_checks_is_refused_and_the_old_one_keeps_serving(versioned) -> None:
@@ -170,6 +174,62 @@ def test_a_version_that_fails_its_checks_is_refused_and_the_old_one_keeps_servin
     assert ModelRepository(repository).pinned_version() in (None, 1)
     with pytest.raises(PromotionError, match="not built"):
         promote(repository, 9, **common)
+
+
+def misbehaving_model(kind: str) -> bytes:
+    """A model with the served graph's input and outputs that loads and answers, wrongly: NaN probabilities
+    (``nan``), probabilities that sum to 2 (``unnormalised``), or embeddings with fresh noise in every run, so
+    that the server's answers are not what the file computes in-process (``random``)."""
+    rng = np.random.default_rng(0)
+    initializers = [numpy_helper.from_array(rng.normal(size=(3, 1000)).astype(np.float32), "to_classes"),
+                    numpy_helper.from_array(rng.normal(size=(3, 2048)).astype(np.float32), "to_embedding"),
+                    numpy_helper.from_array(np.array({"nan": np.nan, "unnormalised": 2.0, "random": 1.0}[kind],
+                                                     dtype=np.float32), "scale")]
+    nodes = [helper.make_node("GlobalAveragePool", [PIXELS], ["pooled"]),
+             helper.make_node("Flatten", ["pooled"], ["features"]),
+             helper.make_node("MatMul", ["features", "to_classes"], ["logits"]),
+             helper.make_node("Softmax", ["logits"], ["softmax"], axis=1),
+             helper.make_node("Mul", ["softmax", "scale"], [PROBABILITIES]),
+             helper.make_node("MatMul", ["features", "to_embedding"], ["raw"])]
+    if kind == "random":
+        nodes += [helper.make_node("RandomNormalLike", ["raw"], ["noise"]),
+                  helper.make_node("Add", ["raw", "noise"], ["noisy"])]
+    nodes.append(helper.make_node("LpNormalization", ["noisy" if kind == "random" else "raw"], [EMBEDDING],
+                                  axis=1, p=2))
+    graph = helper.make_graph(
+        nodes, f"misbehaving-{kind}",
+        [helper.make_tensor_value_info(PIXELS, TensorProto.FLOAT, ["batch", 3, 224, 224])],
+        [helper.make_tensor_value_info(PROBABILITIES, TensorProto.FLOAT, ["batch", 1000]),
+         helper.make_tensor_value_info(EMBEDDING, TensorProto.FLOAT, ["batch", 2048])], initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def test_versions_that_load_but_answer_wrongly_are_refused_by_the_check_each_one_fails(versioned) -> None:
+    """Each of check_version's refusals, hit by a model that passes every check before it."""
+    repository, running = versioned
+    expected = {3: ("nan", "finite", "returns non-finite outputs"),
+                4: ("unnormalised", "outputs", "is not a shopvision model: probabilities sum to 1 within 1.0e+00"),
+                5: ("random", "parity", "does not serve what its model.onnx computes")}
+    for version, (kind, _, _) in expected.items():
+        folder = repository / RESNET_MODEL / str(version)
+        folder.mkdir()
+        shutil.copyfile(repository / RESNET_MODEL / "1" / "model.py", folder / "model.py")
+        (folder / MODEL_FILE).write_bytes(misbehaving_model(kind))
+    image = product_jpeg(4344, size=(320, 240))
+    client = grpcclient.InferenceServerClient(running.grpc_address)
+    references = reference_embeddings(repository, client, image)
+    common = {"url": running.grpc_url, "admin_key": ADMIN_KEY}
+    with Traffic(running, image, references) as traffic:
+        reports = {version: promote(repository, version, **common) for version in expected}
+    for version, (kind, failed_check, reason) in expected.items():
+        report = reports[version]
+        assert not report.promoted and reason in (report.reason or ""), (kind, report)
+        assert list(report.checks)[-1] == failed_check and report.checks["ready"] == "yes", (kind, report.checks)
+    assert traffic.problems == [] and set(traffic.sequence) == {1}, traffic.problems[:3]
+    assert ModelRepository(repository).pinned_version() in (None, 1)
 
 
 def test_the_cli_needs_the_admin_key_and_reports_promotion(versioned) -> None:
@@ -199,9 +259,11 @@ def test_promoting_new_weights_warns_that_the_serving_categories_head_was_traine
     repository, running = versioned
     vectors, labels = clustered_vectors(2, 12, seed=3)
     head = train_head(vectors, labels, seed=0)
-    trained_on = read_provenance(repository / RESNET_MODEL / "1").model_sha256
-    version = CategoryHeads(repository).install(head_to_onnx(head).SerializeToString(), head.categories,
-                                                {"embedding_model_sha256": trained_on}, template=TEMPLATE)
+    trained_on = read_weights_provenance(repository / RESNET_MODEL / "1")
+    assert trained_on is not None
+    version = CategoryHeads(repository).install(head_to_onnx(head).SerializeToString(),
+                                                HeadProvenance(categories=head.categories, embeddings=trained_on),
+                                                template=TEMPLATE)
     common = {"url": running.grpc_url, "admin_key": ADMIN_KEY}
     assert promote_head(repository, version, **common).promoted
     report = promote(repository, 2, **common)

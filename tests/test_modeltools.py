@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import hashlib
 import http.server
@@ -28,8 +27,10 @@ from shopvision.modelbuild.synthetic import (
     build_synthetic_resnet50,
 )
 from shopvision.repository.configs import read_config
-from shopvision.repository.files import ModelRepository, Provenance, assemble
+from shopvision.repository.files import ModelRepository, assemble
+from shopvision.repository.records import PromotionRecord, read_weights_provenance, write_weights_provenance
 from shopvision.server.tritonserver import free_ports
+from shopvision.types import WeightsProvenance
 from tests.conftest import TEMPLATE, copy_repository
 
 
@@ -271,9 +272,9 @@ def fake_version(repository: Path, version: int, source: str) -> None:
     version_dir = repository / "resnet50" / str(version)
     version_dir.mkdir(parents=True, exist_ok=True)
     (version_dir / "model.onnx").write_bytes(b"weights of " + source.encode())
-    provenance = Provenance(source=source, source_sha256="0" * 64, model_sha256=str(version) * 64, synthetic=False,
-                            built_at="2026-11-27T00:00:00+00:00")
-    (version_dir / "provenance.json").write_text(json.dumps(dataclasses.asdict(provenance)))
+    write_weights_provenance(version_dir, WeightsProvenance(
+        source=source, source_sha256="0" * 64, model_sha256=str(version) * 64, synthetic=False,
+        built_at="2026-11-27T00:00:00+00:00", backbone="resnet50-v1-12", embedding_dim=2048))
 
 
 def test_assembling_again_keeps_the_weights_and_the_promoted_version(tmp_path: Path) -> None:
@@ -286,7 +287,7 @@ def test_assembling_again_keeps_the_weights_and_the_promoted_version(tmp_path: P
     assert files.serves_latest() and files.pinned_version() is None
     cpu = repository / "resnet50" / "configs" / "cpu.pbtxt"
     assert read_config(cpu).parameters["weights_source"].string_value == "second"  # the newest serves
-    files.record({"version": 1, "previous": 2, "promoted": True})
+    files.record(PromotionRecord.now(version=1, previous=2, promoted=True))
     assemble(TEMPLATE, repository)  # e.g. after an edit of the template
     assert files.pinned_version() == 1 and not files.serves_latest()
     for config in files.resnet_configs():
@@ -382,11 +383,9 @@ def test_mobilenet_is_a_known_model_fetched_from_its_zoo_folder_or_a_flat_mirror
 
 
 def test_provenance_written_before_backbones_were_named_reads_as_resnet50(tmp_path: Path) -> None:
-    from shopvision.repository.files import read_provenance
-
     for synthetic, backbone in ((True, "resnet50-synthetic"), (False, "resnet50-v1-12")):
         (tmp_path / "provenance.json").write_text(json.dumps(
             {"source": "synthetic" if synthetic else "resnet50-v1-12", "source_sha256": "0" * 64,
              "model_sha256": "1" * 64, "synthetic": synthetic, "built_at": "2026-11-27T00:00:00+00:00"}))
-        provenance = read_provenance(tmp_path)
+        provenance = read_weights_provenance(tmp_path)
         assert provenance is not None and (provenance.backbone, provenance.embedding_dim) == (backbone, 2048)

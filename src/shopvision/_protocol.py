@@ -148,18 +148,11 @@ def _last_dim(tensor: Mapping[str, Any]) -> int:
 
 
 def provenance_from_config(config: Mapping[str, Any]) -> WeightsProvenance:
-    parameters = {
+    return WeightsProvenance.from_parameters({
         key[len(PROVENANCE_PARAMETER_PREFIX):]: value.get("string_value", "")
         for key, value in config.get("parameters", {}).items()
         if key.startswith(PROVENANCE_PARAMETER_PREFIX)
-    }
-    return WeightsProvenance(
-        source=parameters.get("source", "unknown"),
-        synthetic=parameters.get("synthetic", "false") == "true",
-        model_sha256=parameters.get("model_sha256"),
-        details=parameters,
-        backbone=parameters.get("backbone", "unknown"),
-    )
+    })
 
 
 def warn_if_synthetic(provenance: WeightsProvenance, url: str) -> None:

@@ -97,6 +97,10 @@ GPUs, the container when it sees none): resnet50 in the Python backend, on an in
 Each model's ``config.pbtxt`` is the GPU node's: Triton's own onnxruntime backend on CUDA."""
 ENGINE_PARAMETER: Final = "engine"
 """The ``cpu`` configuration's parameter naming the engine that runs resnet50 (one of :data:`ENGINES`)."""
+RESNET50_BACKBONE: Final = "resnet50-v1-12"
+"""The ONNX Model Zoo's ResNet50, the default weights; what a record from before backbones were a choice names."""
+SYNTHETIC_BACKBONE: Final = "resnet50-synthetic"
+"""The backbone of synthetic weights: the ResNet50 architecture with seeded random weights."""
 ENGINES: Final = ("onnxruntime", "openvino")
 """Inference engines the Python-backend runner drives; the first is what a config without the parameter gets."""
 

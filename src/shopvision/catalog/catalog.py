@@ -26,7 +26,7 @@ from shopvision.catalog.faiss_store import HNSW_EF_SEARCH, FaissStore
 from shopvision.catalog.filters import Where, conditions
 from shopvision.catalog.milvus_store import DEFAULT_COLLECTION, MilvusConnection, MilvusStore, is_milvus_uri
 from shopvision.catalog.sources import read_source
-from shopvision.contract import MAX_PRODUCT_PHOTOS
+from shopvision.contract import MAX_PRODUCT_PHOTOS, RESNET50_BACKBONE
 from shopvision.errors import InvalidArgumentError
 from shopvision.images import ImageInput
 
@@ -364,7 +364,7 @@ def model_mismatch(location: str, metadata: Mapping[str, str], served: WeightsPr
     if indexed is None or indexed == (served.model_sha256 or "unknown"):
         return None
     # Catalogs made before backbones were a choice hold ResNet50 vectors.
-    backbone = metadata.get("backbone", "resnet50-v1-12")
+    backbone = metadata.get("backbone", RESNET50_BACKBONE)
     width = metadata.get("dimension", "?")
     what = ("another backbone" if backbone != served.backbone else "other weights of the same backbone")
     return CatalogError(

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from shopvision.categories.dataset import MIN_PHOTOS_PER_CATEGORY, TrainingDataError, check_counts, read_labelled
 from shopvision.categories.embedding import embed_photos
 from shopvision.categories.export import head_to_onnx
-from shopvision.categories.report import render_markdown, training_report
+from shopvision.categories.report import TrainingReport, render_markdown, training_report
 from shopvision.categories.training import TrainedHead, train_head
 from shopvision.repository.files import CategoryHeads
 
@@ -27,7 +27,7 @@ REPORT_MARKDOWN = "training-report.md"
 class InstalledHead:
     head: TrainedHead
     version: int
-    report: dict[str, Any]
+    report: TrainingReport
     markdown: str
 
 
@@ -51,14 +51,13 @@ def train_and_install(source: str | Path, client: Client, *, repository: Path, t
     head = train_head(embedded.vectors, [photo.category for photo in embedded.photos], seed=seed)
     report = training_report(head, embedded, client.provenance(), source=str(source), seed=seed)
     heads = CategoryHeads(repository)
-    version = heads.install(head_to_onnx(head).SerializeToString(), head.categories, report["provenance"],
-                            template=template)
+    version = heads.install(head_to_onnx(head).SerializeToString(), report.provenance, template=template)
     markdown = render_markdown(report, version=version)
     write_report(heads.model_dir / str(version), report, markdown)
     return InstalledHead(head, version, report, markdown)
 
 
-def write_report(folder: Path, report: dict[str, Any], markdown: str) -> None:
+def write_report(folder: Path, report: TrainingReport, markdown: str) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / REPORT_JSON).write_text(json.dumps(report, indent=2) + "\n")
+    (folder / REPORT_JSON).write_text(json.dumps(report.to_record(), indent=2) + "\n")
     (folder / REPORT_MARKDOWN).write_text(markdown)

@@ -85,7 +85,7 @@ def run_train(args: argparse.Namespace) -> int:
     if args.report_dir:
         write_report(args.report_dir, installed.report, installed.markdown)
     if args.json:
-        print_json({"version": installed.version, "report": installed.report})
+        print_json({"version": installed.version, "report": installed.report.to_record()})
         return EXIT_OK
     print(installed.markdown)
     print(f"installed categories head {installed.version}; serve it with "
@@ -99,17 +99,17 @@ def run_list(args: argparse.Namespace) -> int:
     heads = CategoryHeads(args.repository or default_repository())
     serving = heads.serving_version()
     if args.json:
-        print_json([{"version": version, "serving": version == serving, "provenance": heads.provenance(version)}
-                    for version in heads.built_versions()])
+        print_json([{"version": version, "serving": version == serving,
+                     "provenance": heads.provenance(version).to_record()} for version in heads.built_versions()])
         return EXIT_OK
     if not heads.built_versions():
         print("no categories head trained: `shopvision categories train SOURCE`")
     for version in heads.built_versions():
         provenance = heads.provenance(version)
-        synthetic = " SYNTHETIC" if provenance.get("embedding_weights_synthetic") else ""
+        synthetic = " SYNTHETIC" if provenance.embeddings.synthetic else ""
         marker = "*" if version == serving else " "
-        print(f"{marker} {version}  held-out accuracy {provenance['held_out_accuracy']:.3f} "
-              f"(chance {provenance['chance']:.3f})  {len(provenance['categories'])} categories: "
-              f"{', '.join(provenance['categories'])}  trained on{synthetic} weights "
-              f"{provenance['embedding_model_source']} {str(provenance['embedding_model_sha256'])[:12]}")
+        print(f"{marker} {version}  held-out accuracy {provenance.held_out_accuracy:.3f} "
+              f"(chance {provenance.chance:.3f})  {len(provenance.categories)} categories: "
+              f"{', '.join(provenance.categories)}  trained on{synthetic} weights "
+              f"{provenance.embeddings.source} {str(provenance.embeddings.model_sha256)[:12]}")
     return EXIT_OK

@@ -58,7 +58,8 @@ def describe_runner(repository: Path, config_name: str) -> str:
 
 def run_serve(args: argparse.Namespace) -> int:
     from shopvision.contract import ADMIN_KEY_ENV, ADMIN_KEY_HEADER
-    from shopvision.repository.files import default_repository, read_provenance
+    from shopvision.repository.files import default_repository
+    from shopvision.repository.records import read_weights_provenance
     from shopvision.server.tritonserver import (
         RESTRICTED_APIS,
         LocalTritonServer,
@@ -87,7 +88,7 @@ def run_serve(args: argparse.Namespace) -> int:
     try:
         server.start()
         for model_file in versions:
-            provenance = read_provenance(model_file.parent)
+            provenance = read_weights_provenance(model_file.parent)
             source = provenance.source if provenance else "unknown provenance"
             synthetic = provenance is not None and provenance.synthetic
             banner = "  <<< SYNTHETIC WEIGHTS: outputs are meaningless >>>" if synthetic else ""

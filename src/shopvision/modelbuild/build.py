@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import hashlib
-import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import onnx
 
 from shopvision._files import atomic_write, sha256_of
-from shopvision.contract import MODEL_FILE, PROVENANCE_FILE
+from shopvision.contract import MODEL_FILE, SYNTHETIC_BACKBONE
 from shopvision.errors import ModelBuildError
 from shopvision.modelbuild.surgery import canonicalize, embedding_width
 from shopvision.modelbuild.synthetic import build_synthetic_resnet50
@@ -23,13 +22,9 @@ from shopvision.modelbuild.weights import (
     fetch_zoo_model,
     known_model_by_sha256,
 )
-from shopvision.repository.files import (
-    SYNTHETIC_BACKBONE,
-    ModelRepository,
-    Provenance,
-    assemble,
-    ensure_python_runner,
-)
+from shopvision.repository.files import ModelRepository, assemble, ensure_python_runner
+from shopvision.repository.records import write_weights_provenance
+from shopvision.types import WeightsProvenance
 
 AUTO = "auto"
 """Real zoo weights when the network allows, synthetic ones (with a warning) when not."""
@@ -38,7 +33,7 @@ AUTO = "auto"
 @dataclass(frozen=True)
 class BuildResult:
     model_path: Path
-    provenance: Provenance
+    provenance: WeightsProvenance
     fallback_reason: str | None = None
     """Why ``auto`` fell back to synthetic weights, if it did."""
 
@@ -62,7 +57,7 @@ def build_model(weights: str, repository: Path, *, template: Path | None = None,
     ensure_python_runner(files.model_dir, version_dir)
     model_path = version_dir / MODEL_FILE
     atomic_write(model_path, served.SerializeToString())
-    provenance = Provenance(
+    provenance = WeightsProvenance(
         source=provenance_source,
         source_sha256=source_sha,
         model_sha256=sha256_of(model_path),
@@ -72,7 +67,7 @@ def build_model(weights: str, repository: Path, *, template: Path | None = None,
         backbone=_backbone_name(provenance_source, source_sha),
         embedding_dim=embedding_width(served),
     )
-    atomic_write(version_dir / PROVENANCE_FILE, (json.dumps(asdict(provenance), indent=2) + "\n").encode())
+    write_weights_provenance(version_dir, provenance)
     # Under `latest` the newest build is what serves; under `specific` (after a promotion) a new
     # version serves only once `shopvision model promote` has checked it.
     files.restore_serving_state()

@@ -9,11 +9,8 @@ version's ``model.onnx`` and ``provenance.json``, and ``promotions.json``. Every
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -28,20 +25,25 @@ from shopvision.contract import (
     MODEL_FILE,
     PROVENANCE_FILE,
     PROVENANCE_PARAMETER_PREFIX,
-    RESNET50_EMBEDDING_DIM,
     RESNET_EMBEDDING,
     RESNET_MODEL,
 )
 from shopvision.errors import ModelBuildError
 from shopvision.repository.configs import ModelConfig, edit_config, model_config_pb2, read_config
+from shopvision.repository.records import (
+    HISTORY_FILE,
+    HeadProvenance,
+    PromotionRecord,
+    read_history,
+    read_weights_provenance,
+    record_history,
+)
+from shopvision.types import WeightsProvenance
 
 PYTHON_RUNNER = "model.py"
-HISTORY_FILE = "promotions.json"
 REPOSITORY_ENV = "SHOPVISION_MODEL_REPOSITORY"
 DEFAULT_TEMPLATE = Path("model_repository")
 DEFAULT_BUILD_DIR = Path("build") / "model_repository"
-SYNTHETIC_BACKBONE = "resnet50-synthetic"
-"""The backbone name of seeded random weights (always the ResNet50 architecture)."""
 _BUILT_FILES = frozenset({MODEL_FILE, PROVENANCE_FILE, HISTORY_FILE, CATEGORY_LABELS_FILE})
 """What a build or a promotion writes; the template never has them, and assembling never overwrites them."""
 
@@ -49,27 +51,6 @@ _BUILT_FILES = frozenset({MODEL_FILE, PROVENANCE_FILE, HISTORY_FILE, CATEGORY_LA
 def default_repository() -> Path:
     """The built repository commands use unless told otherwise."""
     return Path(os.environ.get(REPOSITORY_ENV) or DEFAULT_BUILD_DIR)
-
-
-@dataclass(frozen=True)
-class Provenance:
-    source: str
-    """Zoo model name, local file path, or ``synthetic``."""
-    source_sha256: str
-    """sha256 of the weights as obtained, before surgery (for synthetic: of the generated graph)."""
-    model_sha256: str
-    """sha256 of the ``model.onnx`` the server loads."""
-    synthetic: bool
-    built_at: str
-    seed: int | None = None
-    backbone: str = "resnet50-v1-12"
-    """What the network is: a known zoo name (a local copy of a known file keeps it), the file's name without
-    ``.onnx``, or ``resnet50-synthetic``. Builds from before backbones were a choice were ResNet50."""
-    embedding_dim: int = RESNET50_EMBEDDING_DIM
-    """The width of the ``embedding`` output, written into every config of the built repository."""
-
-    def as_parameters(self) -> dict[str, str]:
-        return {f"{PROVENANCE_PARAMETER_PREFIX}{key}": _text(value) for key, value in asdict(self).items()}
 
 
 class VersionedModel:
@@ -95,10 +76,10 @@ class VersionedModel:
         """Make every config load exactly these versions (Triton's ``specific`` version policy)."""
         pin_versions(self.configs(), versions)
 
-    def history(self) -> list[dict[str, Any]]:
+    def history(self) -> list[PromotionRecord]:
         return read_history(self.model_dir)
 
-    def record(self, entry: dict[str, Any]) -> None:
+    def record(self, entry: PromotionRecord) -> None:
         record_history(self.model_dir, entry)
 
 
@@ -126,7 +107,7 @@ class ModelRepository(VersionedModel):
         policy = read_config(self.model_dir / "config.pbtxt").version_policy
         return policy.WhichOneof("policy_choice") in (None, "latest")
 
-    def stamp_provenance(self, provenance: Provenance) -> None:
+    def stamp_provenance(self, provenance: WeightsProvenance) -> None:
         """Expose the serving version's provenance as ``parameters`` in every resnet50 config, and make every
         config's embedding as wide as that version's (the ensemble's, and the categories head's once built)."""
         def stamp(config: ModelConfig) -> None:
@@ -142,7 +123,7 @@ class ModelRepository(VersionedModel):
 
     def restore_serving_state(self) -> None:
         """Make the configs say what serves: the last promoted version if any, else the newest build."""
-        promoted = [entry["version"] for entry in self.history() if entry["promoted"]]
+        promoted = [entry.version for entry in self.history() if entry.promoted]
         built = self.built_versions()
         if promoted and promoted[-1] in built:
             serving = promoted[-1]
@@ -152,7 +133,7 @@ class ModelRepository(VersionedModel):
             serving = built[-1]
         else:
             return
-        provenance = read_provenance(self.model_dir / str(serving))
+        provenance = read_weights_provenance(self.model_dir / str(serving))
         if provenance is not None:
             self.stamp_provenance(provenance)
 
@@ -201,10 +182,10 @@ class CategoryHeads(VersionedModel):
     def categories(self, version: int) -> list[str]:
         return (self.model_dir / str(version) / CATEGORY_LABELS_FILE).read_text().splitlines()
 
-    def provenance(self, version: int) -> dict[str, Any]:
-        return json.loads((self.model_dir / str(version) / PROVENANCE_FILE).read_text())
+    def provenance(self, version: int) -> HeadProvenance:
+        return HeadProvenance.read(self.model_dir / str(version))
 
-    def install(self, model: bytes, categories: list[str], provenance: dict[str, Any], *, template: Path) -> int:
+    def install(self, model: bytes, provenance: HeadProvenance, *, template: Path) -> int:
         """Write a new head version (the next number) with its labels and provenance; returns its number.
 
         The configs, copied from the template with the first version, take the width of the embeddings it reads.
@@ -223,8 +204,9 @@ class CategoryHeads(VersionedModel):
         version_dir = self.model_dir / str(version)
         version_dir.mkdir(parents=True)
         ensure_python_runner(self.root / RESNET_MODEL, version_dir)
-        atomic_write(version_dir / CATEGORY_LABELS_FILE, "".join(f"{name}\n" for name in categories).encode())
-        atomic_write(version_dir / PROVENANCE_FILE, (json.dumps(provenance, indent=2) + "\n").encode())
+        atomic_write(version_dir / CATEGORY_LABELS_FILE,
+                     "".join(f"{name}\n" for name in provenance.categories).encode())
+        provenance.write(version_dir)
         atomic_write(version_dir / MODEL_FILE, model)  # last: a version counts as built once this exists
         return version
 
@@ -265,7 +247,7 @@ class CategoryHeads(VersionedModel):
         """The last promoted head serves (version 0: none). Before any promotion was tried, the newest built
         one does, as a new resnet50 build does; after a failed first promotion, none."""
         built, history = self.built_versions(), self.history()
-        promoted = [entry["version"] for entry in history if entry["promoted"]]
+        promoted = [entry.version for entry in history if entry.promoted]
         if promoted:
             serving = promoted[-1] if promoted[-1] in built else None
         else:
@@ -300,17 +282,6 @@ def pin_versions(configs: list[Path], versions: list[int]) -> None:
         edit_config(config, pin)
 
 
-def read_history(model_dir: Path) -> list[dict[str, Any]]:
-    """A model's promotions and rollbacks, oldest first (``promotions.json`` in its folder)."""
-    path = model_dir / HISTORY_FILE
-    return json.loads(path.read_text()) if path.exists() else []
-
-
-def record_history(model_dir: Path, entry: dict[str, Any]) -> None:
-    entries = [*read_history(model_dir), {**entry, "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}]
-    atomic_write(model_dir / HISTORY_FILE, (json.dumps(entries, indent=2) + "\n").encode())
-
-
 def _resnet_step(config: ModelConfig) -> Any:
     return next(step for step in config.ensemble_scheduling.step if step.model_name == RESNET_MODEL)
 
@@ -335,22 +306,3 @@ def _input_width(model: bytes) -> int:
     graph = onnx.load_from_string(model).graph
     embedding = next(value for value in graph.input if value.name == EMBEDDING)
     return int(embedding.type.tensor_type.shape.dim[-1].dim_value)
-
-
-def read_provenance(version_dir: Path) -> Provenance | None:
-    path = version_dir / PROVENANCE_FILE
-    if not path.exists():
-        return None
-    recorded = json.loads(path.read_text())
-    if "backbone" not in recorded and recorded.get("synthetic"):
-        recorded["backbone"] = SYNTHETIC_BACKBONE  # built before backbones were named: synthetic ones were ResNet50
-    return Provenance(**recorded)
-
-
-def _text(value: object) -> str:
-    """Config parameters are strings: booleans as true/false, a missing value as empty."""
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)

@@ -26,7 +26,6 @@ from shopvision.contract import (
     EMBEDDING,
     ENSEMBLE_MODEL,
     MODEL_FILE,
-    RESNET50_EMBEDDING_DIM,
 )
 from shopvision.repository import promotion
 from shopvision.repository.files import CategoryHeads, ModelRepository
@@ -97,14 +96,9 @@ def check_head(client: Client, heads: CategoryHeads, version: int) -> Checked:
         checks["ready"] = "no"
         return Checked(checks, f"categories head {version} did not become ready (see the server log)")
     checks["ready"] = "yes"
-    head_provenance, weights = heads.provenance(version), client.provenance()
-    trained_on = head_provenance.get("embedding_model_sha256")
-    # Heads trained before backbones were a choice read ResNet50's 2048-d embeddings.
-    trained_backbone = head_provenance.get("embedding_backbone", "resnet50-v1-12")
-    trained_width = head_provenance.get("embedding_dim", RESNET50_EMBEDDING_DIM)
-    checks["embeddings"] = (f"trained on {trained_backbone} {trained_on} ({trained_width}-d), "
-                            f"the server runs {weights.backbone} {weights.model_sha256} ({weights.embedding_dim}-d)")
-    if trained_on != weights.model_sha256:
+    trained_on, weights = heads.provenance(version).embeddings, client.provenance()
+    checks["embeddings"] = f"trained on {trained_on.describe()}, the server runs {weights.describe()}"
+    if trained_on.model_sha256 != weights.model_sha256:
         return Checked(checks, f"head {version} was trained on another model's embeddings ({checks['embeddings']}): "
                                "train it again against this server")
     embeddings = client.embed([product_jpeg(seed, size=(320, 240)) for seed in range(4)])

@@ -32,9 +32,11 @@ from shopvision.contract import (
     RESNET_MODEL,
 )
 from shopvision.repository import promotion
-from shopvision.repository.files import CategoryHeads, ModelRepository, Provenance, read_provenance
+from shopvision.repository.files import CategoryHeads, ModelRepository
 from shopvision.repository.promotion import Checked, PromotionError, PromotionReport, Target
+from shopvision.repository.records import read_weights_provenance
 from shopvision.samples import product_jpeg
+from shopvision.types import WeightsProvenance
 
 __all__ = ["PromotionError", "PromotionReport", "ModelRepository", "ResnetVersions", "promote", "rollback"]
 
@@ -61,7 +63,7 @@ class ResnetVersions(Target):
 
     def refuse(self, version: int, current: int) -> None:
         """A live switch keeps one embedding width: the ensemble, the head and every catalog are built for it."""
-        serving, candidate = (read_provenance(self.files.model_dir / str(v)) for v in (current, version))
+        serving, candidate = (read_weights_provenance(self.files.model_dir / str(v)) for v in (current, version))
         if serving is None or candidate is None or serving.embedding_dim == candidate.embedding_dim:
             return
         raise PromotionError(
@@ -80,12 +82,12 @@ class ResnetVersions(Target):
     def switch(self, client: Client, version: int) -> None:
         self.files.pin_ensemble(version)
         client.load_model(ENSEMBLE_MODEL)
-        provenance = read_provenance(self.files.model_dir / str(version))
+        provenance = read_weights_provenance(self.files.model_dir / str(version))
         if provenance is not None:
             self.files.stamp_provenance(provenance)
 
     def after(self, version: int) -> dict[str, str]:
-        stale = _stale_head(self.files.root, read_provenance(self.files.model_dir / str(version)))
+        stale = _stale_head(self.files.root, read_weights_provenance(self.files.model_dir / str(version)))
         return {} if stale is None else {"categories": stale}
 
 
@@ -99,13 +101,13 @@ def rollback(repository: Path, *, url: str, admin_key: str) -> PromotionReport:
     return promotion.rollback(ResnetVersions(repository), url=url, admin_key=admin_key)
 
 
-def _stale_head(repository: Path, provenance: Provenance | None) -> str | None:
+def _stale_head(repository: Path, provenance: WeightsProvenance | None) -> str | None:
     """A warning when the categories head that serves was trained on other weights' embeddings than these."""
     heads = CategoryHeads(repository)
     head = heads.serving_version()
     if head is None:
         return None
-    trained_on = heads.provenance(head).get("embedding_model_sha256")
+    trained_on = heads.provenance(head).embeddings.model_sha256
     if provenance is not None and trained_on == provenance.model_sha256:
         return None
     return (f"WARNING: categories head {head} serves, trained on the embeddings of model {trained_on}, not of "

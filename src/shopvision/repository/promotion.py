@@ -21,11 +21,11 @@ import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any
 
 from shopvision.client import Client
 from shopvision.errors import PermissionDeniedError, ShopvisionError
 from shopvision.repository.files import VersionedModel
+from shopvision.repository.records import PromotionRecord
 
 
 class PromotionError(ShopvisionError):
@@ -105,7 +105,7 @@ def promote(target: Target, version: int, *, url: str, admin_key: str) -> Promot
         target.refuse(version, current)
         with repository_operations():
             _switch(client, target, report)
-    target.files.record(asdict(report))
+    target.files.record(PromotionRecord.now(**asdict(report)))
     return report
 
 
@@ -114,12 +114,11 @@ def rollback(target: Target, *, url: str, admin_key: str) -> PromotionReport:
     return promote(target, served_before_last_promotion(target.files.history()), url=url, admin_key=admin_key)
 
 
-def served_before_last_promotion(history: list[dict[str, Any]]) -> int:
-    promotions = [entry for entry in history if entry["promoted"]]
+def served_before_last_promotion(history: list[PromotionRecord]) -> int:
+    promotions = [entry for entry in history if entry.promoted]
     if not promotions:
         raise PromotionError("nothing to roll back: no successful promotion is recorded")
-    previous: int = promotions[-1]["previous"]
-    return previous
+    return promotions[-1].previous
 
 
 @contextlib.contextmanager
