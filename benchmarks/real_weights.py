@@ -7,7 +7,7 @@ tritonserver serves MobileNet v2 int8 built by ``shopvision model build`` (the c
 control), and everything below goes through what a shop uses:
 
 - **agreement**: the served top-5 and embedding of every real photo (Grocery val and iconic, ABO) against
-  onnxruntime in this process with the independent reference preprocessing (``tests/reference.py``), split into
+  onnxruntime in this process with the independent reference preprocessing (``tests/support/reference.py``), split into
   what preprocessing and what serving contribute; and what JPEG draft decoding would change.
 - **retrieval**: the 81 iconic photos as a catalog (``Catalog.build``), every val shelf photo as a query through
   the catalog and through the search service (``POST /v1/search``); the same in this process without a server,
@@ -98,7 +98,7 @@ def run_batched(session, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def reference_batch(paths: list[Path]) -> np.ndarray:
-    from tests.reference import reference_pixels
+    from tests.support.reference import reference_pixels
 
     return np.stack([reference_pixels(path.read_bytes()) for path in paths])
 
@@ -432,7 +432,8 @@ def agreement_lines(found: dict) -> list[str]:
         "",
         f"Every real photo ({found['photos']}: 296 val shelf photos, 81 iconic, 12 ABO) through the ensemble "
         "(`Client.analyze`), against onnxruntime in this process on the same `model.onnx` with the independent "
-        "reference preprocessing (`tests/reference.py`: full decode, resize the shorter side to 256, crop 224).",
+        "reference preprocessing (`tests/support/reference.py`: full decode, resize the shorter side to 256, "
+        "crop 224).",
         "",
         "| compared | photos | top-5 equal | same classes in the same order | largest embedding error (share of "
         "the spread) | median error |",

@@ -1,10 +1,10 @@
-"""Fixtures: a synthetic model built once and a real tritonserver serving it on free ports."""
+"""Fixtures only (what they are built from lives in tests/support/): a synthetic model built once, a real
+tritonserver serving it on free ports, the search service over it, a stub Triton, a browser."""
 
 from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -12,24 +12,12 @@ import pytest
 
 from shopvision.api.settings import ApiSettings
 from shopvision.modelbuild.build import build_model
-from shopvision.repository.files import assemble
-from shopvision.server.tritonserver import LocalTritonServer, ServerOptions, free_ports
-from tests.search_service import ServiceThread, index_photos
-from tests.stub_triton import StubTriton
+from tests.support.search_service import ServiceThread, index_photos
+from tests.support.servers import API_KEY, ARTIFACTS, TEMPLATE, RunningServer, start_server
+from tests.support.stub_triton import StubTriton
 
 if TYPE_CHECKING:
     from selenium.webdriver.remote.webdriver import WebDriver
-
-TEMPLATE = Path(__file__).resolve().parent.parent / "model_repository"
-API_KEY = "test-key"
-ARTIFACTS = Path(__file__).resolve().parent.parent / "build" / "test-artifacts"
-"""Screenshots of the page tests (kept by CI as artifacts)."""
-
-
-def copy_repository(target: Path) -> Path:
-    """A repository assembled from the template, with no weights built yet."""
-    assemble(TEMPLATE, target)
-    return target
 
 
 @pytest.fixture(scope="session")
@@ -40,49 +28,9 @@ def built_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return repository
 
 
-@dataclass
-class RunningServer:
-    server: LocalTritonServer
-    repository: Path
-    log_path: Path
-
-    @property
-    def http_url(self) -> str:
-        return self.server.http_url
-
-    @property
-    def grpc_url(self) -> str:
-        return self.server.grpc_url
-
-    @property
-    def http_address(self) -> str:
-        return self.server.http_url.removeprefix("http://")
-
-    @property
-    def grpc_address(self) -> str:
-        return self.server.grpc_url.removeprefix("grpc://")
-
-    @property
-    def metrics_url(self) -> str:
-        return self.server.metrics_url
-
-    def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-
-def start_server(repository: Path, log_path: Path, **options: object) -> RunningServer:
-    http, grpc, metrics = free_ports(3)
-    server = LocalTritonServer(
-        ServerOptions(repository, http_port=http, grpc_port=grpc, metrics_port=metrics, **options),
-        log=log_path.open("ab"),
-    )
-    server.start()
-    return RunningServer(server, repository, log_path)
-
-
 @pytest.fixture(scope="session")
 def stub_triton() -> Iterator[StubTriton]:
-    """A KServe v2 stand-in for Triton over real HTTP, for the service's offline tests (tests/stub_triton.py)."""
+    """A KServe v2 stand-in for Triton over real HTTP, for the service's offline tests (support/stub_triton.py)."""
     with StubTriton() as running:
         yield running
 
@@ -105,7 +53,7 @@ def resnet_onnx(built_repository: Path) -> Path:
 @pytest.fixture(scope="session")
 def catalog_photos(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     """Generated product photos, 24 of them, as a shop's photo folder."""
-    from tests.images import write_catalog
+    from tests.support.images import write_catalog
 
     return write_catalog(tmp_path_factory.mktemp("shop") / "photos", 24, size=(400, 400), seed=500)
 

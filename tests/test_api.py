@@ -21,11 +21,11 @@ from shopvision.api.settings import ApiSettings
 from shopvision.catalog import Catalog, CatalogItem
 from shopvision.contract import MAX_FILTER_VALUES, MAX_IMAGE_BYTES, MAX_METADATA_BYTES
 from shopvision.samples import product_jpeg
-from tests.conftest import API_KEY, RunningServer, start_server
-from tests.images import write_catalog
-from tests.search_service import ServiceThread, index_photos
+from tests.support.images import write_catalog
+from tests.support.search_service import ServiceThread, index_photos
+from tests.support.servers import API_KEY, RunningServer, start_server
+from tests.support.threads import RecordingThread, join_all
 from tests.test_bad_input import BAD_INPUTS
-from tests.threads import RecordingThread, join_all
 
 pytestmark = pytest.mark.integration
 WRITE = {"Authorization": f"Bearer {API_KEY}"}

@@ -12,8 +12,8 @@ import pytest
 from shopvision.api.settings import ApiSettings
 from shopvision.contract import MAX_BULK_LINES, MAX_IMAGE_BYTES
 from shopvision.samples import product_jpeg
-from tests.search_service import ServiceThread
-from tests.stub_triton import StubTriton
+from tests.support.search_service import ServiceThread
+from tests.support.stub_triton import StubTriton
 from tests.test_api_offline import READER, WRITER, problem
 
 NDJSON = {"Content-Type": "application/x-ndjson", "X-API-Key": WRITER}

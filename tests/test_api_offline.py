@@ -1,5 +1,5 @@
 """The search service's keys, limits and answers to bad requests, with no tritonserver: a KServe v2 stub over real
-HTTP stands in for it (tests/stub_triton.py), and the catalog is a real FAISS one. Part of `make test-fast`."""
+HTTP stands in for it (tests/support/stub_triton.py), and the catalog is a real FAISS one. Part of `make test-fast`."""
 
 from __future__ import annotations
 
@@ -22,8 +22,8 @@ from shopvision.catalog.milvus_store import MilvusConnection
 from shopvision.contract import MAX_FILTER_VALUES, MAX_IMAGE_BYTES, MAX_METADATA_BYTES, MAX_METADATA_FIELDS
 from shopvision.samples import product_jpeg
 from shopvision.server.tritonserver import free_ports
-from tests.search_service import ServiceThread
-from tests.stub_triton import SLOW_MARKER, StubTriton
+from tests.support.search_service import ServiceThread
+from tests.support.stub_triton import SLOW_MARKER, StubTriton
 from tests.test_deploy import render as render_chart
 
 WRITER, READER = "writer-key", "reader-key"
@@ -284,7 +284,7 @@ def test_the_settings_come_from_the_variables_the_chart_and_compose_set() -> Non
 def test_a_photo_is_served_only_as_indexed_never_through_a_symlink(stub_triton, tmp_path: Path) -> None:
     """Photos the CLI indexed where they lie, and uploads alike: a file swapped for other bytes or for a symlink
     (to another photo, or to a secret) after indexing is not served, and nothing else is read in its place."""
-    from tests.search_service import index_photos
+    from tests.support.search_service import index_photos
 
     folder = tmp_path / "shop-photos"
     folder.mkdir()

@@ -18,9 +18,9 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from shopvision.api.settings import ApiSettings
 from shopvision.samples import product_jpeg
-from tests.conftest import ARTIFACTS
-from tests.search_service import ServiceThread
-from tests.stub_triton import StubTriton
+from tests.support.search_service import ServiceThread
+from tests.support.servers import ARTIFACTS
+from tests.support.stub_triton import StubTriton
 from tests.test_api import altered
 
 pytestmark = [pytest.mark.integration, pytest.mark.system]

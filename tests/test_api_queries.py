@@ -13,8 +13,8 @@ import pytest
 from shopvision.api.settings import ApiSettings
 from shopvision.contract import MAX_METADATA_BYTES, MAX_METADATA_FIELDS
 from shopvision.samples import product_jpeg
-from tests.search_service import ServiceThread
-from tests.stub_triton import StubTriton
+from tests.support.search_service import ServiceThread
+from tests.support.stub_triton import StubTriton
 from tests.test_api_offline import image, problem
 
 WRITER = "writer-key"

@@ -20,8 +20,8 @@ import shopvision
 from shopvision import contract
 from shopvision.backend.preprocessing import DecodeLimits, ImageRejected, Preprocessor
 from shopvision.samples import encode, product_image, product_jpeg
-from tests.conftest import RunningServer
-from tests.images import cutout_rgba_png, sixteen_bit_png
+from tests.support.images import cutout_rgba_png, sixteen_bit_png
+from tests.support.servers import RunningServer
 
 PROTOCOLS = {"grpc": grpcclient, "http": httpclient}
 INVALID = {"grpc": "StatusCode.INVALID_ARGUMENT", "http": "400"}

@@ -9,7 +9,7 @@ import pytest
 from benchmarks import compare
 from shopvision import contract
 from shopvision.repository.configs import read_config
-from tests.conftest import TEMPLATE, copy_repository
+from tests.support.servers import TEMPLATE, copy_repository
 
 
 def variant(tmp_path: Path, name: str) -> Path:

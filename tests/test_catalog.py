@@ -21,9 +21,9 @@ from PIL import Image, ImageEnhance
 import shopvision
 from shopvision.catalog import Catalog, CatalogError, CatalogItem
 from shopvision.samples import encode
-from tests.conftest import RunningServer
-from tests.images import write_catalog
-from tests.remembering_client import RememberingClient
+from tests.support.images import write_catalog
+from tests.support.remembering_client import RememberingClient
+from tests.support.servers import RunningServer
 from tests.test_docs import ROOT, table_rows
 
 pytestmark = pytest.mark.integration
@@ -70,7 +70,7 @@ def client(triton: RunningServer):
 @pytest.fixture(scope="module")
 def remembering(client) -> RememberingClient:
     """The first engine's build embeds the photos through the server; the next builds the same photos from the
-    server's answers (tests/remembering_client.py): what differs between them is the engine."""
+    server's answers (tests/support/remembering_client.py): what differs between them is the engine."""
     return RememberingClient(client)
 
 

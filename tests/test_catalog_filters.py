@@ -10,7 +10,8 @@ import pytest
 from shopvision.catalog import Catalog, Product
 from shopvision.catalog.faiss_store import FILTERED_EXACT_MAX, FaissStore
 from shopvision.catalog.filters import Condition, FilterError, parse_condition
-from tests.test_catalog_stores import ENGINES, clustered_vectors
+from tests.support.vectors import clustered_vectors
+from tests.test_catalog_stores import ENGINES
 
 
 def shop(count: int) -> list[Product]:
@@ -136,7 +137,7 @@ def test_the_service_takes_the_filters_and_refuses_a_bad_one_with_422(stub_trito
 
     from shopvision.api.settings import ApiSettings
     from shopvision.samples import product_jpeg
-    from tests.search_service import ServiceThread
+    from tests.support.search_service import ServiceThread
 
     settings = ApiSettings(triton_url=stub_triton.url, catalog=str(tmp_path / "catalog"), api_key="writer")
     photos = [product_jpeg(seed, size=(64, 64)) for seed in range(12)]

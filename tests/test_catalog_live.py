@@ -19,8 +19,8 @@ from shopvision.api.photos import ThumbnailCache
 from shopvision.api.settings import ApiSettings
 from shopvision.catalog.milvus_store import MilvusConnection
 from shopvision.samples import product_jpeg
-from tests.conftest import API_KEY
-from tests.search_service import ServiceThread
+from tests.support.search_service import ServiceThread
+from tests.support.servers import API_KEY
 
 pytestmark = pytest.mark.integration
 WRITE = {"Authorization": f"Bearer {API_KEY}"}

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from shopvision.catalog import Catalog, Product, ProductPhoto, photos_fingerprint
-from tests.test_catalog_stores import ENGINES, clustered_vectors
+from tests.support.vectors import clustered_vectors
+from tests.test_catalog_stores import ENGINES
 
 PRODUCTS = 120
 

@@ -13,17 +13,9 @@ import pytest
 from shopvision.catalog import Catalog, CatalogError, CatalogSourceError, Product, read_source
 from shopvision.catalog.faiss_store import SCHEMA_VERSION, FaissStore
 from shopvision.contract import RESNET50_EMBEDDING_DIM
+from tests.support.vectors import clustered_vectors
 
 ENGINES = ["faiss", "milvus-lite"]
-
-
-def clustered_vectors(count: int, *, clusters: int = 50, seed: int = 0, spread: float = 0.35) -> np.ndarray:
-    """Unit vectors around random centres: the shape of real product embeddings, not uniform noise."""
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(size=(clusters, RESNET50_EMBEDDING_DIM))
-    vectors = centres[rng.integers(0, clusters, size=count)] + spread * rng.normal(size=(count, RESNET50_EMBEDDING_DIM))
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    return vectors.astype(np.float32)
 
 
 def products(count: int, *, start: int = 0, labels: tuple[str, ...] = ("shoe", "bag", "hat")) -> list[Product]:

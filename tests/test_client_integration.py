@@ -17,9 +17,9 @@ import pytest
 import shopvision
 from shopvision.samples import encode, product_image, product_jpeg
 from shopvision.server.tritonserver import free_ports
-from tests.conftest import RunningServer, start_server
-from tests.images import write_catalog
-from tests.threads import RecordingThread
+from tests.support.images import write_catalog
+from tests.support.servers import RunningServer, start_server
+from tests.support.threads import RecordingThread
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parent.parent
@@ -204,7 +204,7 @@ def test_readme_python_examples_run(triton, tmp_path, block) -> None:
 
 
 def cli_blocks() -> list[str]:
-    """The blocks that run against the session's server: the categories ones need a head (test_categories)."""
+    """The blocks that run against the session's server: the categories ones need a head (test_categories_served)."""
     return [block for block in readme_blocks("bash") if ("shopvision classify" in block or "shopvision index" in block)
             and "shopvision categories" not in block]
 

@@ -22,10 +22,10 @@ from shopvision.contract import CONFIDENCE_METRIC, QUALITY_MONITOR_MODEL, RESNET
 from shopvision.samples import product_jpeg
 from shopvision.server.container import gpu_visible, options_from_environment
 from shopvision.server.tritonserver import free_ports, triton_arguments
-from tests import helm
-from tests.conftest import RunningServer
-from tests.metrics import assert_counter_between, inference_counts, metric, samples, scrape, wait_for_metric
-from tests.search_service import ServiceThread
+from tests.support import helm
+from tests.support.metrics import assert_counter_between, inference_counts, metric, samples, scrape, wait_for_metric
+from tests.support.search_service import ServiceThread
+from tests.support.servers import RunningServer
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "deploy" / "helm" / "shopvision"

@@ -101,8 +101,8 @@ def test_the_preprocessing_accuracy_table_is_what_preprocessing_measures() -> No
     import numpy as np
 
     from shopvision.backend.preprocessing import Preprocessor
-    from tests.images import photo_jpeg
-    from tests.reference import reference_pixels
+    from tests.support.images import photo_jpeg
+    from tests.support.reference import reference_pixels
     from tests.test_parity import LARGE_PHOTOS
 
     rows = table_rows(ROOT / "docs" / "models.md", "image")

@@ -21,7 +21,7 @@ from PIL import Image, ImageEnhance
 import shopvision
 from shopvision.evaluation import DatasetError, EmbeddingStats, LabelledImage, class_names, read_dataset, resolve_labels
 from shopvision.samples import product_jpeg
-from tests.conftest import RunningServer
+from tests.support.servers import RunningServer
 
 pytestmark = pytest.mark.integration
 

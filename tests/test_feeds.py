@@ -34,8 +34,8 @@ from shopvision.catalog.feeds import (
 )
 from shopvision.cli.main import main
 from shopvision.contract import MAX_IMAGE_BYTES
-from tests.certificates import self_signed_certificate
-from tests.feeds import (
+from tests.support.certificates import self_signed_certificate
+from tests.support.feeds import (
     PhotoServer,
     Served,
     ShopProduct,
@@ -43,7 +43,7 @@ from tests.feeds import (
     write_jsonl,
     write_tsv,
 )
-from tests.stub_triton import StubTriton
+from tests.support.stub_triton import StubTriton
 
 JPEG = b"\xff\xd8\xff\xe0" + b"\x00" * 64
 LOCAL = FetchSettings(allow_private=True, timeout_s=2.0, retries=1, backoff_s=0.05)
@@ -403,7 +403,7 @@ def test_a_sync_through_the_search_service_leaves_it_the_only_writer(
         stub_triton: StubTriton, products: list[ShopProduct], photos: PhotoServer, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     from shopvision.api.settings import ApiSettings
-    from tests.search_service import ServiceThread
+    from tests.support.search_service import ServiceThread
 
     settings = ApiSettings(triton_url=stub_triton.url, catalog=str(tmp_path / "catalog"), api_key="writer",
                            read_key="reader")
@@ -478,7 +478,7 @@ def test_the_cronjobs_command_runs(stub_triton: StubTriton, products: list[ShopP
                                    capsys: pytest.CaptureFixture[str]) -> None:
     """The rendered job's own arguments, with the feed and the service's address pointed at local ones."""
     from shopvision.api.settings import ApiSettings
-    from tests.search_service import ServiceThread
+    from tests.support.search_service import ServiceThread
     from tests.test_deploy import render
 
     feed = write_tsv(tmp_path / "feed.tsv", [product.row(photos.url) for product in products[:5]])

@@ -10,8 +10,8 @@ import pytest
 import shopvision
 from shopvision.catalog import Catalog
 from shopvision.catalog.feeds import FetchSettings, SyncOptions, sync_feed
-from tests.conftest import RunningServer
-from tests.feeds import PhotoServer, shop_products, write_tsv
+from tests.support.feeds import PhotoServer, shop_products, write_tsv
+from tests.support.servers import RunningServer
 
 pytestmark = pytest.mark.integration
 

@@ -7,7 +7,6 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -17,14 +16,12 @@ import onnxruntime as ort
 import pytest
 import tritonclient.grpc as grpcclient
 from onnx import TensorProto, helper, numpy_helper
-from tritonclient.utils import InferenceServerException
 
 from shopvision.categories.export import head_to_onnx
 from shopvision.categories.training import train_head
 from shopvision.contract import (
     ADMIN_KEY_ENV,
     EMBEDDING,
-    ENSEMBLE_MODEL,
     IMAGE_INPUT,
     MODEL_FILE,
     PIXELS,
@@ -38,9 +35,9 @@ from shopvision.repository.heads import promote_head
 from shopvision.repository.lifecycle import ModelRepository, PromotionError, promote, rollback
 from shopvision.repository.records import HeadProvenance, read_weights_provenance
 from shopvision.samples import product_jpeg
-from tests.conftest import TEMPLATE, RunningServer, start_server
-from tests.test_categories import clustered_vectors
-from tests.threads import RecordingThread, join_all
+from tests.support.servers import TEMPLATE, RunningServer, start_server
+from tests.support.traffic import Asking, Traffic, Unexpected, switches
+from tests.support.vectors import labelled_vectors
 
 pytestmark = pytest.mark.integration
 ADMIN_KEY = "lifecycle-test-key"
@@ -86,54 +83,18 @@ def reference_embeddings(repository: Path, client: grpcclient.InferenceServerCli
             for version in (1, 2)}
 
 
-class Traffic:
-    """Four clients sending the same image non-stop. The first one's answers, in order, say which version
-    served (the others add load; answers of concurrent clients complete out of send order)."""
+def shoppers(running: RunningServer, image: bytes, references: dict[int, np.ndarray]) -> Traffic:
+    """Four clients sending ``image``: every answer must be one version's embedding of it, and the first
+    client's answers say which version served, in order."""
+    def version(result: grpcclient.InferResult) -> int:
+        embedding = result.as_numpy(EMBEDDING)[0]
+        distances = {version: float(np.abs(embedding - reference).max()) for version, reference in references.items()}
+        nearest = min(distances, key=distances.__getitem__)
+        if distances[nearest] >= 1e-3:
+            raise Unexpected(f"no version's embedding: {distances}")
+        return nearest
 
-    def __init__(self, running: RunningServer, image: bytes, references: dict[int, np.ndarray]) -> None:
-        self._running, self._image, self._references = running, image, references
-        self.sequence: list[int | str] = []
-        self.problems: list[str] = []
-        self.requests = 0
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._threads = [RecordingThread(self._send, args=(index == 0,)) for index in range(4)]
-
-    def _send(self, probe: bool) -> None:
-        client = grpcclient.InferenceServerClient(self._running.grpc_address)
-        tensor = grpcclient.InferInput(IMAGE_INPUT, [1, 1], "BYTES")
-        tensor.set_data_from_numpy(np.array([[self._image]], dtype=object))
-        while not self._stop.is_set():
-            try:
-                embedding = client.infer(ENSEMBLE_MODEL, [tensor]).as_numpy(EMBEDDING)[0]
-                distances = {v: float(np.abs(embedding - ref).max()) for v, ref in self._references.items()}
-                version = min(distances, key=distances.get)
-                answer: int | str = version if distances[version] < 1e-3 else f"unknown {distances}"
-            except InferenceServerException as error:
-                answer = f"FAILED {error.status()} {error.message()}"
-            with self._lock:
-                self.requests += 1
-                if isinstance(answer, str):
-                    self.problems.append(answer)
-                if probe:
-                    self.sequence.append(answer)
-        client.close()
-
-    def __enter__(self) -> Traffic:
-        for thread in self._threads:
-            thread.start()
-        time.sleep(2)
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        time.sleep(2)
-        self._stop.set()
-        join_all(self._threads, timeout=60)
-
-
-def switches(answers: list) -> list:
-    """The sequence of distinct consecutive answers (1, 2, 1 means two switches)."""
-    return [answer for index, answer in enumerate(answers) if index == 0 or answers[index - 1] != answer]
+    return Traffic(running, image, [Asking((EMBEDDING,), version)] * 4)
 
 
 def test_promote_then_rollback_under_load_switches_once_each_and_drops_nothing(versioned) -> None:
@@ -143,7 +104,7 @@ def test_promote_then_rollback_under_load_switches_once_each_and_drops_nothing(v
     references = reference_embeddings(repository, client, image)
     assert float(np.abs(references[1] - references[2]).max()) > 1e-2  # the versions are told apart
     common = {"url": running.grpc_url, "admin_key": ADMIN_KEY}
-    with Traffic(running, image, references) as traffic:
+    with shoppers(running, image, references) as traffic:
         promoted = promote(repository, 2, **common)
         assert promoted.promoted, promoted
         time.sleep(2)
@@ -151,7 +112,7 @@ def test_promote_then_rollback_under_load_switches_once_each_and_drops_nothing(v
     assert promoted.promoted and (promoted.version, promoted.previous) == (2, 1), promoted
     assert set(promoted.checks) == {"ready", "outputs", "parity"}, promoted.checks
     assert rolled_back.promoted and (rolled_back.version, rolled_back.previous) == (1, 2), rolled_back
-    assert traffic.problems == [] and traffic.requests > 40
+    assert traffic.failures == [] and traffic.requests > 40
     assert switches(traffic.sequence) == [1, 2, 1], switches(traffic.sequence)[:10]
     files = ModelRepository(repository)
     assert files.pinned_version() == 1 and [entry.version for entry in files.history()] == [2, 1]
@@ -167,10 +128,10 @@ def test_a_version_that_fails_its_checks_is_refused_and_the_old_one_keeps_servin
     client = grpcclient.InferenceServerClient(running.grpc_address)
     references = reference_embeddings(repository, client, image)
     common = {"url": running.grpc_url, "admin_key": ADMIN_KEY}
-    with Traffic(running, image, references) as traffic:
+    with shoppers(running, image, references) as traffic:
         report = promote(repository, 3, **common)
     assert not report.promoted and "version 3" in report.reason, report
-    assert traffic.problems == [] and set(traffic.sequence) == {1}, traffic.problems[:3]
+    assert traffic.failures == [] and set(traffic.sequence) == {1}, traffic.failures[:3]
     assert ModelRepository(repository).pinned_version() in (None, 1)
     with pytest.raises(PromotionError, match="not built"):
         promote(repository, 9, **common)
@@ -222,13 +183,13 @@ def test_versions_that_load_but_answer_wrongly_are_refused_by_the_check_each_one
     client = grpcclient.InferenceServerClient(running.grpc_address)
     references = reference_embeddings(repository, client, image)
     common = {"url": running.grpc_url, "admin_key": ADMIN_KEY}
-    with Traffic(running, image, references) as traffic:
+    with shoppers(running, image, references) as traffic:
         reports = {version: promote(repository, version, **common) for version in expected}
     for version, (kind, failed_check, reason) in expected.items():
         report = reports[version]
         assert not report.promoted and reason in (report.reason or ""), (kind, report)
         assert list(report.checks)[-1] == failed_check and report.checks["ready"] == "yes", (kind, report.checks)
-    assert traffic.problems == [] and set(traffic.sequence) == {1}, traffic.problems[:3]
+    assert traffic.failures == [] and set(traffic.sequence) == {1}, traffic.failures[:3]
     assert ModelRepository(repository).pinned_version() in (None, 1)
 
 
@@ -257,7 +218,7 @@ def test_the_cli_needs_the_admin_key_and_reports_promotion(versioned) -> None:
 
 def test_promoting_new_weights_warns_that_the_serving_categories_head_was_trained_on_the_old_ones(versioned) -> None:
     repository, running = versioned
-    vectors, labels = clustered_vectors(2, 12, seed=3)
+    vectors, labels = labelled_vectors(2, 12, seed=3)
     head = train_head(vectors, labels, seed=0)
     trained_on = read_weights_provenance(repository / RESNET_MODEL / "1")
     assert trained_on is not None

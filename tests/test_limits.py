@@ -38,8 +38,8 @@ from shopvision.server.limits import (
     shm_size_bytes,
 )
 from shopvision.server.tritonserver import ServerOptions, free_ports
-from tests.conftest import TEMPLATE, start_server
-from tests.gateway import TEMPLATE as GATEWAY_TEMPLATE, LocalGateway, render
+from tests.support.gateway import TEMPLATE as GATEWAY_TEMPLATE, LocalGateway, render
+from tests.support.servers import TEMPLATE, start_server
 from tests.test_deploy import CHART, PRODUCTION_VALUES, compose_config, render as render_chart
 
 LIMITS_REPORT = Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "limits" / "results.json"
@@ -327,8 +327,8 @@ def test_the_operations_doc_quotes_the_limits_report() -> None:
 def test_the_charts_gateway_is_the_gateway_file_with_every_variable_and_nginx_accepts_it(values, tmp_path) -> None:
     from string import Template
 
-    from tests.certificates import self_signed_certificate
-    from tests.gateway import TLS_INCLUDE, nginx_test
+    from tests.support.certificates import self_signed_certificate
+    from tests.support.gateway import TLS_INCLUDE, nginx_test
 
     manifests = render_chart(values)
     (configmap,) = [manifest for kind, manifest in manifests.items()

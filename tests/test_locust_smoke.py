@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import RunningServer
-from tests.search_service import ServiceThread
+from tests.support.search_service import ServiceThread
+from tests.support.servers import RunningServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parent.parent

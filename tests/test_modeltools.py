@@ -31,7 +31,7 @@ from shopvision.repository.files import ModelRepository, assemble
 from shopvision.repository.records import PromotionRecord, read_weights_provenance, write_weights_provenance
 from shopvision.server.tritonserver import free_ports
 from shopvision.types import WeightsProvenance
-from tests.conftest import TEMPLATE, copy_repository
+from tests.support.servers import TEMPLATE, copy_repository
 
 
 @pytest.fixture(scope="module")
@@ -344,7 +344,7 @@ def _unit(vectors: np.ndarray) -> np.ndarray:
 
 
 def test_mobilenet_v2_int8_canonicalises_to_a_1280_wide_dequantized_embedding(pixels: np.ndarray) -> None:
-    from tests.real_data import MOBILENET, require
+    from tests.support.real_data import MOBILENET, require
 
     source = onnx.load(str(require(MOBILENET)))
     served = canonicalize(source)

@@ -13,9 +13,9 @@ from PIL import Image
 
 from shopvision import contract
 from shopvision.backend.preprocessing import Preprocessor
-from tests.conftest import RunningServer
-from tests.images import PARITY_CASES, photo_jpeg
-from tests.reference import reference_pixels
+from tests.support.images import PARITY_CASES, photo_jpeg
+from tests.support.reference import reference_pixels
+from tests.support.servers import RunningServer
 
 pytestmark = pytest.mark.integration
 

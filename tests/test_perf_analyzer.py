@@ -9,7 +9,7 @@ import pytest
 from benchmarks import perf
 from shopvision import contract
 from shopvision.samples import product_jpeg
-from tests.conftest import RunningServer
+from tests.support.servers import RunningServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.system]
 

@@ -23,9 +23,9 @@ from onnx import TensorProto, helper
 from shopvision import contract
 from shopvision.backend.preprocessing import Preprocessor
 from shopvision.repository.configs import read_config
-from tests import python_backend_stub as pb_utils
-from tests.conftest import TEMPLATE
-from tests.images import photo_jpeg, photo_png
+from tests.support import python_backend_stub as pb_utils
+from tests.support.images import photo_jpeg, photo_png
+from tests.support.servers import TEMPLATE
 
 
 def load_model(model: str, repository: Path, config_name: str = "config.pbtxt") -> Any:

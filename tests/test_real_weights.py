@@ -33,10 +33,10 @@ from shopvision.catalog import Catalog, CatalogError, CatalogItem
 from shopvision.modelbuild.build import build_model
 from shopvision.repository.configs import read_config
 from shopvision.repository.files import ModelRepository
-from tests.conftest import ARTIFACTS, TEMPLATE, RunningServer, start_server
-from tests.real_data import GROCERY, MOBILENET, SENSIBLE_TOP1, real_photos, require
-from tests.reference import MEAN, STD, reference_pixels
-from tests.search_service import ServiceThread
+from tests.support.real_data import GROCERY, MOBILENET, SENSIBLE_TOP1, real_photos, require
+from tests.support.reference import MEAN, STD, reference_pixels
+from tests.support.search_service import ServiceThread
+from tests.support.servers import ARTIFACTS, TEMPLATE, RunningServer, start_server
 from tests.test_api_page import wait_for_results
 
 pytestmark = pytest.mark.integration

@@ -20,11 +20,11 @@ from shopvision.contract import CPU_CONFIG_NAME, ENSEMBLE_MODEL, IMAGE_INPUT, PR
 from shopvision.repository.configs import ModelConfig, edit_config
 from shopvision.samples import product_jpeg
 from shopvision.server.tritonserver import GrpcTls
-from tests.certificates import self_signed_certificate
-from tests.conftest import RunningServer, start_server
-from tests.gateway import LocalGateway
-from tests.search_service import ServiceThread
-from tests.threads import RecordingThread, join_all
+from tests.support.certificates import self_signed_certificate
+from tests.support.gateway import LocalGateway
+from tests.support.search_service import ServiceThread
+from tests.support.servers import RunningServer, start_server
+from tests.support.threads import RecordingThread, join_all
 
 pytestmark = pytest.mark.integration
 SOAK_SECONDS = 120

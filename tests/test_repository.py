@@ -9,7 +9,7 @@ from tritonclient.grpc import model_config_pb2
 
 from shopvision import contract
 from shopvision.repository.configs import read_config as load_config
-from tests.conftest import TEMPLATE
+from tests.support.servers import TEMPLATE
 
 STRING, FP32 = model_config_pb2.TYPE_STRING, model_config_pb2.TYPE_FP32
 

@@ -19,7 +19,7 @@ import shopvision
 from shopvision import contract
 from shopvision.contract import ADMIN_KEY_HEADER
 from shopvision.samples import product_jpeg
-from tests.conftest import RunningServer, start_server
+from tests.support.servers import RunningServer, start_server
 
 pytestmark = pytest.mark.integration
 
@@ -82,7 +82,7 @@ def test_the_gateway_passes_inference_and_refuses_administration_on_both_protoco
                                                                                    tmp_path: Path) -> None:
     """deploy/gateway in a real nginx: the admin key opens nothing through it (with explicit model control,
     loading a model runs its code), while the SDK's own calls all pass."""
-    from tests.gateway import LocalGateway
+    from tests.support.gateway import LocalGateway
 
     admin = {ADMIN_KEY_HEADER: "whatever", "Content-Type": "application/json"}
     with LocalGateway(tmp_path / "gateway", triton_http=triton.http_address,
@@ -127,7 +127,7 @@ def test_the_gateway_never_passes_a_chunked_body_on(tmp_path: Path) -> None:
     import threading
 
     from shopvision.server.tritonserver import free_ports
-    from tests.gateway import LocalGateway
+    from tests.support.gateway import LocalGateway
 
     received: dict[str, object] = {}
 
@@ -198,7 +198,7 @@ def test_the_gateway_bounds_large_requests_in_flight_and_lets_small_ones_pass(tr
     """At most GATEWAY_LARGE_REQUESTS requests over 10 MB, or of unknown length (every gRPC message), reach
     Triton at once (shopvision.server.limits.GatewayLimits sizes it to the chart's memory): one slot here."""
     from shopvision.server.limits import LARGE_REQUEST_BYTES, GatewayLimits
-    from tests.gateway import LocalGateway
+    from tests.support.gateway import LocalGateway
 
     limits = GatewayLimits(large_requests=1)
     with LocalGateway(tmp_path / "gateway", triton_http=triton.http_address, triton_grpc=triton.grpc_address,
@@ -234,7 +234,7 @@ def test_the_gateway_bounds_large_requests_in_flight_and_lets_small_ones_pass(tr
 def test_the_gateway_limits_each_clients_rate_and_knows_clients_only_from_trusted_proxies(
         triton: RunningServer, tmp_path: Path) -> None:
     from shopvision.server.limits import GatewayLimits
-    from tests.gateway import LocalGateway
+    from tests.support.gateway import LocalGateway
 
     limits = GatewayLimits(rate_per_client=1, burst_per_client=1)  # this test's own 127.0.0.1 is the trusted proxy
     with LocalGateway(tmp_path / "gateway", triton_http=triton.http_address, triton_grpc=triton.grpc_address,
@@ -267,7 +267,7 @@ def test_the_charts_helm_test_passes_through_the_gateway_and_fails_past_it(trito
     then for Triton's own port, where the repository index is refused by Triton's key check, not the gateway)."""
     import subprocess
 
-    from tests.gateway import LocalGateway
+    from tests.support.gateway import LocalGateway
     from tests.test_deploy import render
 
     pod = render({})["Pod"]
@@ -310,7 +310,7 @@ TRITON_PARSE_ERRORS = ("failed to parse the request JSON", "Unable to parse")
 @pytest.mark.system
 def test_a_battery_of_hostile_requests_through_the_gateway_gets_4xx_and_triton_keeps_serving(
         triton: RunningServer, tmp_path: Path) -> None:
-    from tests.gateway import LocalGateway
+    from tests.support.gateway import LocalGateway
 
     infer = f"/v2/models/{contract.ENSEMBLE_MODEL}/infer"
     body = json.dumps({"inputs": [{"name": contract.IMAGE_INPUT, "shape": [1, 1], "datatype": "BYTES",

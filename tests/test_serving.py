@@ -12,9 +12,9 @@ from tritonclient.utils import InferenceServerException
 
 from shopvision import contract
 from shopvision.samples import product_jpeg
-from tests.conftest import RunningServer
-from tests.images import photo_png
-from tests.metrics import assert_counter_between, inference_counts
+from tests.support.images import photo_png
+from tests.support.metrics import assert_counter_between, inference_counts
+from tests.support.servers import RunningServer
 
 pytestmark = pytest.mark.integration
 PROTOCOLS = {"grpc": grpcclient, "http": httpclient}

@@ -24,8 +24,8 @@ from shopvision.errors import LocalServerError
 from shopvision.repository.configs import ModelConfig, edit_config
 from shopvision.samples import product_jpeg
 from shopvision.server.tritonserver import LocalTritonServer, ServerOptions
-from tests.conftest import RunningServer, start_server
-from tests.images import PARITY_CASES
+from tests.support.images import PARITY_CASES
+from tests.support.servers import RunningServer, start_server
 from tests.test_parity import infer_one
 
 SMOKE_CASES = ["jpeg", "rgba-cutout-png", "exif-rotated-jpeg"]

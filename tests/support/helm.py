@@ -13,10 +13,11 @@ import json
 import subprocess
 import sys
 import threading
-from pathlib import Path
 from typing import Any
 
-CHART = Path(__file__).resolve().parent.parent / "deploy" / "helm" / "shopvision"
+from tests.support import ROOT
+
+CHART = ROOT / "deploy" / "helm" / "shopvision"
 
 _HELPER = """
 import json, sys

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from tests.real_data import ABO, GROCERY, require
+from tests.support.real_data import ABO, GROCERY, require
 
 MERCHANT_COLUMNS = ("id", "title", "price", "availability", "brand", "image_link", "additional_image_link")
 

@@ -16,10 +16,11 @@ from string import Template
 
 from shopvision.server.limits import GatewayLimits
 from shopvision.server.tritonserver import free_ports
+from tests.support import ROOT
 
 DEFAULT_LIMITS = GatewayLimits()
 
-TEMPLATE = Path(__file__).resolve().parent.parent / "deploy" / "helm" / "shopvision" / "files" / "gateway.conf.template"
+TEMPLATE = ROOT / "deploy" / "helm" / "shopvision" / "files" / "gateway.conf.template"
 
 
 TLS_INCLUDE = "/etc/nginx/gateway-tls/"
