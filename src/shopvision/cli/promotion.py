@@ -20,7 +20,8 @@ from shopvision.cli._common import (
 from shopvision.repository.files import default_repository
 
 if TYPE_CHECKING:
-    from shopvision.repository.promotion import PromotionReport, Target
+    from shopvision.repository.promotion import Target
+    from shopvision.repository.records import PromotionRecord
 
 RESNET_VERSIONS = "resnet50"
 CATEGORIES_HEADS = "categories"
@@ -79,7 +80,7 @@ def admin_key() -> str:
     return key
 
 
-def print_promotion(report: PromotionReport, *, subject: str, as_json: bool = False) -> int:
+def print_promotion(report: PromotionRecord, *, subject: str, as_json: bool = False) -> int:
     """The checks, then one line: what serves now (or all of it as one JSON document)."""
     failed = not report.promoted and report.version != report.previous
     if as_json:

@@ -30,7 +30,8 @@ from shopvision.contract import (
 from shopvision.repository import promotion
 from shopvision.repository.files import CategoryHeads, ModelRepository
 from shopvision.repository.lifecycle import pin_serving_version, serving_version
-from shopvision.repository.promotion import Checked, PromotionError, PromotionReport, Target
+from shopvision.repository.promotion import Checked, PromotionError, Target
+from shopvision.repository.records import PromotionRecord
 from shopvision.samples import product_jpeg
 
 NO_HEAD = 0
@@ -77,12 +78,12 @@ class Heads(Target):
         client.load_model(ENSEMBLE_MODEL)
 
 
-def promote_head(repository: Path, version: int, *, url: str, admin_key: str) -> PromotionReport:
+def promote_head(repository: Path, version: int, *, url: str, admin_key: str) -> PromotionRecord:
     """Make head ``version`` (0: none) what the ensemble serves on the server at ``url``, checking it first."""
     return promotion.promote(Heads(repository), version, url=url, admin_key=admin_key)
 
 
-def rollback_head(repository: Path, *, url: str, admin_key: str) -> PromotionReport:
+def rollback_head(repository: Path, *, url: str, admin_key: str) -> PromotionRecord:
     """Serve again the head (or no head) that served before the last successful promotion."""
     return promotion.rollback(Heads(repository), url=url, admin_key=admin_key)
 

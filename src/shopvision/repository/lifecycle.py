@@ -33,12 +33,12 @@ from shopvision.contract import (
 )
 from shopvision.repository import promotion
 from shopvision.repository.files import CategoryHeads, ModelRepository
-from shopvision.repository.promotion import Checked, PromotionError, PromotionReport, Target
-from shopvision.repository.records import read_weights_provenance
+from shopvision.repository.promotion import Checked, PromotionError, Target
+from shopvision.repository.records import PromotionRecord, read_weights_provenance
 from shopvision.samples import product_jpeg
 from shopvision.types import WeightsProvenance
 
-__all__ = ["PromotionError", "PromotionReport", "ModelRepository", "ResnetVersions", "promote", "rollback"]
+__all__ = ["PromotionError", "PromotionRecord", "ModelRepository", "ResnetVersions", "promote", "rollback"]
 
 PARITY_TOLERANCE = 1e-3
 """Largest |served - in-process| allowed in probabilities and embeddings (threading noise is ~1e-6)."""
@@ -91,12 +91,12 @@ class ResnetVersions(Target):
         return {} if stale is None else {"categories": stale}
 
 
-def promote(repository: Path, version: int, *, url: str, admin_key: str) -> PromotionReport:
+def promote(repository: Path, version: int, *, url: str, admin_key: str) -> PromotionRecord:
     """Make ``version`` the served resnet50 on the server at ``url`` (gRPC or HTTP), checking it first."""
     return promotion.promote(ResnetVersions(repository), version, url=url, admin_key=admin_key)
 
 
-def rollback(repository: Path, *, url: str, admin_key: str) -> PromotionReport:
+def rollback(repository: Path, *, url: str, admin_key: str) -> PromotionRecord:
     """Promote the version that served before the last successful promotion."""
     return promotion.rollback(ResnetVersions(repository), url=url, admin_key=admin_key)
 

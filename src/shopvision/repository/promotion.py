@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 
 from shopvision.client import Client
 from shopvision.errors import PermissionDeniedError, ShopvisionError
@@ -30,15 +30,6 @@ from shopvision.repository.records import PromotionRecord
 
 class PromotionError(ShopvisionError):
     """A promotion or rollback could not start (bad version, no history, server not in explicit mode)."""
-
-
-@dataclass
-class PromotionReport:
-    version: int
-    previous: int
-    promoted: bool
-    checks: dict[str, str] = field(default_factory=dict)
-    reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -90,7 +81,7 @@ class Target(ABC):
         return {}
 
 
-def promote(target: Target, version: int, *, url: str, admin_key: str) -> PromotionReport:
+def promote(target: Target, version: int, *, url: str, admin_key: str) -> PromotionRecord:
     """Make ``version`` what serves on the server at ``url`` (gRPC or HTTP), checking it first."""
     target.require_built(version)
     with Client(url, admin_key=admin_key) as client:
@@ -98,18 +89,19 @@ def promote(target: Target, version: int, *, url: str, admin_key: str) -> Promot
             current = target.serving(client)
         except PermissionDeniedError as error:
             raise PromotionError(f"cannot read the server's models: {error}") from error
-        report = PromotionReport(version=version, previous=current, promoted=False)
         if version == current:
-            report.reason = target.already(version)
-            return report
+            return PromotionRecord.now(version=version, previous=current, promoted=False,
+                                       reason=target.already(version))
         target.refuse(version, current)
         with repository_operations():
-            _switch(client, target, report)
-    target.files.record(PromotionRecord.now(**asdict(report)))
+            outcome = _switch(client, target, current, version)
+    report = PromotionRecord.now(version=version, previous=current, promoted=outcome.failure is None,
+                                 checks=outcome.checks, reason=outcome.failure)
+    target.files.record(report)
     return report
 
 
-def rollback(target: Target, *, url: str, admin_key: str) -> PromotionReport:
+def rollback(target: Target, *, url: str, admin_key: str) -> PromotionRecord:
     """Promote what served before the last successful promotion."""
     return promote(target, served_before_last_promotion(target.files.history()), url=url, admin_key=admin_key)
 
@@ -131,11 +123,12 @@ def repository_operations() -> Iterator[None]:
                              "explicit model-control mode, and is the admin key right?") from error
 
 
-def _switch(client: Client, target: Target, report: PromotionReport) -> None:
-    """Steps 2-5 of the module docstring. Version 0 (a target without a version, such as no categories head)
-    has nothing to load or check: the ensemble switches to it."""
-    current, version = report.previous, report.version
+def _switch(client: Client, target: Target, current: int, version: int) -> Checked:
+    """Steps 2-5 of the module docstring: what the checks found, and why ``version`` does not serve if it does
+    not. Version 0 (a target without a version, such as no categories head) has nothing to load or check: the
+    ensemble switches to it."""
     target.hold(client, current)
+    checks: dict[str, str] = {}
     if version:
         target.files.load_versions([v for v in (current, version) if v])
         try:
@@ -146,16 +139,14 @@ def _switch(client: Client, target: Target, report: PromotionReport) -> None:
             checked = Checked({"load": str(error)}, f"{target.subject} {version} failed to load: {error}")
         else:
             checked = target.check(client, version)
-        report.checks.update(checked.checks)
+        checks.update(checked.checks)
         if checked.failure is not None:
-            report.reason = checked.failure
             if current:
                 target.files.load_versions([current])
                 client.load_model(target.files.model)
-            return
+            return Checked(checks, checked.failure)
     target.switch(client, version)
     if version:
         target.files.load_versions([version])
         client.load_model(target.files.model)
-    report.promoted = True
-    report.checks.update(target.after(version))
+    return Checked({**checks, **target.after(version)})

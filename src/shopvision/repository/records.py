@@ -88,7 +88,8 @@ class HeadProvenance:
 
 @dataclass(frozen=True)
 class PromotionRecord:
-    """One promotion or rollback of a model, as ``promotions.json`` keeps it."""
+    """One promotion or rollback of a model: what ``promote`` and ``rollback`` return, and what ``promotions.json``
+    keeps."""
 
     version: int
     previous: int
