@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -13,6 +12,7 @@ from shopvision.categories.export import head_to_onnx
 from shopvision.categories.report import TrainingReport, render_markdown, training_report
 from shopvision.categories.training import TrainedHead, train_head
 from shopvision.repository.files import CategoryHeads
+from shopvision.repository.records import write_json
 
 if TYPE_CHECKING:
     from shopvision.aio import Progress
@@ -59,5 +59,5 @@ def train_and_install(source: str | Path, client: Client, *, repository: Path, t
 
 def write_report(folder: Path, report: TrainingReport, markdown: str) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / REPORT_JSON).write_text(json.dumps(report.to_record(), indent=2) + "\n")
+    write_json(folder / REPORT_JSON, report.to_record())
     (folder / REPORT_MARKDOWN).write_text(markdown)

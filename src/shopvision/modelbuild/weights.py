@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shopvision._files import cache_dir, sha256_of
+from shopvision.contract import RESNET50_BACKBONE
 from shopvision.errors import ModelBuildError
 
 SYNTHETIC = "synthetic"
@@ -44,7 +45,7 @@ class ZooModel:
 ZOO_MODELS = {
     model.name: model
     for model in (
-        ZooModel("resnet50-v1-12", "3f03fdef724b22947eed826f1eef1dc5c34151bb4c37d634f1db89dfa2dd1526", 74.97),
+        ZooModel(RESNET50_BACKBONE, "3f03fdef724b22947eed826f1eef1dc5c34151bb4c37d634f1db89dfa2dd1526", 74.97),
         ZooModel("resnet50-v1-12-int8", "c234f30975989788b4405f25253275aae247ab6dbdd34aaa69ab0a59ff76f6d0", 74.77),
         # A small real backbone for cheap CPU nodes, and the one real network these machines hold
         # (../shared/data/mobilenetv2-12-int8/model.onnx is this file, byte for byte).
@@ -52,7 +53,7 @@ ZOO_MODELS = {
                  zoo_folder="mobilenet/model", architecture="MobileNet v2 1.0"),
     )
 }
-DEFAULT_ZOO_MODEL = "resnet50-v1-12"
+DEFAULT_ZOO_MODEL = RESNET50_BACKBONE
 
 
 def known_model_by_sha256(sha256: str) -> ZooModel | None:

@@ -69,12 +69,10 @@ class HeadProvenance:
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> HeadProvenance:
         # Heads trained before backbones were a choice read ResNet50's 2048-d embeddings.
-        embeddings = WeightsProvenance(
-            source=record.get("embedding_model_source", "unknown"),
-            synthetic=bool(record.get("embedding_weights_synthetic", False)),
-            model_sha256=record.get("embedding_model_sha256"),
-            backbone=record.get("embedding_backbone", RESNET50_BACKBONE),
-            embedding_dim=int(record.get("embedding_dim", RESNET50_EMBEDDING_DIM)))
+        embeddings = WeightsProvenance(**{
+            "source": "unknown", "synthetic": False, "backbone": RESNET50_BACKBONE,
+            "embedding_dim": RESNET50_EMBEDDING_DIM,
+            **{name: record[key] for key, name in cls._EMBEDDING_KEYS.items() if key in record}})
         names = {item.name for item in dataclasses.fields(cls)} - {"embeddings"}
         return cls(embeddings=embeddings, **{name: value for name, value in record.items() if name in names})
 
