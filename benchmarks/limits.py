@@ -162,18 +162,17 @@ def infer(protocol: str, address: str, images: np.ndarray) -> int:
     if protocol == "http":
         import tritonclient.http as http
 
-        client = http.InferenceServerClient(address, connection_timeout=60, network_timeout=600)
-        tensor = http.InferInput(IMAGE_INPUT, list(images.shape), "BYTES")
-        tensor.set_data_from_numpy(images, binary_data=True)
-        result = client.infer(ENSEMBLE_MODEL, [tensor])
+        with http.InferenceServerClient(address, connection_timeout=60, network_timeout=600) as client:
+            tensor = http.InferInput(IMAGE_INPUT, list(images.shape), "BYTES")
+            tensor.set_data_from_numpy(images, binary_data=True)
+            result = client.infer(ENSEMBLE_MODEL, [tensor])
     else:
         import tritonclient.grpc as grpc
 
-        client = grpc.InferenceServerClient(address)
-        tensor = grpc.InferInput(IMAGE_INPUT, list(images.shape), "BYTES")
-        tensor.set_data_from_numpy(images)
-        result = client.infer(ENSEMBLE_MODEL, [tensor], client_timeout=600)
-    client.close()
+        with grpc.InferenceServerClient(address) as client:
+            tensor = grpc.InferInput(IMAGE_INPUT, list(images.shape), "BYTES")
+            tensor.set_data_from_numpy(images)
+            result = client.infer(ENSEMBLE_MODEL, [tensor], client_timeout=600)
     return len(result.as_numpy(EMBEDDING))
 
 

@@ -3,6 +3,7 @@ tritonserver serving it on free ports, the search service over it, a stub Triton
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,6 +44,10 @@ def triton(built_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> 
         yield running
     finally:
         running.server.stop()
+    # A client some test left open keeps its HTTP connection, and Triton waits its whole exit timeout for it (30 s
+    # of every run, before the test that leaked it was found). Close clients with `with`.
+    left_open = re.search(r"Found [1-9]\d* HTTP service connections", running.log_text())
+    assert left_open is None, f"a test left an HTTP client connected to the session's server: {left_open.group()}"
 
 
 @pytest.fixture(scope="session")

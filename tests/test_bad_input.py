@@ -121,19 +121,19 @@ def test_bad_input_fails_alone_with_a_clear_invalid_argument(triton: RunningServ
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_wrong_dtype_or_shape_sent_straight_to_the_models_is_refused(triton: RunningServer, protocol: str) -> None:
     lib = PROTOCOLS[protocol]
-    client = lib.InferenceServerClient(triton.grpc_address if protocol == "grpc" else triton.http_address)
-    floats = lib.InferInput(contract.IMAGE_INPUT, [1, 1], "FP32")
-    floats.set_data_from_numpy(np.zeros((1, 1), dtype=np.float32))
-    with pytest.raises(InferenceServerException) as wrong_dtype:
-        client.infer(contract.ENSEMBLE_MODEL, [floats])
-    assert "FP32" in wrong_dtype.value.message() and "BYTES" in wrong_dtype.value.message()
+    with lib.InferenceServerClient(triton.grpc_address if protocol == "grpc" else triton.http_address) as client:
+        floats = lib.InferInput(contract.IMAGE_INPUT, [1, 1], "FP32")
+        floats.set_data_from_numpy(np.zeros((1, 1), dtype=np.float32))
+        with pytest.raises(InferenceServerException) as wrong_dtype:
+            client.infer(contract.ENSEMBLE_MODEL, [floats])
+        assert "FP32" in wrong_dtype.value.message() and "BYTES" in wrong_dtype.value.message()
 
-    pixels = lib.InferInput(contract.PIXELS, [1, 3, 100, 100], "FP32")
-    pixels.set_data_from_numpy(np.zeros((1, 3, 100, 100), dtype=np.float32))
-    with pytest.raises(InferenceServerException) as wrong_shape:
-        client.infer(contract.RESNET_MODEL, [pixels])
-    assert "shape" in wrong_shape.value.message()
-    assert client.is_server_ready()
+        pixels = lib.InferInput(contract.PIXELS, [1, 3, 100, 100], "FP32")
+        pixels.set_data_from_numpy(np.zeros((1, 3, 100, 100), dtype=np.float32))
+        with pytest.raises(InferenceServerException) as wrong_shape:
+            client.infer(contract.RESNET_MODEL, [pixels])
+        assert "shape" in wrong_shape.value.message()
+        assert client.is_server_ready()
 
 
 def test_limits_are_enforced_before_decoding() -> None:

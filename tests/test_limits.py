@@ -230,7 +230,8 @@ def test_a_burst_of_oversized_requests_is_refused_at_the_gateway_before_triton_g
             assert good_answers and all(answer == 1 for answer in good_answers), good_answers
             assert running.server.is_ready()
             # No refused request reached the model: the ensemble counts no failure.
-            statistics = httpclient.InferenceServerClient(running.http_address).get_inference_statistics(ENSEMBLE_MODEL)
+            with httpclient.InferenceServerClient(running.http_address) as client:
+                statistics = client.get_inference_statistics(ENSEMBLE_MODEL)
             assert statistics["model_stats"][0]["inference_stats"]["fail"]["count"] == 0
             # What reached Triton of the refused requests, counted by nginx (its access log), not guessed from the
             # server's memory, which the allocator makes vary by more than a request from run to run. An HTTP body

@@ -32,20 +32,19 @@ def image_batch(protocol: str, images: list[bytes]):
 
 def infer_concurrently(triton: RunningServer, requests: list[list[bytes]]) -> list[object]:
     """Send every request at once over gRPC; each entry is an InferResult or the exception."""
-    client = grpcclient.InferenceServerClient(triton.grpc_address)
-    done: queue.Queue = queue.Queue()
-    outputs = [grpcclient.InferRequestedOutput(name) for name in (contract.PROBABILITIES, contract.EMBEDDING)]
-    for position, images in enumerate(requests):
-        client.async_infer(
-            contract.ENSEMBLE_MODEL, [image_batch("grpc", images)], outputs=outputs,
-            callback=lambda result, error, position=position: done.put((position, result, error)),
-        )
-    results: list[object] = [None] * len(requests)
-    for _ in requests:
-        position, result, error = done.get(timeout=300)
-        results[position] = error if error is not None else result
-    client.close()
-    return results
+    with grpcclient.InferenceServerClient(triton.grpc_address) as client:
+        done: queue.Queue = queue.Queue()
+        outputs = [grpcclient.InferRequestedOutput(name) for name in (contract.PROBABILITIES, contract.EMBEDDING)]
+        for position, images in enumerate(requests):
+            client.async_infer(
+                contract.ENSEMBLE_MODEL, [image_batch("grpc", images)], outputs=outputs,
+                callback=lambda result, error, position=position: done.put((position, result, error)),
+            )
+        results: list[object] = [None] * len(requests)
+        for _ in requests:
+            position, result, error = done.get(timeout=300)
+            results[position] = error if error is not None else result
+        return results
 
 
 def test_an_image_alone_and_inside_a_dynamic_batch_gives_the_same_outputs(triton: RunningServer) -> None:
@@ -74,36 +73,36 @@ def test_an_image_alone_and_inside_a_dynamic_batch_gives_the_same_outputs(triton
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_classification_extension_returns_k_labelled_classes(triton: RunningServer, protocol: str) -> None:
     lib = PROTOCOLS[protocol]
-    client = lib.InferenceServerClient(address(triton, protocol))
-    images = [product_jpeg(1), photo_png()]
-    result = client.infer(contract.ENSEMBLE_MODEL, [image_batch(protocol, images)],
-                          outputs=[lib.InferRequestedOutput(contract.PROBABILITIES, class_count=3)])
-    classes = result.as_numpy(contract.PROBABILITIES)
-    assert classes.shape == (2, 3)
-    labels = (triton.repository / contract.ENSEMBLE_MODEL / contract.LABELS_FILE).read_text().splitlines()
-    for row in classes:
-        scores = []
-        for entry in row:
-            score, index, label = entry.decode().split(":", 2)
-            assert label == labels[int(index)]
-            scores.append(float(score))
-        assert scores == sorted(scores, reverse=True)
+    with lib.InferenceServerClient(address(triton, protocol)) as client:
+        images = [product_jpeg(1), photo_png()]
+        result = client.infer(contract.ENSEMBLE_MODEL, [image_batch(protocol, images)],
+                              outputs=[lib.InferRequestedOutput(contract.PROBABILITIES, class_count=3)])
+        classes = result.as_numpy(contract.PROBABILITIES)
+        assert classes.shape == (2, 3)
+        labels = (triton.repository / contract.ENSEMBLE_MODEL / contract.LABELS_FILE).read_text().splitlines()
+        for row in classes:
+            scores = []
+            for entry in row:
+                score, index, label = entry.decode().split(":", 2)
+                assert label == labels[int(index)]
+                scores.append(float(score))
+            assert scores == sorted(scores, reverse=True)
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_standard_client_asking_every_output_for_class_count_works(triton: RunningServer, protocol: str) -> None:
     """What Triton's image_client-style tools do: a batch of files as BYTES, class_count on all outputs."""
     lib = PROTOCOLS[protocol]
-    client = lib.InferenceServerClient(address(triton, protocol))
-    metadata = client.get_model_metadata(contract.ENSEMBLE_MODEL)
-    outputs = metadata.outputs if protocol == "grpc" else metadata["outputs"]
-    names = [o.name if protocol == "grpc" else o["name"] for o in outputs]
-    images = [product_jpeg(i) for i in range(4)]
-    result = client.infer(contract.ENSEMBLE_MODEL, [image_batch(protocol, images)],
-                          outputs=[lib.InferRequestedOutput(name, class_count=2) for name in names])
-    for name in names:
-        assert result.as_numpy(name).shape == (4, 2)
-    assert b":" in result.as_numpy(contract.EMBEDDING)[0, 0]  # "score:index" without a label
+    with lib.InferenceServerClient(address(triton, protocol)) as client:
+        metadata = client.get_model_metadata(contract.ENSEMBLE_MODEL)
+        outputs = metadata.outputs if protocol == "grpc" else metadata["outputs"]
+        names = [o.name if protocol == "grpc" else o["name"] for o in outputs]
+        images = [product_jpeg(i) for i in range(4)]
+        result = client.infer(contract.ENSEMBLE_MODEL, [image_batch(protocol, images)],
+                              outputs=[lib.InferRequestedOutput(name, class_count=2) for name in names])
+        for name in names:
+            assert result.as_numpy(name).shape == (4, 2)
+        assert b":" in result.as_numpy(contract.EMBEDDING)[0, 0]  # "score:index" without a label
 
 
 def test_a_corrupt_image_fails_alone_among_concurrent_good_ones(triton: RunningServer) -> None:
@@ -123,17 +122,17 @@ def test_a_corrupt_image_fails_alone_among_concurrent_good_ones(triton: RunningS
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_bad_bytes_get_a_clear_invalid_argument_on_both_protocols(triton: RunningServer, protocol: str) -> None:
     lib = PROTOCOLS[protocol]
-    client = lib.InferenceServerClient(address(triton, protocol))
-    with pytest.raises(InferenceServerException) as raised:
-        client.infer(contract.ENSEMBLE_MODEL, [image_batch(protocol, [b"<html>not an image</html>"])])
-    assert raised.value.status() in ("StatusCode.INVALID_ARGUMENT", "400")
-    assert "not a supported image" in raised.value.message()
-    assert client.is_server_ready()
+    with lib.InferenceServerClient(address(triton, protocol)) as client:
+        with pytest.raises(InferenceServerException) as raised:
+            client.infer(contract.ENSEMBLE_MODEL, [image_batch(protocol, [b"<html>not an image</html>"])])
+        assert raised.value.status() in ("StatusCode.INVALID_ARGUMENT", "400")
+        assert "not a supported image" in raised.value.message()
+        assert client.is_server_ready()
 
 
 def test_synthetic_weights_are_announced_in_config_and_log(triton: RunningServer) -> None:
-    client = httpclient.InferenceServerClient(triton.http_address)
-    parameters = client.get_model_config(contract.RESNET_MODEL)["parameters"]
-    assert parameters["weights_synthetic"]["string_value"] == "true"
-    assert parameters["weights_source"]["string_value"] == "synthetic"
-    assert "SYNTHETIC WEIGHTS" in triton.log_text()
+    with httpclient.InferenceServerClient(triton.http_address) as client:
+        parameters = client.get_model_config(contract.RESNET_MODEL)["parameters"]
+        assert parameters["weights_synthetic"]["string_value"] == "true"
+        assert parameters["weights_source"]["string_value"] == "synthetic"
+        assert "SYNTHETIC WEIGHTS" in triton.log_text()

@@ -56,7 +56,8 @@ def inference_counts(http_address: str, model: str) -> tuple[int, int]:
 
     A scraped counter is compared with these read on both sides of the scrape, never with a number of its own:
     between two reads, another client's requests may be counted too (see ``assert_counter_between``)."""
-    stats = httpclient.InferenceServerClient(http_address).get_inference_statistics(model)
+    with httpclient.InferenceServerClient(http_address) as client:
+        stats = client.get_inference_statistics(model)
     (entry,) = stats["model_stats"]
     return int(entry["inference_count"]), int(entry["execution_count"])
 
