@@ -12,6 +12,10 @@ SERVE_ARGS ?=
 # ../shared/data is beside the checkout (see its README), generated pictures otherwise.
 DEMO_PHOTOS ?= $(wildcard ../shared/data/grocery-store-dataset/iconic-images-and-descriptions)
 PYTEST_ARGS ?=
+# The suite runs on this many processes, a test file each at a time (--dist loadfile: a file's module-scoped servers
+# and services are started once, on one worker). Each worker starts its own session tritonserver. 0: one process.
+PYTEST_WORKERS ?= 2
+PYTEST := $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile
 
 .PHONY: serve test test-fast lint audit venv locust-venv model system-deps clean
 
@@ -54,11 +58,11 @@ audit: venv
 	$(BIN)/python scripts/audit.py
 
 test: system-deps venv locust-venv lint
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(PYTEST) $(PYTEST_ARGS)
 
 # The tests that need only the venv: no tritonserver, no system package, nothing slow (docs/development.md).
 test-fast: venv
-	$(BIN)/python -m pytest -m "not integration and not system and not slow" $(PYTEST_ARGS)
+	$(PYTEST) -m "not integration and not system and not slow" $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) $(LOCUST_VENV) build

@@ -17,6 +17,7 @@ import pytest
 import shopvision
 from shopvision.cli import main as cli
 from shopvision.cli._common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_UNAVAILABLE, EXIT_USAGE
+from shopvision.server.tritonserver import free_ports
 
 
 def _as_on_a_terminal() -> None:
@@ -52,9 +53,7 @@ def test_exit_statuses_say_usage_failure_and_unavailable_apart(tmp_path: Path) -
     assert code == EXIT_FAILED and "is not the shopvision model repository template" in stderr, stderr
     assert "Traceback" not in stderr and len(stderr.strip().splitlines()) == 1, stderr
     # 3: nothing listens there.
-    with socket.socket() as unused:
-        unused.bind(("127.0.0.1", 0))
-        port = unused.getsockname()[1]
+    (port,) = free_ports(1)  # handed to no one else, the suite's other worker included
     code, _, stderr = run("health", "--url", f"http://127.0.0.1:{port}")
     assert code == EXIT_UNAVAILABLE and "Traceback" not in stderr, stderr
 

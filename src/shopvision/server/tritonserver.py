@@ -8,6 +8,8 @@ tests and the benchmarks.
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import secrets
 import signal
@@ -21,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from shopvision._files import cache_dir
 from shopvision.contract import ADMIN_KEY_HEADER, CPU_CONFIG_NAME
 from shopvision.errors import InvalidArgumentError, LocalServerError
 
@@ -154,13 +157,57 @@ def _link_all(directory: Path, sources: list[Path]) -> None:
         link.symlink_to(source)
 
 
+_HANDED_OUT_FILE = "free-ports.json"
+"""In the user's cache directory (``shopvision._files.cache_dir``): theirs alone, unlike the shared /tmp."""
+_HANDED_OUT_FOR_S = 120.0
+"""Long enough for a server handed its ports to bind them (loading its models first)."""
+
+
 def free_ports(count: int) -> list[int]:
-    """Ports on 127.0.0.1 that were free a moment ago (for tests and benchmarks)."""
-    sockets = [socket.socket() for _ in range(count)]
+    """Ports on 127.0.0.1 that were free a moment ago and that no caller on this machine was handed in the last two
+    minutes (for tests and benchmarks).
+
+    A port is free until the server it is for binds it, seconds later: processes that start servers side by side
+    (the suite's workers) would otherwise be handed the same one, and a server could find another's port taken or,
+    worse, answer its readiness probe with the other server. The handed-out ports are kept in a file under the
+    user's cache directory, read and written under a lock; where that file cannot be used, ports are only free."""
+    path = cache_dir(_HANDED_OUT_FILE)
     try:
-        for sock in sockets:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        registry = path.open("a+")
+    except OSError:
+        return _bind_free_ports(count, taken=set())
+    with registry:
+        fcntl.flock(registry, fcntl.LOCK_EX)  # released when the file closes
+        registry.seek(0)
+        now = time.time()
+        try:
+            recent = {int(port): when for port, when in json.loads(registry.read() or "{}").items()
+                      if now - when < _HANDED_OUT_FOR_S}
+        except (ValueError, AttributeError):
+            recent = {}
+        ports = _bind_free_ports(count, taken=set(recent))
+        recent.update(dict.fromkeys(ports, now))
+        registry.seek(0)
+        registry.truncate()
+        registry.write(json.dumps(recent))
+    return ports
+
+
+def _bind_free_ports(count: int, *, taken: set[int]) -> list[int]:
+    """``count`` ports the kernel says are free, none in ``taken`` (each held bound until all are found, so that the
+    kernel never hands one out twice)."""
+    sockets: list[socket.socket] = []
+    ports: list[int] = []
+    try:
+        while len(ports) < count:
+            sock = socket.socket()
+            sockets.append(sock)
             sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
+            port = sock.getsockname()[1]
+            if port not in taken:
+                ports.append(port)
+        return ports
     finally:
         for sock in sockets:
             sock.close()
