@@ -46,11 +46,37 @@ def code_fingerprint() -> str:
     return hashlib.sha256(f"{git('rev-parse', 'HEAD').strip()}\n{changes}".encode()).hexdigest()[:16]
 
 
+INT8_INSTRUCTIONS = ("avx2", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8")
+"""The x86 instruction sets ONNX Runtime picks its int8 kernels by. Their answers need not be identical (a saturating
+multiply-add on one, an exact dot product on another), so a report of an int8 model's accuracy says its CPU's."""
+
+
+def cpu_facts() -> dict:
+    """The CPU's model name and which of :data:`INT8_INSTRUCTIONS` it has (Linux's /proc/cpuinfo; empty elsewhere)."""
+    try:
+        first = Path("/proc/cpuinfo").read_text().split("\n\n", 1)[0]
+    except OSError:
+        first = ""
+    fields = {key.strip(): value.strip() for key, _, value in (line.partition(":") for line in first.splitlines())}
+    flags = set(fields.get("flags", "").split())
+    return {"model": fields.get("model name", ""), "int8_instructions": [name for name in INT8_INSTRUCTIONS
+                                                                         if name in flags]}
+
+
+def machine_of(results: dict) -> str:
+    """Where results were measured, as a report says it: the architecture, cores and, where recorded, the CPU."""
+    text = f"{results['machine']} with {results['cores']} cores"
+    if cpu := results.get("cpu"):
+        instructions = ", ".join(cpu["int8_instructions"]) or "none"
+        text += f" ({cpu['model'] or 'CPU unnamed'}; int8 instructions: {instructions})"
+    return text
+
+
 def run_facts(command: str) -> dict:
     """What every service benchmark's results start with: what ran, when, on what."""
     return {"configuration": SERVED_CONFIGURATION, "command": command,
             "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "machine": platform.machine(), "cores": len(os.sched_getaffinity(0))}
+            "machine": platform.machine(), "cores": len(os.sched_getaffinity(0)), "cpu": cpu_facts()}
 
 
 def rerender(out: Path, render: Callable[[dict], str]) -> int:
@@ -64,7 +90,8 @@ def publish(out: Path, results: dict, render: Callable[[dict], str]) -> None:
     the commit and the code's fingerprint (:func:`code_fingerprint`) of the code that measured them."""
     results = {**results, "commit": results.get("commit") or current_commit(),
                "code_fingerprint": results.get("code_fingerprint") or code_fingerprint()}
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    # numpy scalars (counts, medians) as plain numbers
+    (out / "results.json").write_text(json.dumps(results, indent=2, default=lambda value: value.item()) + "\n")
     text = render(results)
     (out / "report.md").write_text(text)
     print(text)

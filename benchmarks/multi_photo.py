@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks import SCRATCH, current_commit, publish, rerender, run_facts
+from benchmarks import SCRATCH, machine_of, publish, rerender, run_facts
 from benchmarks.grocery import GROCERY, MOBILENET, products, real_data_present, recall_at, split
 from shopvision import Client, contract
 from shopvision.catalog import Catalog, Product, ProductPhoto
@@ -123,7 +123,7 @@ def report(results: dict) -> str:
         "product holds the product's iconic photo and its first n-1 `train` shelf photos; each product is answered "
         "once, scored by its best photo (docs/catalog.md).",
         "",
-        f"Measured {results['measured_at']} on {results['machine']} with {results['cores']} cores, commit "
+        f"Measured {results['measured_at']} on {machine_of(results)}, commit "
         f"`{results['commit']}`: `{results['command']}`.",
         "",
         "| photos a product | vectors | engine | recall@1 | recall@5 | recall@10 | recall@5 over the one-photo "
@@ -143,11 +143,9 @@ def report(results: dict) -> str:
         "products come in the same order. HNSW (FAISS's, and Milvus's) is approximate: a product can be missed or "
         "swapped where two score alike.",
         "",
-        f"The one-photo catalog here is the real-weights report's retrieval catalog, whose recall@5 that report "
-        f"published as 0.723 (commit 9bdfc7d, 2026-12-04); this run's is {one['oracle']['@5']:.3f}. Rerun on "
-        "2026-12-06, that report's in-process reference computation gave 0.652 too, at its own commit as at this "
-        "one (an ad hoc check, not part of this report): what changed is what the code ran on (../shared/data or "
-        "the environment), not the code. The real-weights report needs republishing.",
+        "The one-photo catalog here is the real-weights report's retrieval catalog. MobileNet v2 is int8, and ONNX "
+        "Runtime's int8 kernels depend on the CPU's instructions: compare recall only between runs on the same "
+        "CPU (docs/catalog.md).",
         "",
         "What this does not show: the extra photos here are shelf photos from the same stores as the queries, so "
         "they are closer to the queries than a shop's studio photos from other angles would be. The gain a shop "
@@ -170,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="shopvision-multi-photo-") as scratch:
         found = measure(Path(scratch))
     command = " ".join(["python -m benchmarks.multi_photo", *(argv if argv is not None else sys.argv[1:])])
-    publish(args.out, {**run_facts(command), "commit": current_commit(), "contract_max_photos":
+    publish(args.out, {**run_facts(command), "contract_max_photos":
                        contract.MAX_PRODUCT_PHOTOS, **found}, report)
     return 0
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -32,12 +31,11 @@ import tempfile
 import time
 import urllib.request
 from collections import Counter
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks import SCRATCH, SERVED_CONFIGURATION, compare, configuration_of, current_commit, rerender
+from benchmarks import SCRATCH, compare, configuration_of, machine_of, publish, rerender, run_facts
 from benchmarks.grocery import (
     ABO,
     GROCERY,
@@ -393,7 +391,7 @@ def report(results: dict) -> str:
         "Dataset (shelf photos of 81 products, 43 coarse classes; one iconic catalog photo each; `train` for "
         "training, `val` for every figure) and Amazon Berkeley Objects samples, read from ../shared/data.",
         "",
-        f"Measured {results['measured_at']} on {results['machine']} with {results['cores']} cores, commit "
+        f"Measured {results['measured_at']} on {machine_of(results)}, commit "
         f"`{results['commit']}`: `{results['command']}`.",
         "",
         "## Targets (issue 24)",
@@ -572,17 +570,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = QUICK if args.quick else SETTINGS
     with tempfile.TemporaryDirectory(prefix="shopvision-real-weights-") as scratch:
         found = measure(settings, Path(scratch))
-    results = {
-        "configuration": SERVED_CONFIGURATION,
-        "command": " ".join(["python -m benchmarks.real_weights", *(argv if argv is not None else sys.argv[1:])]),
-        "commit": current_commit(), "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": platform.machine(), "cores": len(os.sched_getaffinity(0)), "settings": settings, **found,
-    }
-    # numpy scalars (counts, medians) as plain numbers
-    (args.out / "results.json").write_text(json.dumps(results, indent=2, default=lambda value: value.item()) + "\n")
-    text = report(results)
-    (args.out / "report.md").write_text(text)
-    print(text)
+    command = " ".join(["python -m benchmarks.real_weights", *(argv if argv is not None else sys.argv[1:])])
+    publish(args.out, {**run_facts(command), "settings": settings, **found}, report)
     return 0
 
 

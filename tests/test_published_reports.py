@@ -4,9 +4,11 @@ A report edited by hand, or results republished without their report (or the oth
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from benchmarks import PUBLISHED, REPORTS, render_published
+from benchmarks import INT8_INSTRUCTIONS, PUBLISHED, REPORTS, cpu_facts, machine_of, render_published
 
 PUBLISHED_REPORTS = sorted(path.name for path in PUBLISHED.iterdir() if (path / "results.json").is_file())
 
@@ -18,3 +20,18 @@ def test_every_published_report_has_its_renderer() -> None:
 @pytest.mark.parametrize("name", PUBLISHED_REPORTS)
 def test_the_report_is_rendered_from_its_results(name: str) -> None:
     assert render_published(name) == (PUBLISHED / name / "report.md").read_text()
+
+
+def test_a_report_names_the_cpu_where_its_results_recorded_it() -> None:
+    """Results before the CPU was recorded render as they did; an int8 model's report says its CPU's int8
+    instructions, which its accuracy can depend on."""
+    facts = cpu_facts()
+    assert set(facts["int8_instructions"]) <= set(INT8_INSTRUCTIONS)
+    assert machine_of({"machine": "x86_64", "cores": 2}) == "x86_64 with 2 cores"
+    recorded = {"machine": "x86_64", "cores": 2, "cpu": {"model": "Xeon", "int8_instructions": ["avx2", "amx_int8"]}}
+    assert machine_of(recorded) == "x86_64 with 2 cores (Xeon; int8 instructions: avx2, amx_int8)"
+    assert machine_of({**recorded, "cpu": {"model": "", "int8_instructions": []}}).endswith(
+        "(CPU unnamed; int8 instructions: none)")
+    for name in ("real-weights", "multi-photo"):
+        results_cpu = json.loads((PUBLISHED / name / "results.json").read_text())["cpu"]
+        assert f"int8 instructions: {', '.join(results_cpu['int8_instructions'])}" in render_published(name), name
