@@ -37,9 +37,10 @@ def test_ports_handed_out_over_two_minutes_ago_are_forgotten_and_a_broken_record
     (port,) = free_ports(1)
     recorded = json.loads(registry.read_text())
     assert set(recorded) == {"40003", str(port)}
-    registry.write_text("not json")
-    (again,) = free_ports(1)
-    assert set(json.loads(registry.read_text())) == {str(again)}
+    for broken in ("not json", '["a list"]', '{"40001": "not a time"}'):
+        registry.write_text(broken)
+        (again,) = free_ports(1)
+        assert set(json.loads(registry.read_text())) == {str(again)}, broken
 
 
 def test_without_a_usable_record_ports_are_only_free(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

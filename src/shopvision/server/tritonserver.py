@@ -164,8 +164,8 @@ _HANDED_OUT_FOR_S = 120.0
 
 
 def free_ports(count: int) -> list[int]:
-    """Ports on 127.0.0.1 that were free a moment ago and that no caller on this machine was handed in the last two
-    minutes (for tests and benchmarks).
+    """Ports on 127.0.0.1 that were free a moment ago and that none of the user's processes was handed in the last
+    two minutes (for tests and benchmarks).
 
     A port is free until the server it is for binds it, seconds later: processes that start servers side by side
     (the suite's workers) would otherwise be handed the same one, and a server could find another's port taken or,
@@ -184,7 +184,7 @@ def free_ports(count: int) -> list[int]:
         try:
             recent = {int(port): when for port, when in json.loads(registry.read() or "{}").items()
                       if now - when < _HANDED_OUT_FOR_S}
-        except (ValueError, AttributeError):
+        except (ValueError, AttributeError, TypeError):  # not the record this writes: start it afresh
             recent = {}
         ports = _bind_free_ports(count, taken=set(recent))
         recent.update(dict.fromkeys(ports, now))
