@@ -23,7 +23,15 @@ from shopvision.samples import product_jpeg
 from shopvision.server.container import gpu_visible, options_from_environment
 from shopvision.server.tritonserver import free_ports, triton_arguments
 from tests.support import helm
-from tests.support.metrics import assert_counter_between, inference_counts, metric, samples, scrape, wait_for_metric
+from tests.support.metrics import (
+    assert_counter_between,
+    counts_reaching,
+    inference_counts,
+    metric,
+    samples,
+    scrape,
+    wait_for_metric,
+)
 from tests.support.search_service import ServiceThread
 from tests.support.servers import RunningServer
 
@@ -387,7 +395,7 @@ def test_the_confidence_histogram_counts_every_classified_image(triton: RunningS
     before = monitored()
     with shopvision.Client(triton.http_url) as client:
         results = client.classify([product_jpeg(7000 + i, size=(160, 120)) for i in range(5)], top_k=1)
-    assert monitored() >= before + 5
+    assert counts_reaching(triton.http_address, QUALITY_MONITOR_MODEL, before + 5)[0] >= before + 5
     assert_counter_between(triton.metrics_url, f"{CONFIDENCE_METRIC}_count", before + 5, monitored,
                            model=RESNET_MODEL)
     total = metric(scrape(triton.metrics_url), f"{CONFIDENCE_METRIC}_sum", model=RESNET_MODEL)

@@ -13,7 +13,7 @@ from tritonclient.utils import InferenceServerException
 from shopvision import contract
 from shopvision.samples import product_jpeg
 from tests.support.images import photo_png
-from tests.support.metrics import assert_counter_between, inference_counts
+from tests.support.metrics import assert_counter_between, counts_reaching, inference_counts
 from tests.support.servers import RunningServer
 
 pytestmark = pytest.mark.integration
@@ -50,10 +50,12 @@ def infer_concurrently(triton: RunningServer, requests: list[list[bytes]]) -> li
 def test_an_image_alone_and_inside_a_dynamic_batch_gives_the_same_outputs(triton: RunningServer) -> None:
     target = product_jpeg(101)
     others = [product_jpeg(200 + i) for i in range(15)]
+    earlier, _ = inference_counts(triton.http_address, contract.RESNET_MODEL)
     alone = infer_concurrently(triton, [[target]])[0]
-    inferences_before, executions_before = inference_counts(triton.http_address, contract.RESNET_MODEL)
+    inferences_before, executions_before = counts_reaching(triton.http_address, contract.RESNET_MODEL, earlier + 1)
     batched = infer_concurrently(triton, [[target]] + [[image] for image in others])
-    inferences_after, executions_after = inference_counts(triton.http_address, contract.RESNET_MODEL)
+    inferences_after, executions_after = counts_reaching(triton.http_address, contract.RESNET_MODEL,
+                                                         inferences_before + 16)
 
     assert inferences_after - inferences_before == 16
     assert executions_after - executions_before < 16, "Triton did not batch the concurrent requests"

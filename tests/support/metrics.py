@@ -52,7 +52,8 @@ def wait_for_metric(url: str, name: str, minimum: float, *, timeout_s: float = 2
 
 
 def inference_counts(http_address: str, model: str) -> tuple[int, int]:
-    """(inferences, executions) of ``model`` from Triton's statistics extension: exact and immediate.
+    """(inferences, executions) of ``model`` from Triton's statistics extension: exact, and counted together, but
+    only once an execution has ended, after its responses were sent (see ``counts_reaching``).
 
     A scraped counter is compared with these read on both sides of the scrape, never with a number of its own:
     between two reads, another client's requests may be counted too (see ``assert_counter_between``)."""
@@ -60,6 +61,20 @@ def inference_counts(http_address: str, model: str) -> tuple[int, int]:
         stats = client.get_inference_statistics(model)
     (entry,) = stats["model_stats"]
     return int(entry["inference_count"]), int(entry["execution_count"])
+
+
+def counts_reaching(http_address: str, model: str, inferences: int, *, timeout_s: float = 20.0) -> tuple[int, int]:
+    """``inference_counts`` once the inferences reach ``inferences``, or as they are after ``timeout_s``.
+
+    A client holding every answer may read the statistics before the last execution is counted: the Python backend
+    reports an execution when ``execute`` returns, after its responses are on their way (the suite saw 14 of 16,
+    once, on a busy machine). Both counts are updated together, so the executions are final with the inferences."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        counts = inference_counts(http_address, model)
+        if counts[0] >= inferences or time.monotonic() > deadline:
+            return counts
+        time.sleep(0.05)
 
 
 def assert_counter_between(url: str, name: str, floor: int, ceiling: Callable[[], int], **labels: str) -> float:
