@@ -19,17 +19,18 @@ from shopvision.cli import main as cli
 from shopvision.cli._common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_UNAVAILABLE, EXIT_USAGE
 from shopvision.server.tritonserver import free_ports
 
-
-def _as_on_a_terminal() -> None:
-    # A suite started in the background by a shell (CI's `make test &`) inherits SIGINT ignored, and Python keeps an
-    # ignored SIGINT ignored: give the command the default a terminal gives it, so that Ctrl-C reaches it.
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+# A suite started in the background by a shell (CI's `make test &`) inherits SIGINT ignored, and Python keeps an
+# ignored SIGINT ignored: the command is started as `python -m` would start it, with the handler a terminal gives it
+# installed first, so that Ctrl-C reaches it. The child sets it itself, after exec: Python code run between fork and
+# exec (a preexec_fn) in a worker whose gRPC threads are busy once wrote gRPC's epoll error into the command's stderr
+# (CI at 8209d53; 5 children of 300 in a reproduction, none of 300 this way).
+AS_ON_A_TERMINAL = ("import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                    "runpy.run_module('shopvision.cli.main', run_name='__main__', alter_sys=True)")
 
 
 def shopvision_command(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "shopvision.cli.main", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"},
-                            preexec_fn=_as_on_a_terminal)
+    return subprocess.Popen([sys.executable, "-c", AS_ON_A_TERMINAL, *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
 
 
 def run(*args: str) -> tuple[int, str, str]:
