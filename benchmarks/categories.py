@@ -21,7 +21,16 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks import PUBLISHED, SCRATCH, SERVED_CONFIGURATION, compare, configuration_of, current_commit, perf
+from benchmarks import (
+    PUBLISHED,
+    SCRATCH,
+    SERVED_CONFIGURATION,
+    compare,
+    configuration_of,
+    perf,
+    publish,
+    rerender,
+)
 from shopvision import Client, contract
 from shopvision.categories.pipeline import train_and_install
 from shopvision.repository.heads import NO_HEAD, promote_head
@@ -149,18 +158,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--render", action="store_true", help="only rewrite report.md from results.json")
     args = parser.parse_args(argv)
     if args.render:
-        results = json.loads((args.out / "results.json").read_text())
-    else:
-        commit = current_commit()
-        results = {"configuration": SERVED_CONFIGURATION,
-                   "command": " ".join(["python -m benchmarks.categories", *(argv if argv is not None
-                                                                               else sys.argv[1:])]),
-                   "machine": platform.node(), "cores": len(os.sched_getaffinity(0)),
-                   "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "commit": commit,
-                   **measure(args.out)}
-        (args.out / "results.json").write_text(json.dumps(results, indent=2))
-    (args.out / "report.md").write_text(report(results))
-    print((args.out / "report.md").read_text())
+        return rerender(args.out, report)
+    results = {"configuration": SERVED_CONFIGURATION,
+               "command": " ".join(["python -m benchmarks.categories", *(argv if argv is not None else sys.argv[1:])]),
+               "machine": platform.node(), "cores": len(os.sched_getaffinity(0)),
+               "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), **measure(args.out)}
+    publish(args.out, results, report)
     return 0
 
 

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks import PUBLISHED, RETIRED_CONFIGURATION, SCRATCH, SERVED_CONFIGURATION, current_commit
+from benchmarks import PUBLISHED, RETIRED_CONFIGURATION, SCRATCH, SERVED_CONFIGURATION, publish
 from benchmarks.processes import cpu_seconds_by_model, process_tree, python_model, tree_rss_bytes
 from shopvision.contract import (
     CROP_SIZE,
@@ -397,12 +397,11 @@ def main(argv: list[str] | None = None) -> int:
 
     (args.out / "raw").mkdir(parents=True, exist_ok=True)
     log_path = args.out / "raw" / "tritonserver.log"
-    commit = current_commit()
     results: dict = {
         "configuration": SERVED_CONFIGURATION,
         "command": " ".join(["python -m benchmarks.limits", *(argv if argv is not None else sys.argv[1:])]),
         "machine": platform.node(), "cores": len(__import__("os").sched_getaffinity(0)),
-        "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "commit": commit,
+        "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "request_limit_bytes": max_request_bytes(),
     }
     with tempfile.TemporaryDirectory() as scratch:
@@ -435,9 +434,7 @@ def main(argv: list[str] | None = None) -> int:
                     max(cost["peak_growth_mb"] for cost in results["expensive_images"]))
     results["chart_sizing"] = {"limit_mib": round_up_mib(shipped.peak_mb + max(shipped.peak_mb / 4, decode_mb)),
                                "request_mib": round_up_mib(shipped.after_round_mb[-1]), "decode_mb": decode_mb}
-    (args.out / "results.json").write_text(json.dumps(results, indent=2))
-    (args.out / "report.md").write_text(report(results))
-    print((args.out / "report.md").read_text())
+    publish(args.out, results, report)
     served_all = shipped.served == 8 and not shipped.failed and results["expensive_request"]["served"] == MAX_BATCH_SIZE
     return 0 if served_all else 1
 
