@@ -15,8 +15,6 @@ PUBLISHED_REPORTS = sorted(path.name for path in PUBLISHED.iterdir() if (path / 
 
 UNTIED = {
     "gpu-feed": "measured on a lent H200 before results recorded their code; measuring it again needs a GPU",
-    "catalog-live-1m": "records its commit (398168d), not the fingerprint, which came later; a rerun builds 1M "
-                       "products",
 }
 """Published results that do not say both the commit and the code fingerprint that measured them, and why."""
 
